@@ -1,0 +1,2 @@
+// mxpuppetctl: placeholder until the CLI lands.
+int main() { return 0; }

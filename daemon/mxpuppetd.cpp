@@ -1,0 +1,2 @@
+// mxpuppetd: placeholder until the daemon main lands.
+int main() { return 0; }

@@ -1,0 +1,2 @@
+// placeholder so the client library exists before it is written.
+namespace mxp::client {}

@@ -1,0 +1,50 @@
+// secret_string: holds a credential (shared secret, access token, key) so that
+// it cannot be printed by accident; formatting it yields "<redacted>".
+#pragma once
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace mxp {
+
+class secret_string {
+ public:
+  secret_string() = default;
+  explicit secret_string(std::string value) : value_(std::move(value)) {}
+  secret_string(const secret_string&) = default;
+  secret_string(secret_string&&) noexcept = default;
+  secret_string& operator=(const secret_string&) = default;
+  secret_string& operator=(secret_string&&) noexcept = default;
+  ~secret_string() { wipe(); }
+
+  // Deliberately verbose: every place that reads the secret is greppable.
+  const std::string& reveal() const noexcept { return value_; }
+  bool empty() const noexcept { return value_.empty(); }
+  void wipe() noexcept {
+    if (!value_.empty()) OPENSSL_cleanse(value_.data(), value_.size());
+    value_.clear();
+  }
+
+  // Constant time for equal lengths: comparing tokens must not leak a prefix.
+  friend bool operator==(const secret_string& a, const secret_string& b) noexcept {
+    return a.value_.size() == b.value_.size() &&
+           CRYPTO_memcmp(a.value_.data(), b.value_.data(), a.value_.size()) == 0;
+  }
+
+ private:
+  std::string value_;
+};
+
+}  // namespace mxp
+
+template <>
+struct fmt::formatter<mxp::secret_string> : fmt::formatter<std::string_view> {
+  template <typename Ctx>
+  auto format(const mxp::secret_string&, Ctx& ctx) const {
+    return fmt::formatter<std::string_view>::format("<redacted>", ctx);
+  }
+};
