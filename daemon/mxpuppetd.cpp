@@ -1,2 +1,148 @@
-// mxpuppetd: placeholder until the daemon main lands.
-int main() { return 0; }
+// mxpuppetd: parse arguments, load the config, build the pool and the API server,
+// run the io_context on one thread, stop cleanly on SIGTERM/SIGINT.
+#include <systemd/sd-daemon.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "api/http_api.hpp"
+#include "api/unix_server.hpp"
+#include "config/config.hpp"
+#include "matrix/homeserver_client.hpp"
+#include "sessions/session_pool.hpp"
+
+namespace asio = boost::asio;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto shutdown_grace = std::chrono::seconds{10};
+
+void usage(std::FILE* to) {
+  std::fprintf(to,
+               "usage: mxpuppetd -c CONFIG [--check-config]\n"
+               "  -c, --config FILE   YAML configuration (default /etc/mxpuppetd/config.yaml)\n"
+               "      --check-config  validate the configuration and exit (0 valid, 2 invalid)\n"
+               "      --version       print the version\n");
+}
+
+// Completion handler for top-level coroutines: an escaping exception is logged, never swallowed.
+auto log_on_failure(const char* task) {
+  return [task](std::exception_ptr ep) {
+    if (!ep) return;
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      spdlog::critical("{} failed: {}", task, e.what());
+    }
+  };
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = "/etc/mxpuppetd/config.yaml";
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if ((arg == "-c" || arg == "--config") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg == "--check-config") {
+      check_only = true;
+    } else if (arg == "--version") {
+      std::printf("mxpuppetd %s\n", MXP_VERSION);
+      return 0;
+    } else if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "mxpuppetd: unknown argument '%s'\n", arg.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+
+  auto loaded = mxp::config::load_config_file(config_path);
+  if (!loaded.config) {
+    for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.c_str());
+    std::fprintf(stderr, "mxpuppetd: %zu configuration error(s); not starting\n", loaded.errors.size());
+    return 2;
+  }
+  auto& config = *loaded.config;
+  if (check_only) {
+    std::printf("%s: configuration is valid (%zu homeserver(s))\n", config_path.c_str(), config.homeservers.size());
+    return 0;
+  }
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("mxpuppetd"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(config.log.level));
+  std::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    asio::io_context io{1};
+    std::map<std::string, mxp::sessions::homeserver_entry, std::less<>> homeservers;
+    for (const auto& [name, hs] : config.homeservers)
+      homeservers.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(io.get_executor(), hs),
+                                                                hs.max_concurrent_logins});
+    auto pool = std::make_unique<mxp::sessions::session_pool>(
+        io.get_executor(),
+        mxp::sessions::pool_options{config.sessions.max, config.sessions.idle_timeout, config.sessions.revoke_on_evict, {}},
+        std::move(homeservers));
+    mxp::api::http_api api{*pool, config.listen.request_timeout};
+    mxp::api::unix_server server{io.get_executor(),
+                                 {config.listen.unix_socket, config.listen.socket_mode, config.listen.idle_timeout,
+                                  std::chrono::seconds{10}, config.listen.max_header_bytes,
+                                  config.listen.max_body_bytes, config.listen.max_connections},
+                                 api};
+
+    asio::co_spawn(io, server.run(), log_on_failure("API server"));
+    asio::co_spawn(io, pool->run_maintenance(), log_on_failure("session maintenance"));
+
+    asio::signal_set signals{io, SIGINT, SIGTERM, SIGHUP};
+    auto on_signals = [&]() -> asio::awaitable<void> {
+      for (;;) {
+        boost::system::error_code ec;
+        const int sig = co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return;
+        if (sig == SIGHUP) {
+          spdlog::warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+          continue;
+        }
+        spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        sd_notify(0, "STOPPING=1");
+        api.set_ready(false);
+        const auto deadline = steady_clock::now() + shutdown_grace;
+        server.stop();
+        co_await server.drain(deadline);
+        co_await pool->shutdown(config.sessions.revoke_on_shutdown, deadline);
+        signals.cancel();
+        co_return;
+      }
+    };
+    asio::co_spawn(io, on_signals(), log_on_failure("signal handling"));
+
+    api.set_ready(true);
+    sd_notify(0, "READY=1");
+    spdlog::info("mxpuppetd {} ready: {} homeserver(s), socket {}", MXP_VERSION, config.homeservers.size(),
+                 config.listen.unix_socket);
+    io.run();
+    spdlog::info("stopped");
+  } catch (const std::exception& e) {
+    spdlog::critical("mxpuppetd: {}", e.what());
+    std::fprintf(stderr, "mxpuppetd: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,255 @@
+// Routes of the socket API and their JSON answers.
+#include "api/http_api.hpp"
+
+#include <simdjson.h>
+
+#include <charconv>
+
+#include "core/errc.hpp"
+#include "core/json_writer.hpp"
+#include "matrix/user_id.hpp"
+
+namespace mxp::api {
+
+namespace asio = boost::asio;
+using std::chrono::steady_clock;
+
+std::string_view reason_phrase(int status) noexcept {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "Unknown";
+}
+
+namespace {
+
+enum class route_kind { token, invalidate, session, sessions, status, healthz, unknown };
+
+struct route {
+  route_kind kind = route_kind::unknown;
+  std::string_view user_segment;  // still percent-encoded
+  std::string_view query;
+  std::string_view allowed_method;
+};
+
+route match(std::string_view target) {
+  route r;
+  const auto q = target.find('?');
+  const auto path = target.substr(0, q);
+  if (q != std::string_view::npos) r.query = target.substr(q + 1);
+  if (path == "/healthz") return {route_kind::healthz, {}, r.query, "GET"};
+  if (path == "/v1/status") return {route_kind::status, {}, r.query, "GET"};
+  if (path == "/v1/sessions") return {route_kind::sessions, {}, r.query, "GET"};
+  constexpr std::string_view users = "/v1/users/";
+  if (!path.starts_with(users)) return r;
+  const auto rest = path.substr(users.size());
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos || slash == 0) return r;
+  r.user_segment = rest.substr(0, slash);
+  const auto action = rest.substr(slash + 1);
+  if (action == "token") r.kind = route_kind::token, r.allowed_method = "GET";
+  else if (action == "invalidate") r.kind = route_kind::invalidate, r.allowed_method = "POST";
+  else if (action == "session") r.kind = route_kind::session, r.allowed_method = "DELETE";
+  return r;
+}
+
+void write_error(api_response& res, int status, std::string_view errcode, std::string_view message) {
+  res.status = status;
+  res.body.clear();
+  json_writer{res.body}.begin_object().member("errcode", errcode).member("error", message).end_object();
+}
+
+// The one place where pool errors become API answers (DESIGN.md, "Errors").
+void write_pool_error(api_response& res, const sessions::pool_error& e) {
+  const auto code = static_cast<errc>(e.code.value());
+  const bool ours = e.code.category() == mxp_category();
+  int status = 500;
+  std::string_view errcode = "M_UNKNOWN";
+  switch (ours ? code : errc::upstream_unavailable) {
+    case errc::invalid_user_id:
+    case errc::invalid_request: status = 400, errcode = "M_INVALID_PARAM"; break;
+    case errc::forbidden: status = 403, errcode = "M_FORBIDDEN"; break;
+    case errc::unknown_homeserver:
+    case errc::not_found: status = 404, errcode = "M_NOT_FOUND"; break;
+    case errc::upstream_rate_limited: status = 429, errcode = "M_LIMIT_EXCEEDED"; break;
+    case errc::upstream_refused:
+    case errc::upstream_bad_response: status = 502, errcode = "MXP_UPSTREAM"; break;
+    case errc::upstream_unavailable:
+    case errc::discovery_failed:
+    case errc::shutting_down: status = 503, errcode = "MXP_UNAVAILABLE"; break;
+    case errc::upstream_timeout:
+    case errc::deadline_exceeded: status = 504, errcode = "MXP_TIMEOUT"; break;
+    case errc::ok: break;
+  }
+  // Our own diagnostic only: the homeserver's error text goes to the log, not to API clients.
+  std::string message = e.code.message();
+  if (!e.diagnostic.empty()) message += ": " + e.diagnostic;
+  res.status = status;
+  res.body.clear();
+  json_writer w{res.body};
+  w.begin_object().member("errcode", errcode).member("error", message);
+  if (status == 429) w.member("retry_after_ms", e.retry_after_ms.value_or(1000));
+  if (status == 502) {
+    w.member("upstream_status", e.http_status);
+    if (e.errcode.empty()) w.key("upstream_errcode").null();
+    else w.member("upstream_errcode", e.errcode);
+  }
+  w.end_object();
+}
+
+void write_token(api_response& res, const sessions::token_view& t) {
+  res.status = 200;
+  res.body.clear();
+  json_writer w{res.body};
+  w.begin_object()
+      .member("user_id", t.user_id)
+      .member("access_token", t.access_token->reveal())
+      .member("device_id", *t.device_id)
+      .member("homeserver_url", t.homeserver->base_url())
+      .member("expires_at_ms", t.expires_at_ms)
+      .member("method", t.homeserver->method_name())
+      .end_object();
+}
+
+// min_valid_ms=N from the query; -1 when malformed. Other parameters are ignored.
+std::int64_t min_valid_from_query(std::string_view query) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto param = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    constexpr std::string_view key = "min_valid_ms=";
+    if (!param.starts_with(key)) continue;
+    const auto value = param.substr(key.size());
+    std::int64_t n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    constexpr std::int64_t max_ms = 366LL * 24 * 3600 * 1000;
+    if (ec != std::errc{} || end != value.data() + value.size() || n < 0 || n > max_ms) return -1;
+    return n;
+  }
+  return 0;
+}
+
+}  // namespace
+
+http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout)
+    : pool_(pool), request_timeout_(request_timeout), started_(steady_clock::now()) {}
+
+bool http_api::handle_now(const api_request& req, api_response& res) {
+  const auto r = match(req.target);
+  if (r.kind == route_kind::token && req.method == "GET") {
+    // Fast path: an undecoded segment without '%' is the user ID itself.
+    if (r.user_segment.find('%') != std::string_view::npos) return false;
+    const auto min_valid = r.query.empty() ? 0 : min_valid_from_query(r.query);
+    if (min_valid < 0) return false;
+    auto t = pool_.find_ready(r.user_segment, min_valid);
+    if (!t) return false;
+    write_token(res, *t);
+    return true;
+  }
+  if (r.kind == route_kind::healthz && req.method == "GET") {
+    if (!ready_) {
+      write_error(res, 503, "MXP_UNAVAILABLE", "not ready");
+      return true;
+    }
+    res.status = 200;
+    res.body = R"({"status":"ok"})";
+    return true;
+  }
+  return false;
+}
+
+asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
+  if (handle_now(req, res)) co_return;
+  const auto deadline = steady_clock::now() + request_timeout_;
+  const auto r = match(req.target);
+  if (r.kind == route_kind::unknown) co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
+  if (req.method != r.allowed_method)
+    co_return write_error(res, 405, "M_UNRECOGNIZED", "method not allowed on this path");
+
+  if (r.kind == route_kind::status) {
+    const auto stats = pool_.stats();
+    res.status = 200;
+    res.body.clear();
+    json_writer w{res.body};
+    w.begin_object().member("version", MXP_VERSION).member(
+        "uptime_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   steady_clock::now() - started_)
+                                                   .count()));
+    w.key("sessions").begin_object().member("total", stats.total).member("active", stats.active)
+        .member("logging_in", stats.logging_in).member("revoking", stats.revoking).member("absent", stats.absent)
+        .end_object();
+    w.key("homeservers").begin_array();
+    for (const auto& hs : pool_.homeservers()) {
+      w.begin_object().member("server_name", hs.server_name).member("url", hs.url).member("method", hs.method)
+          .member("login_type", hs.login_type).member("logins_in_flight", hs.logins_in_flight)
+          .member("logins_ok", hs.logins_ok).member("logins_failed", hs.logins_failed)
+          .member("logouts", hs.logouts).member("healthy", hs.healthy).end_object();
+    }
+    w.end_array().end_object();
+    co_return;
+  }
+  if (r.kind == route_kind::sessions) {
+    res.status = 200;
+    res.body.clear();
+    json_writer w{res.body};
+    w.begin_object().key("sessions").begin_array();
+    for (const auto& s : pool_.sessions()) {  // never tokens
+      w.begin_object().member("user_id", s.user_id).member("device_id", s.device_id).member("method", s.method)
+          .member("created_at_ms", s.created_at_ms).member("last_used_at_ms", s.last_used_at_ms)
+          .member("expires_at_ms", s.expires_at_ms).member("state", sessions::to_string(s.state)).end_object();
+    }
+    w.end_array().end_object();
+    co_return;
+  }
+
+  auto user_id = matrix::percent_decode(r.user_segment);
+  if (!user_id || !matrix::parse_user_id(*user_id))
+    co_return write_error(res, 400, "M_INVALID_PARAM", "malformed user ID");
+
+  switch (r.kind) {
+    case route_kind::token: {
+      const auto min_valid = min_valid_from_query(r.query);
+      if (min_valid < 0)
+        co_return write_error(res, 400, "M_INVALID_PARAM", "min_valid_ms must be an integer of milliseconds");
+      auto t = co_await pool_.get_token(std::move(*user_id), min_valid, deadline);
+      if (!t) co_return write_pool_error(res, t.error());
+      co_return write_token(res, *t);
+    }
+    case route_kind::invalidate: {
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      std::string_view token;
+      if (parser.parse(req.body.data(), req.body.size()).get(doc) != simdjson::SUCCESS)
+        co_return write_error(res, 400, "M_BAD_JSON", "body is not JSON");
+      if (doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
+        co_return write_error(res, 400, "M_INVALID_PARAM", "body needs {\"access_token\": \"...\"}");
+      auto done = co_await pool_.invalidate(std::move(*user_id), secret_string{std::string{token}}, deadline);
+      if (!done) co_return write_pool_error(res, done.error());
+      res.status = 200;
+      res.body = *done ? R"({"invalidated":true})" : R"({"invalidated":false})";
+      co_return;
+    }
+    case route_kind::session: {
+      auto done = co_await pool_.revoke(std::move(*user_id), deadline);
+      if (!done) co_return write_pool_error(res, done.error());
+      res.status = 200;
+      res.body = *done ? R"({"revoked":true})" : R"({"revoked":false})";
+      co_return;
+    }
+    default:
+      co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
+  }
+}
+
+}  // namespace mxp::api

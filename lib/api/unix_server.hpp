@@ -1,0 +1,49 @@
+// unix_server: the socket API's listener. Creates the socket file (mode from
+// config, stale files from a crashed run replaced, a live daemon's never stolen),
+// accepts connections and serves HTTP/1.1 keep-alive with Beast's parser.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace mxp::api {
+
+class http_api;
+
+struct server_options {
+  std::string socket_path;
+  unsigned socket_mode = 0660;
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds{60}};
+  std::chrono::milliseconds write_timeout{std::chrono::seconds{10}};
+  std::size_t max_header_bytes = 8 * 1024;
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_connections = 1024;
+};
+
+class unix_server {
+ public:
+  // Binds the socket now; throws std::system_error with a message naming the path.
+  unix_server(boost::asio::any_io_executor executor, server_options options, http_api& api);
+  ~unix_server();
+  unix_server(const unix_server&) = delete;
+  unix_server& operator=(const unix_server&) = delete;
+
+  // Accepts until stop(); each connection runs as its own coroutine.
+  boost::asio::awaitable<void> run();
+  // Stops accepting, closes idle connections, lets in-flight requests finish, removes the socket file.
+  void stop();
+  // Waits until every connection is gone or the deadline passes.
+  boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);
+  std::size_t connections() const noexcept;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace mxp::api

@@ -1,0 +1,259 @@
+// The real homeserver client: request bodies, answer parsing (simdjson) and error mapping.
+#include "matrix/homeserver_client.hpp"
+
+#include <simdjson.h>
+
+#include <boost/asio/use_awaitable.hpp>
+
+#include <charconv>
+#include <fmt/format.h>
+#include <vector>
+
+#include "config/config.hpp"
+#include "core/errc.hpp"
+#include "core/json_writer.hpp"
+#include "credentials/shared_secret.hpp"
+#include "net/http_client.hpp"
+
+namespace mxp::matrix {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::string_view devture_type = "com.devture.shared_secret_auth";
+constexpr std::string_view password_type = "m.login.password";
+
+// Reads a JSON object's string member; nullopt when absent or not a string.
+std::optional<std::string> string_member(simdjson::dom::element obj, std::string_view key) {
+  std::string_view v;
+  if (obj[key].get_string().get(v) != simdjson::SUCCESS) return std::nullopt;
+  return std::string{v};
+}
+
+std::optional<std::int64_t> int_member(simdjson::dom::element obj, std::string_view key) {
+  std::int64_t v = 0;
+  if (obj[key].get_int64().get(v) != simdjson::SUCCESS) return std::nullopt;
+  return v;
+}
+
+upstream_error bad_response(int status, std::string diagnostic) {
+  return {errc::upstream_bad_response, status, {}, {}, std::nullopt, std::move(diagnostic)};
+}
+
+upstream_error from_transport(const net::http_failure& f) {
+  upstream_error e;
+  e.code = f.code.category() == mxp_category() ? f.code : make_error_code(errc::upstream_unavailable);
+  e.diagnostic = f.diagnostic;
+  return e;
+}
+
+class matrix_homeserver final : public homeserver_client {
+ public:
+  matrix_homeserver(asio::any_io_executor executor, const config::homeserver_config& config)
+      : executor_(std::move(executor)), config_(config) {
+    http_options_.ca_file = config.ca_file;
+    http_options_.request_timeout = config.request_timeout;
+    http_options_.connect_timeout = config.connect_timeout;
+    http_options_.max_response_bytes = config.max_response_bytes;
+    if (!config.url.empty()) http_ = std::make_unique<net::http_client>(executor_, config.url, http_options_);
+    if (auto* s = std::get_if<config::shared_secret_login>(&config_.login)) {
+      if (s->login_type == config::shared_secret_login_type::devture) resolved_login_type_ = devture_type;
+      if (s->login_type == config::shared_secret_login_type::password) resolved_login_type_ = password_type;
+    }
+  }
+
+  const std::string& server_name() const override { return config_.server_name; }
+  std::string_view method_name() const override { return "shared_secret"; }
+  std::string login_type() const override {
+    return resolved_login_type_.empty() ? "auto" : resolved_login_type_;
+  }
+  std::string base_url() const override {
+    if (!http_) return {};
+    const auto& u = http_->url();
+    return fmt::format("{}://{}{}", u.tls ? "https" : "http", u.host_header, u.path_prefix);
+  }
+  void close_idle_connections() override {
+    if (http_) http_->close_idle();
+  }
+
+  asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
+    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    const auto& secret_cfg = std::get<config::shared_secret_login>(config_.login);
+    const auto hmac = credentials::shared_secret_token(secret_cfg.secret, user_id);
+
+    std::string body;
+    json_writer w{body};
+    w.begin_object().member("type", std::string_view{resolved_login_type_});
+    w.key("identifier").begin_object().member("type", "m.id.user").member("user", user_id).end_object();
+    w.member(resolved_login_type_ == devture_type ? "token" : "password", hmac.reveal());
+    w.member("device_id", config_.device_id);
+    w.member("initial_device_display_name", config_.device_display_name);
+    w.end_object();
+    secret_string body_secret{std::move(body)};  // the body carries the HMAC: wipe it after use
+
+    auto answer = co_await http_->request(
+        {.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()});
+    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (answer->status != 200)
+      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
+                                                   fmt::format("login of {}", user_id))};
+    simdjson::dom::element doc;
+    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object())
+      co_return unexpected{bad_response(200, "login answer is not a JSON object")};
+    login_grant grant;
+    auto token = string_member(doc, "access_token");
+    auto who = string_member(doc, "user_id");
+    if (!token || token->empty() || !who)
+      co_return unexpected{bad_response(200, "login answer lacks access_token or user_id")};
+    if (*who != user_id)
+      co_return unexpected{bad_response(200, fmt::format("homeserver logged in {} instead of {}", *who, user_id))};
+    grant.access_token = secret_string{std::move(*token)};
+    grant.user_id = std::move(*who);
+    grant.device_id = string_member(doc, "device_id");
+    grant.expires_in_ms = int_member(doc, "expires_in_ms");
+    co_return grant;
+  }
+
+  asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
+    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    auto answer = co_await http_->request(
+        {.method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token});
+    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (answer->status == 200) co_return logout_outcome{true};
+    auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "logout");
+    if (answer->status == 401 && e.errcode == "M_UNKNOWN_TOKEN") co_return logout_outcome{false};
+    co_return unexpected{std::move(e)};
+  }
+
+  asio::awaitable<upstream_result<std::string>> whoami(secret_string token) override {
+    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    auto answer = co_await http_->request(
+        {.method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token});
+    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (answer->status != 200)
+      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
+    simdjson::dom::element doc;
+    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object())
+      co_return unexpected{bad_response(200, "whoami answer is not a JSON object")};
+    auto who = string_member(doc, "user_id");
+    if (!who) co_return unexpected{bad_response(200, "whoami answer lacks user_id")};
+    co_return std::move(*who);
+  }
+
+ private:
+  // Discovers the base URL and the login type when the config left them open.
+  asio::awaitable<upstream_result<success>> ensure_ready() {
+    if (!http_) {
+      auto url = co_await discover();
+      if (!url) co_return unexpected{std::move(url).error()};
+      if (!http_) {  // another coroutine may have finished discovery meanwhile
+        try {
+          http_ = std::make_unique<net::http_client>(executor_, *url, http_options_);
+        } catch (const std::exception& e) {
+          co_return unexpected{upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()}};
+        }
+      }
+    }
+    if (resolved_login_type_.empty()) {
+      auto chosen = co_await choose_login_type();
+      if (!chosen) co_return unexpected{std::move(chosen).error()};
+      resolved_login_type_ = *chosen;
+    }
+    co_return success{};
+  }
+
+  // GET https://<server_name>/.well-known/matrix/client -> m.homeserver.base_url
+  asio::awaitable<upstream_result<std::string>> discover() {
+    const auto fail = [&](std::string why) {
+      return upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt,
+                            fmt::format("discovery of {}: {}", config_.server_name, why)};
+    };
+    std::unique_ptr<net::http_client> well_known;
+    try {
+      well_known = std::make_unique<net::http_client>(executor_, "https://" + config_.server_name, http_options_);
+    } catch (const std::exception& e) {
+      co_return unexpected{fail(e.what())};
+    }
+    auto answer = co_await well_known->request({.method = "GET", .target = "/.well-known/matrix/client"});
+    if (!answer) co_return unexpected{fail(answer.error().diagnostic)};
+    if (answer->status != 200) co_return unexpected{fail(fmt::format("HTTP {}", answer->status))};
+    simdjson::dom::element doc;
+    std::string_view base;
+    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS ||
+        doc["m.homeserver"]["base_url"].get_string().get(base) != simdjson::SUCCESS)
+      co_return unexpected{fail("answer has no m.homeserver.base_url")};
+    if (!net::parse_base_url(base)) co_return unexpected{fail("m.homeserver.base_url is not an http(s) URL")};
+    co_return std::string{base};
+  }
+
+  // login_type auto: prefer com.devture.shared_secret_auth, fall back to m.login.password.
+  asio::awaitable<upstream_result<std::string>> choose_login_type() {
+    auto answer = co_await http_->request({.method = "GET", .target = "/_matrix/client/v3/login"});
+    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (answer->status != 200)
+      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
+                                                   "reading login flows")};
+    simdjson::dom::element doc;
+    simdjson::dom::array flows;
+    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || doc["flows"].get_array().get(flows) != simdjson::SUCCESS)
+      co_return unexpected{bad_response(200, "GET /login answer has no flows array")};
+    bool has_devture = false, has_password = false;
+    for (auto flow : flows) {
+      std::string_view type;
+      if (flow["type"].get_string().get(type) != simdjson::SUCCESS) continue;
+      has_devture |= type == devture_type;
+      has_password |= type == password_type;
+    }
+    if (has_devture) co_return std::string{devture_type};
+    if (has_password) co_return std::string{password_type};
+    co_return unexpected{upstream_error{errc::upstream_refused, 200, {}, {}, std::nullopt,
+                                        "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"}};
+  }
+
+  asio::any_io_executor executor_;
+  config::homeserver_config config_;
+  net::http_client_options http_options_;
+  std::unique_ptr<net::http_client> http_;
+  std::string resolved_login_type_;
+  simdjson::dom::parser parser_;
+};
+
+}  // namespace
+
+upstream_error classify_error_response(int status, std::string_view body,
+                                       const std::optional<std::string>& retry_after_header,
+                                       std::string diagnostic) {
+  upstream_error e;
+  e.http_status = status;
+  e.diagnostic = std::move(diagnostic);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(body.data(), body.size()).get(doc) == simdjson::SUCCESS && doc.is_object()) {
+    e.errcode = string_member(doc, "errcode").value_or("");
+    e.error = string_member(doc, "error").value_or("");
+    e.retry_after_ms = int_member(doc, "retry_after_ms");
+  }
+  if (status == 429 || e.errcode == "M_LIMIT_EXCEEDED") {
+    e.code = errc::upstream_rate_limited;
+    if (!e.retry_after_ms && retry_after_header) {
+      std::int64_t seconds = 0;
+      const auto& h = *retry_after_header;
+      if (std::from_chars(h.data(), h.data() + h.size(), seconds).ec == std::errc{})
+        e.retry_after_ms = seconds * 1000;
+    }
+    if (e.retry_after_ms && *e.retry_after_ms < 0) e.retry_after_ms = 0;
+  } else if (status == 502 || status == 503 || status == 504) {
+    e.code = errc::upstream_unavailable;  // a proxy in front of a homeserver that is down
+  } else {
+    e.code = errc::upstream_refused;
+  }
+  return e;
+}
+
+std::unique_ptr<homeserver_client> make_homeserver_client(asio::any_io_executor executor,
+                                                          const config::homeserver_config& config) {
+  return std::make_unique<matrix_homeserver>(std::move(executor), config);
+}
+
+}  // namespace mxp::matrix

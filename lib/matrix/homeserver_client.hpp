@@ -1,0 +1,77 @@
+// homeserver_client: the Matrix client-server calls mxpuppetd makes (login, logout,
+// whoami), behind an interface so the session pool can be tested with a fake.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/expected.hpp"
+#include "core/secret.hpp"
+
+namespace mxp::config {
+struct homeserver_config;
+}
+
+namespace mxp::matrix {
+
+// Why a homeserver call failed. `code` is an mxp::errc; the rest is what the
+// homeserver said, kept for logs (its text never goes back to API clients).
+struct upstream_error {
+  boost::system::error_code code;
+  int http_status = 0;                       // 0 when no HTTP answer arrived
+  std::string errcode;                       // Matrix errcode, e.g. "M_FORBIDDEN"
+  std::string error;                         // the homeserver's "error" text
+  std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED
+  std::string diagnostic;                    // what mxpuppetd was doing; no secrets
+};
+
+template <typename T>
+using upstream_result = expected<T, upstream_error>;
+
+struct login_grant {
+  secret_string access_token;
+  std::string user_id;
+  std::optional<std::string> device_id;        // none for admin-minted tokens
+  std::optional<std::int64_t> expires_in_ms;   // none: does not expire
+};
+
+struct logout_outcome {
+  bool token_was_live = true;  // false: the homeserver did not know the token (already dead)
+};
+
+class homeserver_client {
+ public:
+  virtual ~homeserver_client() = default;
+
+  virtual const std::string& server_name() const = 0;
+  virtual std::string_view method_name() const = 0;  // "shared_secret", ...
+  virtual std::string login_type() const = 0;        // e.g. "com.devture.shared_secret_auth", "auto"
+  virtual std::string base_url() const = 0;          // empty until discovered
+
+  virtual boost::asio::awaitable<upstream_result<login_grant>> login(std::string user_id) = 0;
+  // Logging out a token deletes its device (Synapse) and so every token of that device.
+  virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) = 0;
+  // Returns the user ID the token belongs to.
+  virtual boost::asio::awaitable<upstream_result<std::string>> whoami(secret_string token) = 0;
+  // Drops pooled connections (shutdown, reload).
+  virtual void close_idle_connections() = 0;
+};
+
+// The real client: Beast over HTTP(S), .well-known discovery when `url` is empty.
+// Throws std::runtime_error when the config cannot be turned into a client (bad CA file).
+std::unique_ptr<homeserver_client> make_homeserver_client(boost::asio::any_io_executor executor,
+                                                          const config::homeserver_config& config);
+
+// Maps an HTTP answer that was not a success onto an upstream_error (exposed for tests).
+upstream_error classify_error_response(int status, std::string_view body,
+                                       const std::optional<std::string>& retry_after_header,
+                                       std::string diagnostic);
+
+}  // namespace mxp::matrix

@@ -1,0 +1,114 @@
+// session_pool: every user's session, keyed by full user ID. Lazy single-flight
+// logins, a cap on logins in flight per homeserver, LRU and idle eviction with
+// logout, invalidation and revocation. It drives session_machine and does the I/O
+// through homeserver_client. One io_context thread; no locks.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/expected.hpp"
+#include "matrix/homeserver_client.hpp"
+#include "sessions/session_machine.hpp"
+
+namespace mxp::sessions {
+
+using steady_time = std::chrono::steady_clock::time_point;
+// Errors carry an mxp::errc code and, for homeserver refusals, what it said.
+using pool_error = matrix::upstream_error;
+
+struct pool_options {
+  std::size_t max_sessions = 100'000;
+  std::chrono::milliseconds idle_timeout{std::chrono::hours{24 * 7}};
+  bool revoke_on_evict = true;
+  // Wall clock in ms since the epoch; tests inject a mock clock.
+  std::function<std::int64_t()> now_ms;
+};
+
+struct homeserver_entry {
+  std::unique_ptr<matrix::homeserver_client> client;
+  unsigned max_concurrent_logins = 4;
+};
+
+// What a caller gets with a token. Points into the pool: valid until the caller's next co_await.
+struct token_view {
+  std::string_view user_id;
+  const secret_string* access_token;
+  const std::optional<std::string>* device_id;
+  std::optional<std::int64_t> expires_at_ms;
+  const matrix::homeserver_client* homeserver;
+};
+
+struct session_info {
+  std::string user_id;
+  std::optional<std::string> device_id;
+  std::string method;
+  std::int64_t created_at_ms;
+  std::int64_t last_used_at_ms;
+  std::optional<std::int64_t> expires_at_ms;
+  session_state state;
+};
+
+struct homeserver_status {
+  std::string server_name, url, method, login_type;
+  unsigned logins_in_flight = 0;
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0;
+  bool healthy = true;  // false after the last login attempt failed to reach it
+};
+
+struct pool_stats {
+  std::size_t total = 0, active = 0, logging_in = 0, revoking = 0, absent = 0;
+};
+
+class session_pool {
+ public:
+  session_pool(boost::asio::any_io_executor executor, pool_options options,
+               std::map<std::string, homeserver_entry, std::less<>> homeservers);
+  ~session_pool();
+  session_pool(const session_pool&) = delete;
+  session_pool& operator=(const session_pool&) = delete;
+
+  // Fast path without suspension: a cached token valid for min_valid_ms, or nullopt.
+  std::optional<token_view> find_ready(std::string_view user_id, std::int64_t min_valid_ms);
+
+  // A token for `user_id`, logging in if needed; the view is valid until the next co_await.
+  boost::asio::awaitable<expected<token_view, pool_error>> get_token(std::string user_id,
+                                                                     std::int64_t min_valid_ms,
+                                                                     steady_time deadline);
+  // Drops `token` if it is still the current one (logging it out first); true if it was.
+  boost::asio::awaitable<expected<bool, pool_error>> invalidate(std::string user_id, secret_string token,
+                                                                steady_time deadline);
+  // Logs the session out and forgets it; true if there was one.
+  boost::asio::awaitable<expected<bool, pool_error>> revoke(std::string user_id, steady_time deadline);
+
+  // Evicts sessions idle for longer than idle_timeout (logging them out in the background).
+  std::size_t evict_idle();
+  // Runs evict_idle() periodically until stop().
+  boost::asio::awaitable<void> run_maintenance();
+  // Stops maintenance, optionally revokes every session, and waits for background work.
+  boost::asio::awaitable<void> shutdown(bool revoke_all, steady_time deadline);
+
+  std::vector<session_info> sessions() const;
+  std::vector<homeserver_status> homeservers() const;
+  pool_stats stats() const;
+  std::size_t background_tasks() const noexcept;
+
+  // Checks a user ID and finds its homeserver; errors are invalid_user_id / unknown_homeserver.
+  expected<const matrix::homeserver_client*, pool_error> route(std::string_view user_id) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace mxp::sessions
