@@ -1,2 +1,22 @@
-// mxpuppetctl: placeholder until the CLI lands.
-int main() { return 0; }
+// mxpuppetctl: command-line client of mxpuppetd's socket API. All the work is
+// in lib/client/ctl.cpp; this only wires it to the process.
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <string_view>
+#include <vector>
+
+#include "client/ctl.hpp"
+
+int main(int argc, char** argv) {
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  const char* env_socket = std::getenv("MXPUPPETD_SOCKET");
+  const mxp::client::ctl_context ctx{
+      std::cout, std::cerr, std::cin, env_socket ? env_socket : "", {}};
+  try {
+    return mxp::client::run_ctl(args, ctx);
+  } catch (const std::exception& e) {
+    std::cerr << "mxpuppetctl: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,44 @@
+// ctl: everything mxpuppetctl does except main(): argument parsing, one socket
+// API request per command, human or JSON output, and the exit codes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace mxp::client {
+
+// mxpuppetctl's exit codes (also listed by --help).
+enum class ctl_exit : int {
+  ok = 0,
+  daemon_error = 1,  // the daemon answered with an error (errcode/error on stderr)
+  usage = 2,         // bad command line
+  unreachable = 3,   // socket missing, connection refused, permission denied, timeout
+  bad_answer = 4,    // the daemon's answer is not the HTTP/JSON we expect
+};
+
+inline constexpr std::string_view default_socket_path = "/run/mxpuppetd/mxpuppetd.sock";
+
+struct ctl_context {
+  std::ostream& out;
+  std::ostream& err;
+  std::istream& in;                      // read by `invalidate USER -`
+  std::string socket_from_env;           // MXPUPPETD_SOCKET, "" when unset
+  std::function<std::int64_t()> now_ms;  // wall clock, ms since the Unix epoch; empty: system_clock
+  std::chrono::milliseconds timeout = std::chrono::seconds(35);
+};
+
+// Runs mxpuppetctl with `args` (argv without argv[0]); returns the exit code.
+int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx);
+
+std::string ctl_usage();
+
+// Human form of a duration, two units at most: 250ms, 45s, 3m 20s, 2h 5m, 3d 4h.
+// Negative values print as 0ms.
+std::string human_duration(std::int64_t ms);
+
+}  // namespace mxp::client

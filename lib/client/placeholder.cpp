@@ -1,2 +1,0 @@
-// placeholder so the client library exists before it is written.
-namespace mxp::client {}

@@ -1,0 +1,567 @@
+// Tests of mxpuppetctl: run_ctl in-process against canned answers on a Unix
+// socket (output, requests sent, exit codes), and the built binary as a
+// subprocess for the exit codes a shell script sees.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "client/ctl.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using mxp::client::ctl_exit;
+using mxp::client::human_duration;
+
+struct recorded_request {
+  std::string method, target, head, body;
+};
+
+class script_server;
+
+// One accepted connection, handed to the script.
+class connection {
+ public:
+  connection(int fd, script_server& server) : fd_(fd), server_(server) {}
+
+  // Reads one request (Content-Length bodies only); nullopt on EOF or shutdown.
+  std::optional<recorded_request> read_request();
+  void write(std::string_view s) const {
+    while (!s.empty()) {
+      const ssize_t n = ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      s.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  void write_slowly(std::string_view s) const {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      write(s.substr(i, 1));
+      if (i % 7 == 0) std::this_thread::sleep_for(1ms);
+    }
+  }
+  void wait_for_shutdown() const;
+
+ private:
+  bool fill();
+  int fd_;
+  script_server& server_;
+  std::string buf_;
+};
+
+class script_server {
+ public:
+  using script = std::function<void(connection&, int connection_number)>;
+
+  explicit script_server(script s) : script_(std::move(s)) {
+    char dir_template[] = "/tmp/mxp-client-test-XXXXXX";
+    if (!::mkdtemp(dir_template)) throw std::system_error(errno, std::system_category(), "mkdtemp");
+    dir_ = dir_template;
+    path_ = dir_ + "/test.sock";
+    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+    if (::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listen_fd_, 16) != 0) {
+      throw std::system_error(errno, std::system_category(), "bind/listen");
+    }
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~script_server() {
+    stopping = true;
+    thread_.join();
+    ::close(listen_fd_);
+    ::unlink(path_.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  script_server(const script_server&) = delete;
+  script_server& operator=(const script_server&) = delete;
+
+  const std::string& path() const { return path_; }
+  int accepted() const { return accepted_; }
+  std::vector<recorded_request> requests() {
+    std::lock_guard lock{mutex_};
+    return requests_;
+  }
+  void record(recorded_request r) {
+    std::lock_guard lock{mutex_};
+    requests_.push_back(std::move(r));
+  }
+
+  std::atomic<bool> stopping{false};
+
+ private:
+  void serve() {
+    while (!stopping) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      const int n = ++accepted_;
+      {
+        connection c{fd, *this};
+        script_(c, n);
+      }
+      ::close(fd);
+    }
+  }
+
+  script script_;
+  std::string dir_, path_;
+  int listen_fd_ = -1;
+  std::atomic<int> accepted_{0};
+  std::mutex mutex_;
+  std::vector<recorded_request> requests_;
+  std::thread thread_;
+};
+
+bool connection::fill() {
+  while (!server_.stopping) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    char tmp[4096];
+    const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<std::size_t>(n));
+    return true;
+  }
+  return false;
+}
+
+std::optional<recorded_request> connection::read_request() {
+  std::size_t end;
+  while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+    if (!fill()) return std::nullopt;
+  }
+  recorded_request r;
+  r.head = buf_.substr(0, end + 2);
+  const auto sp1 = r.head.find(' ');
+  const auto sp2 = r.head.find(' ', sp1 + 1);
+  r.method = r.head.substr(0, sp1);
+  r.target = r.head.substr(sp1 + 1, sp2 - sp1 - 1);
+  std::size_t length = 0;
+  if (const auto cl = r.head.find("Content-Length: "); cl != std::string::npos) {
+    length = std::stoul(r.head.substr(cl + 16));
+  }
+  while (buf_.size() < end + 4 + length) {
+    if (!fill()) return std::nullopt;
+  }
+  r.body = buf_.substr(end + 4, length);
+  buf_.erase(0, end + 4 + length);
+  server_.record(r);
+  return r;
+}
+
+void connection::wait_for_shutdown() const {
+  while (!server_.stopping) std::this_thread::sleep_for(10ms);
+}
+
+std::string answer(int status, std::string_view body) {
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + std::string{body};
+}
+
+// A daemon stand-in: answers every request with `raw` (a whole HTTP answer).
+class canned_daemon {
+ public:
+  explicit canned_daemon(std::string raw)
+      : raw_(std::move(raw)), server_([this](connection& c, int) {
+          while (c.read_request()) c.write(raw_);
+        }) {}
+  canned_daemon(int status, std::string_view body) : canned_daemon(answer(status, body)) {}
+  const std::string& path() const { return server_.path(); }
+  std::vector<recorded_request> requests() { return server_.requests(); }
+
+ private:
+  std::string raw_;
+  script_server server_;
+};
+
+struct ctl_result {
+  int exit_code;
+  std::string out, err;
+};
+
+constexpr std::int64_t fixed_now = 1'700'000'000'000;
+
+ctl_result ctl(std::vector<std::string_view> args, std::string env_socket = {},
+               std::string stdin_text = {}, std::chrono::milliseconds timeout = 5s) {
+  std::ostringstream out, err;
+  std::istringstream in{stdin_text};
+  const mxp::client::ctl_context ctx{
+      out, err, in, std::move(env_socket), [] { return fixed_now; }, timeout};
+  const int rc = mxp::client::run_ctl(args, ctx);
+  return {rc, out.str(), err.str()};
+}
+
+constexpr int ok_code = static_cast<int>(ctl_exit::ok);
+constexpr int daemon_error = static_cast<int>(ctl_exit::daemon_error);
+constexpr int usage = static_cast<int>(ctl_exit::usage);
+constexpr int unreachable = static_cast<int>(ctl_exit::unreachable);
+constexpr int bad_answer = static_cast<int>(ctl_exit::bad_answer);
+
+constexpr std::string_view token_body =
+    R"({"user_id":"@a/b:x.org","access_token":"syt_secret","device_id":"DEV","homeserver_url":"https://x.org","expires_at_ms":null,"method":"shared_secret"})";
+
+TEST(Ctl, TokenPrintsOnlyTheToken) {
+  canned_daemon d{200, token_body};
+  const auto r = ctl({"--socket", d.path(), "token", "@a/b:x.org"});
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, "syt_secret\n");
+  EXPECT_EQ(r.err, "");
+  ASSERT_EQ(d.requests().size(), 1u);
+  EXPECT_EQ(d.requests()[0].method, "GET");
+  EXPECT_EQ(d.requests()[0].target, "/v1/users/@a%2Fb:x.org/token");
+}
+
+TEST(Ctl, TokenWithMinValidityAndJson) {
+  canned_daemon d{200, token_body};
+  const auto r = ctl({"token", "@a:x.org", "--min-valid-ms", "60000", "--json"}, d.path());
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, std::string{token_body} + "\n");
+  EXPECT_EQ(d.requests().at(0).target, "/v1/users/@a:x.org/token?min_valid_ms=60000");
+  const auto r2 = ctl({"--socket=" + d.path(), "token", "--min-valid-ms=0", "@a:x.org"});
+  EXPECT_EQ(r2.exit_code, ok_code);
+  EXPECT_EQ(d.requests().at(1).target, "/v1/users/@a:x.org/token?min_valid_ms=0");
+}
+
+TEST(Ctl, SocketComesFromTheOptionThenTheEnvironment) {
+  canned_daemon d{200, token_body};
+  EXPECT_EQ(ctl({"token", "@a:x.org"}, d.path()).exit_code, ok_code);
+  EXPECT_EQ(ctl({"--socket", d.path(), "token", "@a:x.org"}, "/nonexistent/env.sock").exit_code,
+            ok_code);
+  const auto r = ctl({"token", "@a:x.org"}, "/nonexistent/env.sock");
+  EXPECT_EQ(r.exit_code, unreachable);
+  EXPECT_NE(r.err.find("/nonexistent/env.sock"), std::string::npos) << r.err;
+  EXPECT_EQ(d.requests().size(), 2u);
+}
+
+TEST(Ctl, DaemonErrorsGoToStderrWithExitCode1) {
+  canned_daemon d{
+      404, R"({"errcode":"M_NOT_FOUND","error":"no homeserver configured for server name 'x'"})"};
+  const auto r = ctl({"--socket", d.path(), "token", "@a:x"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "mxpuppetctl: M_NOT_FOUND: no homeserver configured for server name 'x'\n");
+}
+
+TEST(Ctl, DaemonErrorDetailsArePrinted) {
+  canned_daemon limited{
+      429, R"({"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":1500})"};
+  auto r = ctl({"--socket", limited.path(), "token", "@a:x"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err, "mxpuppetctl: M_LIMIT_EXCEEDED: slow down (retry_after_ms: 1500)\n");
+
+  canned_daemon upstream{
+      502,
+      R"({"errcode":"MXP_UPSTREAM","error":"homeserver refused","upstream_status":403,"upstream_errcode":"M_FORBIDDEN"})"};
+  r = ctl({"--socket", upstream.path(), "--json", "revoke", "@a:x"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err,
+            "mxpuppetctl: MXP_UPSTREAM: homeserver refused (upstream_status: 403, "
+            "upstream_errcode: M_FORBIDDEN)\n");
+  EXPECT_NE(r.out.find("\"upstream_status\":403"),
+            std::string::npos);  // --json: the error body on stdout
+
+  canned_daemon bare{500, "Internal Server Error"};
+  r = ctl({"--socket", bare.path(), "sessions"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err, "mxpuppetctl: mxpuppetd answered HTTP 500 without an error description\n");
+}
+
+TEST(Ctl, InvalidateSendsTheTokenAsJson) {
+  canned_daemon d{200, R"({"invalidated":true})"};
+  const auto r = ctl({"--socket", d.path(), "invalidate", "@a:x", "tok\"en\\"});
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, "invalidated\n");
+  const auto req = d.requests().at(0);
+  EXPECT_EQ(req.method, "POST");
+  EXPECT_EQ(req.target, "/v1/users/@a:x/invalidate");
+  EXPECT_EQ(req.body, R"({"access_token":"tok\"en\\"})");
+  EXPECT_NE(req.head.find("Content-Type: application/json"), std::string::npos);
+}
+
+TEST(Ctl, InvalidateReadsTheTokenFromStdin) {
+  canned_daemon d{200, R"({"invalidated":false})"};
+  const auto r = ctl({"--socket", d.path(), "invalidate", "@a:x", "-"}, {}, "syt_from_stdin\r\n");
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, "not invalidated (token was not the current one)\n");
+  EXPECT_EQ(d.requests().at(0).body, R"({"access_token":"syt_from_stdin"})");
+  EXPECT_EQ(ctl({"--socket", d.path(), "invalidate", "@a:x", "-"}).exit_code,
+            usage);  // empty stdin
+}
+
+TEST(Ctl, ErrorsNeverShowTheToken) {
+  canned_daemon d{403, R"({"errcode":"M_FORBIDDEN","error":"not yours"})"};
+  auto r = ctl({"--socket", d.path(), "invalidate", "@a:x", "syt_secret_token"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err.find("syt_secret_token"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("syt_secret_token"), std::string::npos) << r.out;
+  r = ctl({"--socket", "/nonexistent/s.sock", "invalidate", "@a:x", "syt_secret_token"});
+  EXPECT_EQ(r.exit_code, unreachable);
+  EXPECT_EQ(r.err.find("syt_secret_token"), std::string::npos) << r.err;
+  r = ctl({"--socket", "/nonexistent/s.sock", "invalidate", "@a:x", "syt_secret_token", "extra"});
+  EXPECT_EQ(r.exit_code, usage);
+  EXPECT_EQ(r.err.find("syt_secret_token"), std::string::npos) << r.err;
+  // A malformed answer is not echoed either (it might carry a token).
+  canned_daemon odd{200, R"({"access_token":42,"debug":"syt_leak"})"};
+  r = ctl({"--socket", odd.path(), "token", "@a:x"});
+  EXPECT_EQ(r.exit_code, bad_answer);
+  EXPECT_EQ(r.err.find("syt_leak"), std::string::npos) << r.err;
+}
+
+TEST(Ctl, Revoke) {
+  canned_daemon yes{200, R"({"revoked":true})"};
+  auto r = ctl({"--socket", yes.path(), "revoke", "@a#b:x"});
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, "revoked\n");
+  EXPECT_EQ(yes.requests().at(0).method, "DELETE");
+  EXPECT_EQ(yes.requests().at(0).target, "/v1/users/@a%23b:x/session");
+  canned_daemon no{200, R"({"revoked":false})"};
+  r = ctl({"--socket", no.path(), "revoke", "@a:x"});
+  EXPECT_EQ(r.out, "no session\n");
+}
+
+TEST(Ctl, SessionsTable) {
+  const std::string body =
+      R"({"sessions":[)"
+      R"({"user_id":"@alice:example.org","device_id":"ABCDEF","method":"shared_secret",)"
+      R"("created_at_ms":1699990000000,"last_used_at_ms":)" +
+      std::to_string(fixed_now - 5000) +
+      R"(,"expires_at_ms":null,"state":"active"},)"
+      R"({"user_id":"@b:example.org","device_id":null,"method":"password","created_at_ms":1,)"
+      R"("last_used_at_ms":)" +
+      std::to_string(fixed_now - 3'720'000) + R"(,"expires_at_ms":)" +
+      std::to_string(fixed_now + 7'200'000) +
+      R"(,"state":"logging_in"},)"
+      R"({"user_id":"@c:example.org","expires_at_ms":1,"future_field":[1]}]})";
+  canned_daemon d{200, body};
+  const auto r = ctl({"--socket", d.path(), "sessions"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "USER                DEVICE  METHOD         STATE       LAST_USED  EXPIRES\n"
+            "@alice:example.org  ABCDEF  shared_secret  active      5s ago     never\n"
+            "@b:example.org      -       password       logging_in  1h 2m ago  in 2h\n"
+            "@c:example.org      -       -              -           -          expired\n");
+  EXPECT_EQ(d.requests().at(0).target, "/v1/sessions");
+
+  canned_daemon empty{200, R"({"sessions":[]})"};
+  EXPECT_EQ(ctl({"--socket", empty.path(), "sessions"}).out, "no sessions\n");
+  canned_daemon wrong{200, R"({"sessions":{}})"};
+  EXPECT_EQ(ctl({"--socket", wrong.path(), "sessions"}).exit_code, bad_answer);
+}
+
+TEST(Ctl, StatusPrintsWhatItFinds) {
+  canned_daemon d{
+      200,
+      R"({"version":"0.1.0","uptime_ms":3723000,"sessions":{"total":5,"active":4,"logging_in":1},)"
+      R"("homeservers":[{"server_name":"example.org","url":"https://matrix.example.org",)"
+      R"("method":"shared_secret","login_type":"com.devture.shared_secret_auth","logins_in_flight":0,)"
+      R"("healthy":true},{"server_name":"other.org","healthy":false,"new_key":"v"}],"build":{"x":1}})"};
+  const auto r = ctl({"--socket", d.path(), "status"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(
+      r.out,
+      "version:     0.1.0\n"
+      "uptime:      1h 2m\n"
+      "sessions:    5 total, 4 active, 1 logging in\n"
+      "homeservers:\n"
+      "  SERVER       URL                         METHOD         LOGIN_TYPE                      "
+      "IN_FLIGHT  HEALTH     OTHER\n"
+      "  example.org  https://matrix.example.org  shared_secret  com.devture.shared_secret_auth  "
+      "0          healthy\n"
+      "  other.org    -                           -              -                               "
+      "-          UNHEALTHY  new_key=v\n"
+      "build:       {\"x\":1}\n");
+}
+
+TEST(Ctl, StatusToleratesOddShapes) {
+  for (const char* body :
+       {R"({})", R"({"uptime_ms":"soon","sessions":[],"homeservers":[]})",
+        R"({"homeservers":[1,"x",null,{}],"sessions":{}})", R"({"version":null})"}) {
+    canned_daemon d{200, body};
+    const auto r = ctl({"--socket", d.path(), "status"});
+    EXPECT_EQ(r.exit_code, ok_code) << body << "\n" << r.err;
+  }
+  canned_daemon not_object{200, "[1,2]"};
+  EXPECT_EQ(ctl({"--socket", not_object.path(), "status"}).exit_code, bad_answer);
+}
+
+TEST(Ctl, MalformedAnswersExit4) {
+  canned_daemon not_json{200, "this is not json"};
+  auto r = ctl({"--socket", not_json.path(), "status"});
+  EXPECT_EQ(r.exit_code, bad_answer);
+  EXPECT_NE(r.err.find("malformed answer"), std::string::npos) << r.err;
+  EXPECT_EQ(ctl({"--socket", not_json.path(), "--json", "status"}).exit_code, bad_answer);
+
+  canned_daemon no_flag{200, R"({"invalidated":"yes"})"};
+  EXPECT_EQ(ctl({"--socket", no_flag.path(), "invalidate", "@a:x", "t"}).exit_code, bad_answer);
+
+  canned_daemon bad_http{"HTTP/1.1 OK\r\n\r\n"};
+  r = ctl({"--socket", bad_http.path(), "token", "@a:x"});
+  EXPECT_EQ(r.exit_code, bad_answer);
+  EXPECT_NE(r.err.find("malformed HTTP answer"), std::string::npos) << r.err;
+}
+
+TEST(Ctl, UnreachableDaemonExits3) {
+  const auto r = ctl({"--socket", "/nonexistent/mxpuppetd.sock", "status"});
+  EXPECT_EQ(r.exit_code, unreachable);
+  EXPECT_NE(r.err.find("cannot reach mxpuppetd"), std::string::npos) << r.err;
+
+  script_server silent{[](connection& c, int) {
+    c.read_request();
+    c.wait_for_shutdown();
+  }};
+  const auto t = ctl({"--socket", silent.path(), "status"}, {}, {}, 200ms);
+  EXPECT_EQ(t.exit_code, unreachable);
+  silent.stopping = true;
+}
+
+TEST(Ctl, UsageErrorsExit2) {
+  const std::vector<std::vector<std::string_view>> cases = {
+      {},
+      {"frobnicate"},
+      {"--bogus", "status"},
+      {"token"},
+      {"token", ""},
+      {"token", "@a:x", "extra"},
+      {"token", "@a:x", "--min-valid-ms"},
+      {"token", "@a:x", "--min-valid-ms", "-5"},
+      {"token", "@a:x", "--min-valid-ms", "5s"},
+      {"sessions", "--min-valid-ms", "5"},
+      {"invalidate", "@a:x"},
+      {"revoke"},
+      {"sessions", "x"},
+      {"--socket"},
+      {"--socket", "", "status"},
+      {"--json=yes", "status"},
+  };
+  for (const auto& args : cases) {
+    const auto r = ctl(args, "/nonexistent/never-contacted.sock");
+    EXPECT_EQ(r.exit_code, usage) << testing::PrintToString(args) << "\n" << r.err;
+    EXPECT_NE(r.err.find("--help"), std::string::npos);
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST(Ctl, HelpAndVersion) {
+  auto r = ctl({"--help"});
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_NE(r.out.find("Usage: mxpuppetctl"), std::string::npos);
+  EXPECT_NE(r.out.find("Exit status"), std::string::npos);
+  EXPECT_NE(r.out.find("/run/mxpuppetd/mxpuppetd.sock"), std::string::npos);
+  EXPECT_EQ(ctl({"token", "-h"}).exit_code, ok_code);
+  r = ctl({"--version"});
+  EXPECT_EQ(r.exit_code, ok_code);
+  EXPECT_EQ(r.out, std::string{"mxpuppetctl "} + MXP_VERSION + "\n");
+}
+
+TEST(Ctl, HumanDuration) {
+  EXPECT_EQ(human_duration(-5), "0ms");
+  EXPECT_EQ(human_duration(250), "250ms");
+  EXPECT_EQ(human_duration(5'000), "5s");
+  EXPECT_EQ(human_duration(59'999), "59s");
+  EXPECT_EQ(human_duration(60'000), "1m");
+  EXPECT_EQ(human_duration(200'000), "3m 20s");
+  EXPECT_EQ(human_duration(7'500'000), "2h 5m");
+  EXPECT_EQ(human_duration(86'400'000), "1d");
+  EXPECT_EQ(human_duration(3 * 86'400'000 + 4 * 3'600'000 + 59'000), "3d 4h");
+}
+
+// --- the built binary, as a shell script would run it ---------------------------------
+
+struct process_result {
+  int exit_code;
+  std::string err;
+};
+
+std::optional<process_result> run_binary(const std::vector<std::string>& args,
+                                         const std::map<std::string, std::string>& env = {}) {
+  const char* bin = std::getenv("MXPUPPETCTL_BIN");
+  if (!bin || ::access(bin, X_OK) != 0) return std::nullopt;
+  std::vector<std::string> argv_s{bin};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "MXPUPPETD_SOCKET=", 17) != 0) env_s.emplace_back(*e);
+  }
+  for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return std::nullopt;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, bin, &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[1]);
+  if (rc != 0) {
+    ::close(pipe_fds[0]);
+    return std::nullopt;
+  }
+  process_result result{-1, {}};
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0)
+    result.err.append(buf, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+TEST(CtlBinary, MissingSocketExits3) {
+  const auto r = run_binary({"--socket", "/nonexistent/mxpuppetd.sock", "status"});
+  if (!r) GTEST_SKIP() << "MXPUPPETCTL_BIN not set or not built (run through ctest)";
+  EXPECT_EQ(r->exit_code, 3) << r->err;
+  EXPECT_NE(r->err.find("/nonexistent/mxpuppetd.sock"), std::string::npos) << r->err;
+  const auto env = run_binary({"token", "@a:x"}, {{"MXPUPPETD_SOCKET", "/nonexistent/env.sock"}});
+  ASSERT_TRUE(env);
+  EXPECT_EQ(env->exit_code, 3);
+  EXPECT_NE(env->err.find("/nonexistent/env.sock"), std::string::npos) << env->err;
+}
+
+TEST(CtlBinary, UsageErrorsExit2) {
+  const auto r = run_binary({});
+  if (!r) GTEST_SKIP() << "MXPUPPETCTL_BIN not set or not built (run through ctest)";
+  EXPECT_EQ(r->exit_code, 2);
+  EXPECT_EQ(run_binary({"frobnicate"})->exit_code, 2);
+  EXPECT_EQ(run_binary({"token"})->exit_code, 2);
+  EXPECT_EQ(run_binary({"--no-such-option"})->exit_code, 2);
+  EXPECT_EQ(run_binary({"--help"})->exit_code, 0);
+}
+
+}  // namespace
