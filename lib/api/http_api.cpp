@@ -234,7 +234,8 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
         co_return write_error(res, 400, "M_BAD_JSON", "body is not JSON");
       if (doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
         co_return write_error(res, 400, "M_INVALID_PARAM", "body needs {\"access_token\": \"...\"}");
-      auto done = co_await pool_.invalidate(std::move(*user_id), secret_string{std::string{token}}, deadline);
+      secret_string presented{std::string{token}};  // named: see the note on GCC 12 in homeserver_client.cpp
+      auto done = co_await pool_.invalidate(std::move(*user_id), std::move(presented), deadline);
       if (!done) co_return write_pool_error(res, done.error());
       res.status = 200;
       res.body = *done ? R"({"invalidated":true})" : R"({"invalidated":false})";

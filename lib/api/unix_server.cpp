@@ -18,6 +18,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <list>
 #include <system_error>
 
@@ -208,9 +209,23 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
       // --- write the answer ----------------------------------------------------
       serialize(res, keep_alive, out);
       c->deadline = steady_clock::now() + options.write_timeout;
+      const bool malformed = static_cast<bool>(ec);
       co_await asio::async_write(c->socket, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && malformed) co_await linger(*c);
       if (ec || !keep_alive) co_return;
     }
+  }
+
+  // After refusing a request mid-stream, read and drop what the client is still
+  // sending (bounded in bytes and time) so it gets to read the answer instead of
+  // a connection reset, as nginx's lingering close does.
+  static asio::awaitable<void> linger(connection& c) {
+    error_code ec;
+    c.socket.shutdown(local::socket::shutdown_send, ec);
+    c.deadline = steady_clock::now() + std::chrono::seconds{2};
+    std::array<char, 16 * 1024> sink;
+    for (std::size_t drained = 0; !ec && drained < 1024 * 1024;)
+      drained += co_await c.socket.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
   }
 
   void start(local::socket socket) {

@@ -16,16 +16,24 @@ class secret_string {
   secret_string() = default;
   explicit secret_string(std::string value) : value_(std::move(value)) {}
   secret_string(const secret_string&) = default;
-  secret_string(secret_string&&) noexcept = default;
+  // Moving leaves nothing behind: a short secret lives in the string's own buffer (SSO).
+  secret_string(secret_string&& other) noexcept : value_(std::move(other.value_)) { other.wipe(); }
   secret_string& operator=(const secret_string&) = default;
-  secret_string& operator=(secret_string&&) noexcept = default;
+  secret_string& operator=(secret_string&& other) noexcept {
+    if (this != &other) {
+      wipe();
+      value_ = std::move(other.value_);
+      other.wipe();
+    }
+    return *this;
+  }
   ~secret_string() { wipe(); }
 
   // Deliberately verbose: every place that reads the secret is greppable.
   const std::string& reveal() const noexcept { return value_; }
   bool empty() const noexcept { return value_.empty(); }
   void wipe() noexcept {
-    if (!value_.empty()) OPENSSL_cleanse(value_.data(), value_.size());
+    OPENSSL_cleanse(value_.data(), value_.capacity());  // the whole buffer, terminator included
     value_.clear();
   }
 

@@ -19,6 +19,10 @@ namespace mxp::matrix {
 
 namespace asio = boost::asio;
 
+// Every http_request below is a named local moved into the call: GCC 12 destroys a
+// brace-initialised temporary argument of a coroutine twice when it sits inside a
+// co_await expression (seen as "free(): invalid pointer").
+
 namespace {
 
 constexpr std::string_view devture_type = "com.devture.shared_secret_auth";
@@ -92,8 +96,8 @@ class matrix_homeserver final : public homeserver_client {
     w.end_object();
     secret_string body_secret{std::move(body)};  // the body carries the HMAC: wipe it after use
 
-    auto answer = co_await http_->request(
-        {.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()});
+    net::http_request request{.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
+    auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{from_transport(answer.error())};
     if (answer->status != 200)
       co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
@@ -117,8 +121,8 @@ class matrix_homeserver final : public homeserver_client {
 
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
     if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
-    auto answer = co_await http_->request(
-        {.method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token});
+    net::http_request request{.method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
+    auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{from_transport(answer.error())};
     if (answer->status == 200) co_return logout_outcome{true};
     auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "logout");
@@ -128,8 +132,8 @@ class matrix_homeserver final : public homeserver_client {
 
   asio::awaitable<upstream_result<std::string>> whoami(secret_string token) override {
     if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
-    auto answer = co_await http_->request(
-        {.method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token});
+    net::http_request request{.method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token};
+    auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{from_transport(answer.error())};
     if (answer->status != 200)
       co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
@@ -175,7 +179,8 @@ class matrix_homeserver final : public homeserver_client {
     } catch (const std::exception& e) {
       co_return unexpected{fail(e.what())};
     }
-    auto answer = co_await well_known->request({.method = "GET", .target = "/.well-known/matrix/client"});
+    net::http_request request{.method = "GET", .target = "/.well-known/matrix/client"};
+    auto answer = co_await well_known->request(std::move(request));
     if (!answer) co_return unexpected{fail(answer.error().diagnostic)};
     if (answer->status != 200) co_return unexpected{fail(fmt::format("HTTP {}", answer->status))};
     simdjson::dom::element doc;
@@ -189,7 +194,8 @@ class matrix_homeserver final : public homeserver_client {
 
   // login_type auto: prefer com.devture.shared_secret_auth, fall back to m.login.password.
   asio::awaitable<upstream_result<std::string>> choose_login_type() {
-    auto answer = co_await http_->request({.method = "GET", .target = "/_matrix/client/v3/login"});
+    net::http_request request{.method = "GET", .target = "/_matrix/client/v3/login"};
+    auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{from_transport(answer.error())};
     if (answer->status != 200)
       co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,

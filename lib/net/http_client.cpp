@@ -18,6 +18,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <stdexcept>
 #include <vector>
@@ -257,6 +258,7 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
     auto c = self.take_idle();
     const bool reused = c != nullptr;
     if (!c) {
+      spdlog::debug("connecting to {}:{}{}", self.url.host, self.url.port, self.url.tls ? " (TLS)" : "");
       auto connected = co_await self.connect(deadline);
       if (!connected) co_return unexpected{std::move(connected).error()};
       c = std::move(connected.value());
@@ -271,8 +273,11 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
     if (ec) {
       c->close();  // a stream that failed or timed out is never reused
       const bool nothing_received = !parser.got_some() && c->buffer.size() == 0;
-      if (reused && attempt == 0 && req.replay_safe && nothing_received && is_stale_connection_error(ec))
+      if (reused && attempt == 0 && req.replay_safe && nothing_received && is_stale_connection_error(ec)) {
+        spdlog::debug("{} {}:{}: reused connection was closed ({}); retrying on a new one", req.target,
+                      self.url.host, self.url.port, ec.message());
         continue;  // the server closed an idle keep-alive connection: try a fresh one
+      }
       co_return unexpected{failure_from(ec, fmt::format("{} {} at", req.method, req.target), self.url)};
     }
     auto& res = parser.get();

@@ -1,0 +1,789 @@
+// load_config_file / load_config_text: YAML -> daemon_config, with every problem reported as
+// "FILE:LINE: KEY.PATH: message" and secret files read (never echoed).
+#include "config/config.hpp"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <string_view>
+#include <utility>
+
+#include "core/duration.hpp"
+
+namespace mxp::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t max_secret_file_bytes = 64 * 1024;
+constexpr std::size_t max_config_file_bytes = 4 * 1024 * 1024;
+constexpr std::size_t max_echoed_value = 64;  // longer values are cut in error messages
+// Timers add durations to steady_clock::now() in nanoseconds; keep well clear of overflow.
+constexpr milliseconds max_duration{std::chrono::hours{24 * 3650}};
+
+// ---------------------------------------------------------------------------------------------
+// Small, pure validators.
+
+bool is_dns_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.';
+}
+
+bool is_hex_digit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// Digits only (no sign, no spaces); nullopt on anything else or overflow.
+std::optional<std::uint64_t> parse_decimal(std::string_view s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+bool is_valid_port(std::string_view p) {
+  if (p.size() > 5) return false;
+  const auto v = parse_decimal(p);
+  return v && *v >= 1 && *v <= 65535;
+}
+
+// Matrix server name: hostname | IPv4 | "[" IPv6 "]", then optional ":" port.
+bool is_valid_server_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  std::string_view host = name;
+  std::string_view rest;
+  if (name.front() == '[') {
+    const auto close = name.find(']');
+    if (close == std::string_view::npos) return false;
+    host = name.substr(0, close + 1);
+    rest = name.substr(close + 1);
+    const auto inner = host.substr(1, host.size() - 2);
+    if (inner.size() < 2 || inner.size() > 45 || inner.find(':') == std::string_view::npos)
+      return false;
+    for (char c : inner)
+      if (!is_hex_digit(c) && c != ':' && c != '.') return false;
+  } else {
+    if (const auto colon = name.find(':'); colon != std::string_view::npos) {
+      host = name.substr(0, colon);
+      rest = name.substr(colon);
+    }
+    if (host.empty() || host.front() == '.' || host.back() == '.' ||
+        host.find("..") != std::string_view::npos)
+      return false;
+    for (char c : host)
+      if (!is_dns_char(c)) return false;
+  }
+  if (rest.empty()) return true;
+  return rest.front() == ':' && is_valid_port(rest.substr(1));
+}
+
+bool is_valid_device_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+  });
+}
+
+// Checks a homeserver base URL like the HTTP client will parse it; returns the normalised URL
+// (lower-case scheme, no trailing '/') or an error message.
+std::optional<std::string> normalise_url(std::string_view url, std::string& why) {
+  std::string out;
+  std::string_view rest;
+  auto starts_with_nocase = [&](std::string_view prefix) {
+    return url.size() >= prefix.size() &&
+           std::equal(prefix.begin(), prefix.end(), url.begin(), [](char a, char b) {
+             return a == std::tolower(static_cast<unsigned char>(b));
+           });
+  };
+  if (starts_with_nocase("https://")) {
+    out = "https://", rest = url.substr(8);
+  } else if (starts_with_nocase("http://")) {
+    out = "http://", rest = url.substr(7);
+  } else {
+    why = "must start with http:// or https://";
+    return std::nullopt;
+  }
+  for (char c : rest) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      why = "must not contain spaces or control characters";
+      return std::nullopt;
+    }
+  }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    why = "must not contain a query ('?') or fragment ('#')";
+    return std::nullopt;
+  }
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  const auto authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) {
+    why = "has no host name";
+    return std::nullopt;
+  }
+  if (authority.find('@') != std::string_view::npos) {
+    why = "must not contain user information ('@')";
+    return std::nullopt;
+  }
+  std::string_view port;
+  if (authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos || close < 2) {
+      why = "has a malformed [IPv6] host";
+      return std::nullopt;
+    }
+    const auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') {
+        why = "has a malformed [IPv6] host";
+        return std::nullopt;
+      }
+      port = after.substr(1);
+      if (port.empty()) port = "x";  // "[::1]:" is malformed
+    }
+  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    if (colon == 0) {
+      why = "has no host name";
+      return std::nullopt;
+    }
+    port = authority.substr(colon + 1);
+    if (port.empty()) port = "x";
+  }
+  if (!port.empty() && !is_valid_port(port)) {
+    why = "has an invalid port (expected 1-65535)";
+    return std::nullopt;
+  }
+  out.append(rest);
+  return out;
+}
+
+// Reads a small regular file whole. On failure returns nullopt and the reason (strerror text or
+// a short phrase; never any of the contents). The buffer is wiped on every failure path.
+std::optional<std::string> read_small_file(const fs::path& path, std::size_t limit,
+                                           std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    why = std::strerror(errno);
+    return std::nullopt;
+  }
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_on_exit{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    why = std::strerror(errno);
+    return std::nullopt;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+    return std::nullopt;
+  }
+  const std::string too_large = "file is larger than " + std::to_string(limit) + " bytes";
+  if (st.st_size < 0 || static_cast<std::uintmax_t>(st.st_size) > limit) {
+    why = too_large;
+    return std::nullopt;
+  }
+  std::string buf(static_cast<std::size_t>(st.st_size) + 1, '\0');
+  std::size_t used = 0;
+  for (;;) {
+    const auto n = ::read(fd, buf.data() + used, buf.size() - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      why = std::strerror(errno);
+      OPENSSL_cleanse(buf.data(), buf.size());
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    used += static_cast<std::size_t>(n);
+    if (used == buf.size()) {  // the file grew while we read it
+      if (buf.size() > limit) {
+        why = too_large;
+        OPENSSL_cleanse(buf.data(), buf.size());
+        return std::nullopt;
+      }
+      const auto old_size = buf.size();
+      std::string bigger(std::min(old_size * 2, limit + 1), '\0');
+      std::memcpy(bigger.data(), buf.data(), old_size);
+      OPENSSL_cleanse(buf.data(), old_size);
+      buf.swap(bigger);
+    }
+  }
+  buf.resize(used);
+  return buf;
+}
+
+std::string echoed(std::string_view value) {
+  std::string out = "'";
+  if (value.size() > max_echoed_value) {
+    out.append(value.substr(0, max_echoed_value));
+    out.append("...");
+  } else {
+    out.append(value);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+const char* kind_of(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    default:
+      return "nothing";
+  }
+}
+
+int line_of(const YAML::Node& node, int fallback) {
+  if (!node.IsDefined()) return fallback;
+  const auto mark = node.Mark();
+  return mark.line < 0 ? fallback : mark.line + 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loader: walks the YAML tree once, fills a daemon_config, collects errors.
+
+// One key of a YAML map being looked at: its dotted path, the line of the key, its value.
+struct field {
+  std::string path;
+  int line = 1;
+  YAML::Node value;
+};
+
+struct key_rule {
+  std::string_view key;
+  bool required;
+  std::function<void(const field&)> handle;
+};
+
+class loader {
+ public:
+  loader(std::string source, fs::path base_dir)
+      : source_(std::move(source)), base_dir_(std::move(base_dir)) {}
+
+  load_result run(const std::string& text) {
+    daemon_config cfg;
+    cfg.source_file = source_;
+    try {
+      std::vector<YAML::Node> docs;
+      try {
+        docs = YAML::LoadAll(text);
+      } catch (const YAML::ParserException& e) {
+        errors_.push_back(
+            {line_of_mark(e.mark), fmt_error(line_of_mark(e.mark), "syntax error: " + e.msg)});
+        return finish(std::move(cfg));
+      }
+      if (docs.size() > 1) {
+        const int line = line_of(docs[1], 1);
+        error({"", line, {}},
+              "expected a single YAML document, found " + std::to_string(docs.size()));
+      }
+      const YAML::Node root = docs.empty() ? YAML::Node{} : docs.front();
+      load_root(root, cfg);
+    } catch (const YAML::Exception& e) {
+      const int line = line_of_mark(e.mark);
+      errors_.push_back({line, fmt_error(line, "error: " + e.msg)});
+    } catch (const std::exception& e) {
+      errors_.push_back({1, fmt_error(1, std::string{"error: "} + e.what())});
+    }
+    return finish(std::move(cfg));
+  }
+
+ private:
+  struct located_error {
+    int line;
+    std::string text;
+  };
+
+  static int line_of_mark(const YAML::Mark& m) { return m.line < 0 ? 1 : m.line + 1; }
+
+  std::string fmt_error(int line, std::string_view rest) const {
+    std::string out = source_;
+    out.push_back(':');
+    out.append(std::to_string(line));
+    out.append(": ");
+    out.append(rest);
+    return out;
+  }
+
+  void error(const field& f, std::string_view message) {
+    std::string rest = f.path.empty() ? std::string{"(top level)"} : f.path;
+    rest.append(": ");
+    rest.append(message);
+    errors_.push_back({f.line, fmt_error(f.line, rest)});
+  }
+
+  load_result finish(daemon_config cfg) {
+    std::stable_sort(
+        errors_.begin(), errors_.end(),
+        [](const located_error& a, const located_error& b) { return a.line < b.line; });
+    load_result result;
+    for (auto& e : errors_) result.errors.push_back(std::move(e.text));
+    if (result.errors.empty()) result.config = std::move(cfg);
+    return result;
+  }
+
+  static std::string join(const std::string& parent, std::string_view key) {
+    if (parent.empty()) return std::string{key};
+    std::string out = parent;
+    out.push_back('.');
+    out.append(key);
+    return out;
+  }
+
+  fs::path resolve(const std::string& p) const {
+    fs::path path{p};
+    if (path.is_relative() && !base_dir_.empty()) path = base_dir_ / path;
+    return path.lexically_normal();
+  }
+
+  // Visits the entries of a map in document order. Unknown, duplicate and non-string keys are
+  // errors; a key whose value is null counts as absent (its default applies) unless required.
+  // A null `where.value` is an empty map.
+  void walk_map(const field& where, std::initializer_list<key_rule> rules) {
+    const YAML::Node& node = where.value;
+    if (node.IsDefined() && !node.IsNull() && !node.IsMap()) {
+      error(where, std::string{"expected a map, got "} + kind_of(node));
+      return;
+    }
+    std::vector<std::pair<std::string, int>> first_line;  // keys seen so far, and their lines
+    if (node.IsDefined() && node.IsMap()) {
+      for (const auto& kv : node) {
+        const YAML::Node key_node = kv.first;
+        const YAML::Node value = kv.second;
+        const int line = line_of(key_node, where.line);
+        if (!key_node.IsScalar()) {
+          error({join(where.path, "?"), line, value}, "keys must be plain strings");
+          continue;
+        }
+        const std::string key = key_node.Scalar();
+        const field f{join(where.path, key), line, value};
+        const auto rule = std::find_if(rules.begin(), rules.end(),
+                                       [&](const key_rule& r) { return r.key == key; });
+        if (rule == rules.end()) {
+          // yaml-cpp 0.7 does not implement merge keys; say so rather than "unknown key".
+          error(f, key == "<<" ? "merge keys ('<<') are not supported" : "unknown key");
+          continue;
+        }
+        const auto dup = std::find_if(first_line.begin(), first_line.end(),
+                                      [&](const auto& p) { return p.first == key; });
+        if (dup != first_line.end()) {
+          error(f, "duplicate key (first set on line " + std::to_string(dup->second) + ")");
+          continue;
+        }
+        first_line.emplace_back(key, line);
+        if (!value.IsDefined() || value.IsNull()) {
+          if (rule->required) error(f, "a value is required");
+          continue;
+        }
+        rule->handle(f);
+      }
+    }
+    for (const auto& r : rules) {
+      const auto seen = std::find_if(first_line.begin(), first_line.end(),
+                                     [&](const auto& p) { return p.first == r.key; });
+      if (r.required && seen == first_line.end())
+        error({join(where.path, r.key), where.line, {}}, "required key is missing");
+    }
+  }
+
+  // --- typed readers: each reports its own error and returns nullopt on failure -------------
+
+  bool expect_scalar(const field& f, std::string_view expected) {
+    if (f.value.IsScalar()) return true;
+    error(f, "expected " + std::string{expected} + ", got " + kind_of(f.value));
+    return false;
+  }
+
+  std::optional<std::string> get_string(const field& f) {
+    if (!expect_scalar(f, "a string")) return std::nullopt;
+    return f.value.Scalar();
+  }
+
+  std::optional<std::string> get_nonempty_string(const field& f) {
+    auto s = get_string(f);
+    if (s && s->empty()) {
+      error(f, "must not be empty");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  std::optional<std::uint64_t> get_integer(const field& f, std::uint64_t min, std::uint64_t max) {
+    std::string expected;
+    if (max == std::numeric_limits<std::uint64_t>::max() && min == 1)
+      expected = "a positive integer";
+    else if (max == std::numeric_limits<std::uint64_t>::max())
+      expected = "an integer >= " + std::to_string(min);
+    else
+      expected = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    if (!expect_scalar(f, expected)) return std::nullopt;
+    const std::string& text = f.value.Scalar();
+    const auto v = parse_decimal(text);
+    if (!v || *v < min || *v > max) {
+      error(f, "expected " + expected + ", got " + echoed(text));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  template <typename T>
+  void read_integer(const field& f, T& out, std::uint64_t min = 1,
+                    std::uint64_t max = std::numeric_limits<std::uint64_t>::max()) {
+    max = std::min<std::uint64_t>(max, std::numeric_limits<T>::max());
+    if (auto v = get_integer(f, min, max)) out = static_cast<T>(*v);
+  }
+
+  void read_duration(const field& f, milliseconds& out) {
+    static constexpr std::string_view expected = "a duration such as 250ms, 30s, 5m, 24h or 7d";
+    if (!expect_scalar(f, expected)) return;
+    const std::string& text = f.value.Scalar();
+    const auto d = parse_duration(text);
+    if (!d) {
+      error(f, "expected " + std::string{expected} + ", got " + echoed(text));
+    } else if (d->count() == 0) {
+      error(f, "must be greater than 0");
+    } else if (*d > max_duration) {
+      error(f, "must be at most " + format_duration(max_duration));
+    } else {
+      out = *d;
+    }
+  }
+
+  void read_bool(const field& f, bool& out) {
+    static constexpr std::string_view expected = "a boolean (true or false)";
+    if (!expect_scalar(f, expected)) return;
+    bool b = false;
+    if (!YAML::convert<bool>::decode(f.value, b)) {
+      error(f, "expected " + std::string{expected} + ", got " + echoed(f.value.Scalar()));
+      return;
+    }
+    out = b;
+  }
+
+  void read_string(const field& f, std::string& out) {
+    if (auto s = get_string(f)) out = std::move(*s);
+  }
+
+  // --- sections ------------------------------------------------------------------------------
+
+  void load_root(const YAML::Node& root, daemon_config& cfg) {
+    walk_map(
+        {"", 1, root},
+        {
+            {"listen", false, [&](const field& f) { load_listen(f, cfg.listen); }},
+            {"homeservers", true, [&](const field& f) { load_homeservers(f, cfg.homeservers); }},
+            {"sessions", false, [&](const field& f) { load_sessions(f, cfg.sessions); }},
+            {"log", false, [&](const field& f) { load_log(f, cfg.log); }},
+        });
+  }
+
+  void load_listen(const field& where, listen_config& l) {
+    walk_map(
+        where,
+        {
+            {"unix_socket", false,
+             [&](const field& f) {
+               if (auto s = get_nonempty_string(f)) l.unix_socket = std::move(*s);
+             }},
+            {"socket_mode", false, [&](const field& f) { read_socket_mode(f, l); }},
+            {"request_timeout", false,
+             [&](const field& f) { read_duration(f, l.request_timeout); }},
+            {"idle_timeout", false, [&](const field& f) { read_duration(f, l.idle_timeout); }},
+            {"max_header_bytes", false,
+             [&](const field& f) { read_integer(f, l.max_header_bytes); }},
+            {"max_body_bytes", false, [&](const field& f) { read_integer(f, l.max_body_bytes); }},
+            {"max_connections", false, [&](const field& f) { read_integer(f, l.max_connections); }},
+        });
+  }
+
+  // "0660", 0660 (YAML 1.1 octal, read as written), "660" and "0o660" all mean rw-rw----.
+  void read_socket_mode(const field& f, listen_config& l) {
+    static constexpr std::string_view expected = "an octal file mode such as \"0660\"";
+    if (!expect_scalar(f, expected)) return;
+    std::string_view text = f.value.Scalar();
+    std::string_view digits = text;
+    if (digits.starts_with("0o") || digits.starts_with("0O")) digits.remove_prefix(2);
+    if (digits.empty() || digits.find_first_not_of("01234567") != std::string_view::npos) {
+      error(f, "expected " + std::string{expected} + ", got " + echoed(text));
+      return;
+    }
+    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+    unsigned mode = 01000;  // anything longer than three octal digits is too large
+    if (digits.size() <= 3) std::from_chars(digits.data(), digits.data() + digits.size(), mode, 8);
+    if (mode > 0777) {
+      error(f, "file mode " + echoed(text) + " is larger than 0777");
+    } else {
+      l.socket_mode = mode;
+    }
+  }
+
+  void load_homeservers(const field& where, std::map<std::string, homeserver_config>& out) {
+    const YAML::Node& node = where.value;
+    if (!node.IsMap()) {
+      error(where, std::string{"expected a map of server names to homeserver settings, got "} +
+                       kind_of(node));
+      return;
+    }
+    if (node.size() == 0) {
+      error(where, "at least one homeserver is required");
+      return;
+    }
+    for (const auto& kv : node) {
+      const YAML::Node key_node = kv.first;
+      const int line = line_of(key_node, where.line);
+      if (!key_node.IsScalar()) {
+        error({join(where.path, "?"), line, kv.second}, "server names must be plain strings");
+        continue;
+      }
+      const std::string name = key_node.Scalar();
+      const field f{join(where.path, name), line, kv.second};
+      if (out.contains(name)) {
+        error(f, "duplicate homeserver");
+        continue;
+      }
+      if (!is_valid_server_name(name)) {
+        error(f,
+              "invalid server name (expected a host name, IPv4 address or [IPv6] address, "
+              "optionally followed by :port)");
+      }
+      homeserver_config hs;
+      hs.server_name = name;
+      load_homeserver(f, hs);
+      out.emplace(name, std::move(hs));
+    }
+  }
+
+  void load_homeserver(const field& where, homeserver_config& hs) {
+    walk_map(
+        where,
+        {
+            {"url", false,
+             [&](const field& f) {
+               auto s = get_string(f);
+               if (!s) return;
+               std::string why;
+               if (auto url = normalise_url(*s, why))
+                 hs.url = std::move(*url);
+               else
+                 error(f, echoed(*s) + " " + why);
+             }},
+            {"ca_file", false, [&](const field& f) { read_ca_file(f, hs); }},
+            {"login", true, [&](const field& f) { load_login(f, hs); }},
+            {"device_id", false,
+             [&](const field& f) {
+               auto s = get_string(f);
+               if (!s) return;
+               if (is_valid_device_id(*s))
+                 hs.device_id = std::move(*s);
+               else
+                 error(f, "expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got " + echoed(*s));
+             }},
+            {"device_display_name", false,
+             [&](const field& f) { read_string(f, hs.device_display_name); }},
+            {"max_concurrent_logins", false,
+             [&](const field& f) { read_integer(f, hs.max_concurrent_logins, 1, 1000); }},
+            {"request_timeout", false,
+             [&](const field& f) { read_duration(f, hs.request_timeout); }},
+            {"connect_timeout", false,
+             [&](const field& f) { read_duration(f, hs.connect_timeout); }},
+            {"max_response_bytes", false,
+             [&](const field& f) { read_integer(f, hs.max_response_bytes); }},
+        });
+  }
+
+  void read_ca_file(const field& f, homeserver_config& hs) {
+    auto s = get_nonempty_string(f);
+    if (!s) return;
+    const auto path = resolve(*s);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+      error(f, "cannot read '" + path.string() + "': " + std::strerror(errno));
+      return;
+    }
+    struct stat st {};
+    const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    ::close(fd);
+    if (!regular) {
+      error(f, "cannot read '" + path.string() + "': not a regular file");
+      return;
+    }
+    hs.ca_file = path.string();
+  }
+
+  void load_login(const field& where, homeserver_config& hs) {
+    const YAML::Node& node = where.value;
+    if (!node.IsMap()) {
+      error(where, std::string{"expected a map, got "} + kind_of(node));
+      return;
+    }
+    // The method decides which other keys are valid, so look at it first.
+    std::optional<field> method_field;
+    for (const auto& kv : node) {
+      if (kv.first.IsScalar() && kv.first.Scalar() == "method") {
+        method_field = field{join(where.path, "method"), line_of(kv.first, where.line), kv.second};
+        break;
+      }
+    }
+    if (!method_field) {
+      error({join(where.path, "method"), where.line, {}}, "required key is missing");
+      return;
+    }
+    if (method_field->value.IsNull()) {
+      error(*method_field, "a value is required");
+      return;
+    }
+    const auto method = get_string(*method_field);
+    if (!method) return;
+    if (*method == "shared_secret") {
+      load_shared_secret(where, hs);
+    } else if (*method == "jwt" || *method == "appservice" || *method == "synapse_admin") {
+      error(*method_field, "login method " + echoed(*method) + " is not supported yet");
+    } else {
+      error(*method_field, "unknown login method " + echoed(*method) +
+                               " (expected shared_secret, jwt, appservice or synapse_admin)");
+    }
+  }
+
+  void load_shared_secret(const field& where, homeserver_config& hs) {
+    shared_secret_login login;
+    walk_map(where,
+             {
+                 {"method", true, [](const field&) {}},
+                 {"secret_file", true, [&](const field& f) { read_secret_file(f, login); }},
+                 {"login_type", false,
+                  [&](const field& f) {
+                    auto s = get_string(f);
+                    if (!s) return;
+                    if (*s == "auto")
+                      login.login_type = shared_secret_login_type::automatic;
+                    else if (*s == "com.devture.shared_secret_auth")
+                      login.login_type = shared_secret_login_type::devture;
+                    else if (*s == "m.login.password")
+                      login.login_type = shared_secret_login_type::password;
+                    else
+                      error(f,
+                            "expected auto, com.devture.shared_secret_auth or m.login.password, "
+                            "got " +
+                                echoed(*s));
+                  }},
+             });
+    hs.login = std::move(login);
+  }
+
+  void read_secret_file(const field& f, shared_secret_login& login) {
+    auto s = get_nonempty_string(f);
+    if (!s) return;
+    const auto path = resolve(*s);
+    login.secret_file = path.string();
+    std::string why;
+    auto contents = read_small_file(path, max_secret_file_bytes, why);
+    if (!contents) {
+      error(f, "cannot read '" + path.string() + "': " + why);
+      return;
+    }
+    if (contents->ends_with("\r\n"))
+      contents->resize(contents->size() - 2);
+    else if (contents->ends_with('\n'))
+      contents->resize(contents->size() - 1);
+    if (contents->empty()) {
+      error(f, "secret file '" + path.string() + "' is empty");
+      return;
+    }
+    login.secret = secret_string{std::move(*contents)};
+  }
+
+  void load_sessions(const field& where, sessions_config& s) {
+    walk_map(
+        where,
+        {
+            {"max", false, [&](const field& f) { read_integer(f, s.max); }},
+            {"idle_timeout", false, [&](const field& f) { read_duration(f, s.idle_timeout); }},
+            {"revoke_on_evict", false, [&](const field& f) { read_bool(f, s.revoke_on_evict); }},
+            {"revoke_on_shutdown", false,
+             [&](const field& f) { read_bool(f, s.revoke_on_shutdown); }},
+        });
+  }
+
+  void load_log(const field& where, log_config& l) {
+    walk_map(where,
+             {
+                 {"level", false,
+                  [&](const field& f) {
+                    auto s = get_string(f);
+                    if (!s) return;
+                    static constexpr std::string_view levels[] = {
+                        "trace", "debug", "info", "warn", "error", "critical", "off"};
+                    if (std::find(std::begin(levels), std::end(levels), *s) == std::end(levels)) {
+                      error(f,
+                            "expected one of trace, debug, info, warn, error, critical, "
+                            "off, got " +
+                                echoed(*s));
+                      return;
+                    }
+                    l.level = std::move(*s);
+                  }},
+             });
+  }
+
+  std::string source_;
+  fs::path base_dir_;
+  std::vector<located_error> errors_;
+};
+
+}  // namespace
+
+load_result load_config_text(const std::string& yaml_text, const std::string& source_name,
+                             const std::string& base_dir) {
+  try {
+    return loader{source_name, fs::path{base_dir}}.run(yaml_text);
+  } catch (const std::exception& e) {  // allocation failure and the like
+    load_result r;
+    r.errors.push_back(source_name + ":1: error: " + e.what());
+    return r;
+  }
+}
+
+load_result load_config_file(const std::string& path) {
+  try {
+    std::string why;
+    auto text = read_small_file(fs::path{path}, max_config_file_bytes, why);
+    if (!text) {
+      load_result r;
+      r.errors.push_back(path + ": cannot read config file: " + why);
+      return r;
+    }
+    std::error_code ec;
+    fs::path dir = fs::path{path}.parent_path();
+    if (dir.empty()) dir = ".";
+    auto absolute = fs::absolute(dir, ec);
+    if (!ec) dir = std::move(absolute);
+    auto result = load_config_text(*text, path, dir.lexically_normal().string());
+    OPENSSL_cleanse(text->data(), text->size());  // a config may hold a pasted secret
+    return result;
+  } catch (const std::exception& e) {
+    load_result r;
+    r.errors.push_back(path + ": error: " + e.what());
+    return r;
+  }
+}
+
+}  // namespace mxp::config

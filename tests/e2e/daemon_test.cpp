@@ -1,0 +1,414 @@
+// End-to-end: the built mxpuppetd, started with a temp config, talking to an
+// in-process fake homeserver, driven over its Unix socket as a bridge would.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include <csignal>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "client/unix_http_client.hpp"
+#include "support/daemon_process.hpp"
+#include "support/fake_homeserver.hpp"
+#include "support/test_tls.hpp"
+
+using namespace mxp::test;
+using mxp::client::unix_http_client;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* secret = "e2e-shared-secret-value";
+
+std::string json_string(const std::string& body, const char* key) {
+  simdjson::dom::parser p;
+  std::string_view v;
+  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
+  return std::string{v};
+}
+
+// A loopback TCP port that was free a moment ago (for servers whose name must carry their port).
+unsigned short free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::int64_t json_int(const std::string& body, const char* key) {
+  simdjson::dom::parser p;
+  std::int64_t v = -1;
+  if (p.parse(body).get_object()[key].get_int64().get(v) != simdjson::SUCCESS) return -1;
+  return v;
+}
+
+struct daemon_fixture : ::testing::Test {
+  temp_dir dir;
+  std::unique_ptr<fake_homeserver> hs;
+  std::unique_ptr<daemon_process> daemon;
+  std::string socket = dir.file("mxpuppetd.sock");
+  std::set<std::string> tokens_seen;  // checked against the log at the end
+
+  void SetUp() override {
+    fake_homeserver_options o;
+    o.shared_secret = secret;
+    hs = std::make_unique<fake_homeserver>(o);
+  }
+
+  std::string config(const std::string& homeservers_yaml, const std::string& extra = "") {
+    dir.write("secret", std::string{secret} + "\n");
+    return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
+                                        "\n  socket_mode: \"0640\"\n  request_timeout: 5s\n"
+                                        "homeservers:\n" + homeservers_yaml + extra +
+                                        "log:\n  level: debug\n");
+  }
+  std::string default_homeserver(const std::string& url, const std::string& more = "") {
+    return "  localhost:\n    url: " + url +
+           "\n    login:\n      method: shared_secret\n      secret_file: secret\n      login_type: auto\n"
+           "    device_id: MXPTEST\n    device_display_name: \"e2e puppet\"\n    request_timeout: 2s\n" + more;
+  }
+  void start(const std::string& config_file) {
+    daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
+    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+  }
+  void start_default(const std::string& more = "") { start(config(default_homeserver(hs->url(), more))); }
+
+  mxp::client::http_response get_token(unix_http_client& c, const std::string& user) {
+    auto r = c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
+    if (r.status == 200) tokens_seen.insert(json_string(r.body, "access_token"));
+    return r;
+  }
+
+  void TearDown() override {
+    if (!daemon) return;
+    const auto log = daemon->log();
+    for (const auto& t : tokens_seen) {
+      if (t.empty()) continue;
+      EXPECT_EQ(log.find(t), std::string::npos) << "a token appeared in the daemon log";
+    }
+    EXPECT_EQ(log.find(secret), std::string::npos) << "the shared secret appeared in the daemon log";
+    EXPECT_EQ(log.find(fake_shared_secret_token(secret, "@alice:localhost")), std::string::npos);
+  }
+};
+
+TEST_F(daemon_fixture, BridgeGetsAWorkingTokenLoggedInLazily) {
+  start_default();
+  EXPECT_EQ(hs->login_count(), 0);  // lazy: nothing before the first request
+  unix_http_client c{socket};
+  auto r = get_token(c, "@alice:localhost");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto token = json_string(r.body, "access_token");
+  EXPECT_EQ(hs->user_of_token(token), "@alice:localhost");
+  EXPECT_EQ(json_string(r.body, "user_id"), "@alice:localhost");
+  EXPECT_EQ(json_string(r.body, "device_id"), "MXPTEST");
+  EXPECT_EQ(json_string(r.body, "method"), "shared_secret");
+  EXPECT_EQ(json_string(r.body, "homeserver_url"), hs->url());
+  EXPECT_EQ(hs->device_display_name("@alice:localhost", "MXPTEST"), "e2e puppet");
+  // The wire format: devture type (auto prefers it), full user ID, HMAC token.
+  const auto body = hs->last_login_body();
+  EXPECT_NE(body.find("com.devture.shared_secret_auth"), std::string::npos);
+  EXPECT_NE(body.find(R"("user":"@alice:localhost")"), std::string::npos);
+  EXPECT_NE(body.find(fake_shared_secret_token(secret, "@alice:localhost")), std::string::npos);
+  // Cached afterwards: same token, no new login.
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(json_string(get_token(c, "@alice:localhost").body, "access_token"), token);
+  EXPECT_EQ(hs->login_count(), 1);
+  // Percent-encoded user IDs are decoded.
+  auto encoded = c.request("GET", "/v1/users/%40alice%3Alocalhost/token");
+  EXPECT_EQ(json_string(encoded.body, "access_token"), token);
+}
+
+TEST_F(daemon_fixture, HundredConcurrentRequestsForOneUserCostOneLogin) {
+  hs->set_latency(200ms);
+  start_default();
+  std::vector<std::thread> threads;
+  std::vector<std::string> tokens(100);
+  for (int i = 0; i < 100; ++i) {
+    threads.emplace_back([&, i] {
+      unix_http_client c{socket};
+      auto r = c.request("GET", "/v1/users/@bob:localhost/token");
+      if (r.status == 200) tokens[i] = json_string(r.body, "access_token");
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(hs->login_count(), 1);
+  EXPECT_EQ(std::set<std::string>(tokens.begin(), tokens.end()).size(), 1u);
+  EXPECT_FALSE(tokens[0].empty());
+  EXPECT_TRUE(hs->token_is_live(tokens[0]));
+  tokens_seen.insert(tokens[0]);
+}
+
+TEST_F(daemon_fixture, LoginsInFlightPerHomeserverAreCapped) {
+  hs->set_latency(100ms);
+  start_default("    max_concurrent_logins: 2\n");
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&, i] {
+      unix_http_client c{socket};
+      if (c.request("GET", "/v1/users/@user" + std::to_string(i) + ":localhost/token").status == 200) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, 12);
+  EXPECT_EQ(hs->successful_login_count(), 12);
+  EXPECT_LE(hs->max_concurrent_logins_seen(), 2);
+}
+
+TEST_F(daemon_fixture, InvalidatingALiveTokenKillsItAndYieldsANewWorkingOne) {
+  start_default();
+  unix_http_client c{socket};
+  const auto old_token = json_string(get_token(c, "@carol:localhost").body, "access_token");
+  ASSERT_TRUE(hs->token_is_live(old_token));
+  auto stale = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":"syt_not_current"})");
+  EXPECT_EQ(stale.status, 200);
+  EXPECT_EQ(stale.body, R"({"invalidated":false})");
+  auto r = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":")" + old_token + "\"}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, R"({"invalidated":true})");
+  EXPECT_FALSE(hs->token_is_live(old_token));  // dead at the homeserver already
+  const auto new_token = json_string(get_token(c, "@carol:localhost").body, "access_token");
+  EXPECT_NE(new_token, old_token);
+  EXPECT_TRUE(hs->token_is_live(new_token));
+  EXPECT_EQ(hs->device_count("@carol:localhost"), 1);  // the device was replaced, not added
+  // Invalidating the old token again must not kill the new one.
+  r = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":")" + old_token + "\"}");
+  EXPECT_EQ(r.body, R"({"invalidated":false})");
+  EXPECT_TRUE(hs->token_is_live(new_token));
+}
+
+TEST_F(daemon_fixture, RevokeLogsOutAndSessionsNeverShowTokens) {
+  start_default();
+  unix_http_client c{socket};
+  const auto token = json_string(get_token(c, "@dave:localhost").body, "access_token");
+  auto sessions = c.request("GET", "/v1/sessions");
+  ASSERT_EQ(sessions.status, 200);
+  EXPECT_NE(sessions.body.find(R"("user_id":"@dave:localhost")"), std::string::npos);
+  EXPECT_NE(sessions.body.find(R"("state":"active")"), std::string::npos);
+  EXPECT_EQ(sessions.body.find(token), std::string::npos);
+  EXPECT_EQ(sessions.body.find("access_token"), std::string::npos);
+  auto status = c.request("GET", "/v1/status");
+  EXPECT_EQ(status.status, 200);
+  EXPECT_NE(status.body.find(R"("login_type":"com.devture.shared_secret_auth")"), std::string::npos);
+  EXPECT_EQ(status.body.find(token), std::string::npos);
+  auto r = c.request("DELETE", "/v1/users/@dave:localhost/session");
+  EXPECT_EQ(r.body, R"({"revoked":true})");
+  EXPECT_FALSE(hs->token_is_live(token));
+  EXPECT_EQ(hs->device_count("@dave:localhost"), 0);
+  EXPECT_EQ(c.request("DELETE", "/v1/users/@dave:localhost/session").body, R"({"revoked":false})");
+}
+
+TEST_F(daemon_fixture, ErrorsAreAnsweredAsDesignSays) {
+  hs->add_nonexistent_user("@ghost:localhost");
+  start_default();
+  unix_http_client c{socket};
+  auto r = c.request("GET", "/v1/users/not-a-user/token");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json_string(r.body, "errcode"), "M_INVALID_PARAM");
+  r = c.request("GET", "/v1/users/@alice:elsewhere.org/token");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json_string(r.body, "errcode"), "M_NOT_FOUND");
+  r = c.request("GET", "/v1/users/@ghost:localhost/token");
+  EXPECT_EQ(r.status, 502);
+  EXPECT_EQ(json_string(r.body, "errcode"), "MXP_UPSTREAM");
+  EXPECT_EQ(json_int(r.body, "upstream_status"), 403);
+  EXPECT_EQ(json_string(r.body, "upstream_errcode"), "M_FORBIDDEN");
+  EXPECT_EQ(r.body.find("Invalid username"), std::string::npos);  // upstream text stays in the log
+  EXPECT_NE(daemon->log().find("Invalid username or password"), std::string::npos);
+  r = c.request("GET", "/v1/users/@alice:localhost/token?min_valid_ms=soon");
+  EXPECT_EQ(r.status, 400);
+  r = c.request("GET", "/v1/nothing");
+  EXPECT_EQ(r.status, 404);
+  r = c.request("POST", "/v1/users/@alice:localhost/token");
+  EXPECT_EQ(r.status, 405);
+  r = c.request("POST", "/v1/users/@alice:localhost/invalidate", "not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json_string(r.body, "errcode"), "M_BAD_JSON");
+  hs->fail_next(1, failure::rate_limited, 7000);
+  r = c.request("GET", "/v1/users/@limited:localhost/token");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(json_string(r.body, "errcode"), "M_LIMIT_EXCEEDED");
+  EXPECT_EQ(json_int(r.body, "retry_after_ms"), 7000);
+  hs->fail_next(1, failure::garbage);
+  r = c.request("GET", "/v1/users/@garbage:localhost/token");
+  EXPECT_EQ(r.status, 502) << r.body;
+  hs->fail_next(1, failure::wrong_json_shape);
+  r = c.request("GET", "/v1/users/@shape:localhost/token");
+  EXPECT_EQ(r.status, 502) << r.body;
+  hs->fail_next(1, failure::server_error);
+  r = c.request("GET", "/v1/users/@five:localhost/token");
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_EQ(json_int(r.body, "upstream_status"), 500);
+  hs->fail_next(2, failure::drop_connection);  // a reused keep-alive connection is retried once
+  r = c.request("GET", "/v1/users/@dropped:localhost/token");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(json_string(r.body, "errcode"), "MXP_UNAVAILABLE");
+  hs->fail_next(1, failure::hang);
+  r = c.request("GET", "/v1/users/@hung:localhost/token");
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_EQ(json_string(r.body, "errcode"), "MXP_TIMEOUT");
+  // After all that the daemon still serves.
+  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);
+}
+
+TEST_F(daemon_fixture, HomeserverDownGivesFastUnavailableAndOthersKeepBeingServed) {
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.server_name = "second.test";
+  auto second = std::make_unique<fake_homeserver>(o);
+  const auto down_url = second->url();
+  start(config(default_homeserver(hs->url()) + "  second.test:\n    url: " + down_url +
+               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  unix_http_client c{socket};
+  const auto cached = json_string(get_token(c, "@erin:localhost").body, "access_token");
+  ASSERT_EQ(get_token(c, "@frank:second.test").status, 200);
+  second.reset();  // the second homeserver goes away
+  const auto before = std::chrono::steady_clock::now();
+  auto r = get_token(c, "@gina:second.test");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(json_string(r.body, "errcode"), "MXP_UNAVAILABLE");
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 3s);
+  EXPECT_EQ(json_string(get_token(c, "@erin:localhost").body, "access_token"), cached);
+  EXPECT_EQ(get_token(c, "@frank:second.test").status, 200);  // cached token of the down server
+  EXPECT_EQ(get_token(c, "@newuser:localhost").status, 200);
+  if (HasFailure()) ADD_FAILURE() << daemon->log();
+}
+
+TEST_F(daemon_fixture, HttpsWithCaFileAndWellKnownDiscovery) {
+  auto cert = make_self_signed_cert(dir.path());
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.tls_cert_file = cert.cert_file;
+  o.tls_key_file = cert.key_file;
+  o.port = free_port();
+  const auto server_name = "localhost:" + std::to_string(o.port);
+  o.server_name = server_name;
+  auto tls = std::make_unique<fake_homeserver>(o);
+  // No url: discovered through https://localhost:PORT/.well-known/matrix/client.
+  start(config("  \"" + server_name + "\":\n    ca_file: " + cert.ca_file +
+               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  unix_http_client c{socket};
+  auto r = get_token(c, "@tls:" + server_name);
+  ASSERT_EQ(r.status, 200) << r.body << daemon->log();
+  EXPECT_EQ(tls->user_of_token(json_string(r.body, "access_token")), "@tls:" + server_name);
+  EXPECT_EQ(json_string(r.body, "homeserver_url"), tls->url());
+  const auto tls_log = tls->request_log();
+  ASSERT_FALSE(tls_log.empty());
+  EXPECT_EQ(tls_log.front(), "GET /.well-known/matrix/client");
+  EXPECT_EQ(json_string(c.request("GET", "/v1/status").body, "version"), "0.1.0");
+}
+
+TEST_F(daemon_fixture, TlsWithoutTheRightCaIsRefused) {
+  auto cert = make_self_signed_cert(dir.path());
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.tls_cert_file = cert.cert_file;
+  o.tls_key_file = cert.key_file;
+  auto tls = std::make_unique<fake_homeserver>(o);
+  start(config("  localhost:\n    url: " + tls->url() +
+               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  unix_http_client c{socket};
+  auto r = get_token(c, "@alice:localhost");
+  EXPECT_EQ(r.status, 503) << r.body;  // system CA store does not know the self-signed cert
+  EXPECT_EQ(tls->login_count(), 0);
+  EXPECT_NE(daemon->log().find("certificate verify failed"), std::string::npos) << daemon->log();
+}
+
+TEST_F(daemon_fixture, MalformedRequestsGetAnAnswerAndTheDaemonLivesOn) {
+  start_default();
+  {
+    unix_http_client c{socket};
+    auto r = c.request("GET", "/v1/users/@alice:localhost/token?x=" + std::string(20000, 'a'));
+    EXPECT_EQ(r.status, 431);
+  }
+  {
+    unix_http_client c{socket};
+    auto r = c.request("POST", "/v1/users/@alice:localhost/invalidate", std::string(100 * 1024, 'x'));
+    EXPECT_EQ(r.status, 413);
+  }
+  unix_http_client c{socket};
+  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);
+  EXPECT_FALSE(daemon->exited());
+}
+
+TEST_F(daemon_fixture, SocketModeStaleSocketAndLiveSocket) {
+  // A stale socket file from a crashed run is replaced.
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    socket.copy(addr.sun_path, sizeof addr.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::close(fd);  // leaves the file behind, nobody listening
+  }
+  start_default();
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  // A live daemon's socket is not stolen by a second one.
+  auto second = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", dir.file("config.yaml")}, 10s);
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.output.find("another process is listening"), std::string::npos) << second.output;
+  unix_http_client c{socket};
+  EXPECT_EQ(c.request("GET", "/healthz").status, 200);
+  // SIGTERM: clean exit, socket file removed.
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+  EXPECT_NE(::access(socket.c_str(), F_OK), 0);
+}
+
+TEST_F(daemon_fixture, CheckConfigNamesFileLineAndKey) {
+  dir.write("secret", "x\n");
+  const auto bad = dir.write("bad.yaml", "listen:\n  unix_socket: /tmp/x.sock\n  bogus_key: 1\nhomeservers:\n"
+                                         "  localhost:\n    login:\n      method: shared_secret\n"
+                                         "      secret_file: missing.secret\n");
+  auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", bad});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find(bad + ":3"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("listen.bogus_key"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("missing.secret"), std::string::npos) << r.output;
+  // A daemon with that config never starts half-configured.
+  r = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", bad});
+  EXPECT_EQ(r.exit_code, 2);
+  const auto good = config(default_homeserver(hs->url()));
+  r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", good});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST_F(daemon_fixture, MxpuppetctlTalksToTheDaemon) {
+  start_default();
+  const auto ctl = env_or_throw("MXPUPPETCTL_BIN");
+  auto r = run_program({ctl, "--socket", socket, "token", "@henry:localhost"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string token = r.output.substr(0, r.output.find('\n'));
+  tokens_seen.insert(token);
+  EXPECT_EQ(hs->user_of_token(token), "@henry:localhost");
+  r = run_program({ctl, "--socket", socket, "--json", "sessions"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("@henry:localhost"), std::string::npos);
+  r = run_program({ctl, "--socket", socket, "invalidate", "@henry:localhost", token});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(hs->token_is_live(token));
+  r = run_program({ctl, "--socket", socket, "revoke", "@henry:localhost"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_program({ctl, "--socket", socket, "token", "@nobody:elsewhere.org"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("M_NOT_FOUND"), std::string::npos);
+  r = run_program({ctl, "--socket", socket, "status"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_program({ctl, "--socket", dir.file("nope.sock"), "status"});
+  EXPECT_EQ(r.exit_code, 3);
+}
+
+}  // namespace

@@ -1,0 +1,104 @@
+// fake_homeserver: an in-process Matrix homeserver for tests (a Beast HTTP/1.1
+// server on 127.0.0.1, optionally HTTPS) that behaves like Synapse with the
+// devture shared-secret-auth module, and can be told to be slow or to fail.
+// Beast and Asio stay out of this header: they are compiled in the .cpp only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mxp::test {
+
+enum class failure {
+  none,
+  rate_limited,      // 429 {"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":N} (+ Retry-After header)
+  server_error,      // 500 {"errcode":"M_UNKNOWN"}
+  garbage,           // 200 with body "not json{"
+  drop_connection,   // close the socket without an answer
+  hang,              // never answer; the connection stays open until the server is destroyed
+  wrong_json_shape,  // 200 {"foo":1}
+};
+
+struct fake_homeserver_options {
+  std::string server_name = "localhost";  // users are @local:server_name
+  // HMAC-SHA512 key for com.devture.shared_secret_auth and m.login.password.
+  std::string shared_secret;
+  bool flow_devture = true;   // advertise/accept com.devture.shared_secret_auth
+  bool flow_password = true;  // advertise/accept m.login.password (with the HMAC as password)
+  std::string tls_cert_file, tls_key_file;  // both set -> serve HTTPS instead of HTTP
+  unsigned short port = 0;                  // 0 = ephemeral
+};
+
+// Lowercase hex HMAC-SHA512(key = secret, msg = user ID): the shared-secret login
+// credential, computed independently of lib/credentials so tests can cross-check.
+std::string fake_shared_secret_token(std::string_view secret, std::string_view full_user_id);
+
+// Endpoints (both /_matrix/client/v3/... and the older /r0/... prefix):
+//   GET  /login          flows per the options           (counted by login_flows_count)
+//   POST /login          shared-secret login             (login_count, successful_login_count)
+//   POST /logout         deletes the token's device and all its tokens   (logout_count)
+//   POST /logout/all     deletes every device of the token's user        (logout_count)
+//   GET  /account/whoami                                  (whoami_count)
+//   GET  /.well-known/matrix/client
+// Anything else: 404 M_UNRECOGNIZED; a known path with the wrong method: 405 M_UNRECOGNIZED.
+// Counters count requests as they arrive, including those answered with a failure.
+//
+// All members are thread-safe. The server runs its own io_context on its own
+// thread; the constructor binds and listens before returning, the destructor
+// closes every connection (hung ones included), stops and joins.
+class fake_homeserver {
+ public:
+  explicit fake_homeserver(fake_homeserver_options options);
+  ~fake_homeserver();
+  fake_homeserver(const fake_homeserver&) = delete;
+  fake_homeserver& operator=(const fake_homeserver&) = delete;
+
+  unsigned short port() const;
+  std::string url() const;  // "http://127.0.0.1:PORT" or, with TLS, "https://localhost:PORT"
+  const std::string& server_name() const;
+
+  // Every answer (failures included) is delayed by this much, with an async timer:
+  // other connections are served meanwhile.
+  void set_latency(std::chrono::milliseconds latency);
+  // The next `count` POST /login requests fail this way (replaces any pending
+  // fail_next; count 0 or failure::none clears it). Other endpoints are not affected.
+  void fail_next(int count, failure kind, int retry_after_ms = 1000);
+  // Every request on every endpoint fails this way until fail_all(failure::none).
+  // Takes precedence over fail_next, which is not consumed meanwhile.
+  void fail_all(failure kind, int retry_after_ms = 1000);
+  // Shared-secret login for this user is refused with 403 M_FORBIDDEN, as Synapse
+  // does for users that do not exist. A bare localpart is qualified with server_name.
+  void add_nonexistent_user(std::string user_id);
+
+  int login_count() const;             // POST /login requests received
+  int successful_login_count() const;  // POST /login answered 200 with a token
+  int logout_count() const;            // POST /logout and /logout/all requests received
+  int whoami_count() const;            // GET /account/whoami requests received
+  int login_flows_count() const;       // GET /login requests received
+  int device_count() const;            // devices alive, all users
+  int device_count(const std::string& user_id) const;
+  bool token_is_live(const std::string& token) const;
+  std::optional<std::string> user_of_token(const std::string& token) const;
+  std::optional<std::string> device_of_token(const std::string& token) const;
+  // initial_device_display_name given when the device was created (nullopt if
+  // the device does not exist or had none).
+  std::optional<std::string> device_display_name(const std::string& user_id,
+                                                 const std::string& device_id) const;
+  // Peak number of POST /login requests in progress at once (from request read
+  // to response written, latency included).
+  int max_concurrent_logins_seen() const;
+  std::vector<std::string> request_log() const;  // "METHOD TARGET" per request, in order
+  std::string last_login_body() const;           // raw body of the last POST /login
+  // The Authorization header of the most recent request ("" if it had none).
+  std::string last_authorization_header() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace mxp::test

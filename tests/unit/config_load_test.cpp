@@ -1,0 +1,742 @@
+// Config loader: every key, defaults, and one test per kind of error with its exact FILE:LINE: KEY.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <variant>
+
+#include "config/config.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using mxp::config::load_config_file;
+using mxp::config::load_config_text;
+using mxp::config::load_result;
+using mxp::config::shared_secret_login;
+using mxp::config::shared_secret_login_type;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// A fresh directory per test, holding the secret files a config names; removed afterwards.
+class ConfigLoad : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = fs::temp_directory_path() /
+           ("mxp_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) +
+            "_" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir_);
+    write("hs.secret", "s3cret-value\n");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  fs::path write(const std::string& name, const std::string& contents) {
+    const auto path = dir_ / name;
+    std::ofstream out{path, std::ios::binary};
+    out << contents;
+    return path;
+  }
+
+  load_result load(const std::string& yaml) {
+    return load_config_text(yaml, "cfg.yaml", dir_.string());
+  }
+
+  // Loads a config that must be valid and returns it (failing the test with its errors if not).
+  mxp::config::daemon_config load_ok(const std::string& yaml) {
+    auto r = load(yaml);
+    EXPECT_THAT(r.errors, ElementsAre()) << yaml;
+    if (!r.config) return {};
+    return *r.config;
+  }
+
+  // Loads a config that must produce exactly one error, and returns it.
+  std::string single_error(const std::string& yaml) {
+    auto r = load(yaml);
+    EXPECT_FALSE(r.config.has_value());
+    EXPECT_EQ(r.errors.size(), 1u) << ::testing::PrintToString(r.errors);
+    return r.errors.empty() ? std::string{} : r.errors.front();
+  }
+
+  static const shared_secret_login& shared_secret(const mxp::config::homeserver_config& hs) {
+    return std::get<shared_secret_login>(hs.login);
+  }
+
+  fs::path dir_;
+};
+
+constexpr const char* minimal = R"(homeservers:
+  example.com:
+    login:
+      method: shared_secret
+      secret_file: hs.secret
+)";
+
+TEST_F(ConfigLoad, FullConfigWithEveryKey) {
+  write("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  write("other.secret", "other\r\n");
+  const auto cfg = load_ok(R"(listen:
+  unix_socket: /tmp/mxp.sock
+  socket_mode: "0600"
+  request_timeout: 45s
+  idle_timeout: 2m
+  max_header_bytes: 4096
+  max_body_bytes: 32768
+  max_connections: 17
+homeservers:
+  example.com:
+    url: https://matrix.example.com/
+    ca_file: ca.pem
+    login:
+      method: shared_secret
+      secret_file: hs.secret
+      login_type: com.devture.shared_secret_auth
+    device_id: BRIDGE_01.x-y
+    device_display_name: "Bridge double puppet"
+    max_concurrent_logins: 8
+    request_timeout: 15s
+    connect_timeout: 250ms
+    max_response_bytes: 2048
+  "localhost:8448":
+    url: http://127.0.0.1:8008
+    login: {method: shared_secret, secret_file: other.secret, login_type: m.login.password}
+sessions:
+  max: 500
+  idle_timeout: 1h30m
+  revoke_on_evict: false
+  revoke_on_shutdown: true
+log:
+  level: debug
+)");
+  EXPECT_EQ(cfg.source_file, "cfg.yaml");
+  EXPECT_EQ(cfg.listen.unix_socket, "/tmp/mxp.sock");
+  EXPECT_EQ(cfg.listen.socket_mode, 0600u);
+  EXPECT_EQ(cfg.listen.request_timeout, 45s);
+  EXPECT_EQ(cfg.listen.idle_timeout, 2min);
+  EXPECT_EQ(cfg.listen.max_header_bytes, 4096u);
+  EXPECT_EQ(cfg.listen.max_body_bytes, 32768u);
+  EXPECT_EQ(cfg.listen.max_connections, 17u);
+
+  ASSERT_EQ(cfg.homeservers.size(), 2u);
+  const auto& hs = cfg.homeservers.at("example.com");
+  EXPECT_EQ(hs.server_name, "example.com");
+  EXPECT_EQ(hs.url, "https://matrix.example.com");
+  EXPECT_EQ(hs.ca_file, (dir_ / "ca.pem").string());
+  EXPECT_EQ(shared_secret(hs).secret.reveal(), "s3cret-value");
+  EXPECT_EQ(shared_secret(hs).secret_file, (dir_ / "hs.secret").string());
+  EXPECT_EQ(shared_secret(hs).login_type, shared_secret_login_type::devture);
+  EXPECT_EQ(hs.device_id, "BRIDGE_01.x-y");
+  EXPECT_EQ(hs.device_display_name, "Bridge double puppet");
+  EXPECT_EQ(hs.max_concurrent_logins, 8u);
+  EXPECT_EQ(hs.request_timeout, 15s);
+  EXPECT_EQ(hs.connect_timeout, 250ms);
+  EXPECT_EQ(hs.max_response_bytes, 2048u);
+
+  const auto& local = cfg.homeservers.at("localhost:8448");
+  EXPECT_EQ(local.server_name, "localhost:8448");
+  EXPECT_EQ(local.url, "http://127.0.0.1:8008");
+  EXPECT_EQ(shared_secret(local).secret.reveal(), "other");
+  EXPECT_EQ(shared_secret(local).login_type, shared_secret_login_type::password);
+
+  EXPECT_EQ(cfg.sessions.max, 500u);
+  EXPECT_EQ(cfg.sessions.idle_timeout, 90min);
+  EXPECT_FALSE(cfg.sessions.revoke_on_evict);
+  EXPECT_TRUE(cfg.sessions.revoke_on_shutdown);
+  EXPECT_EQ(cfg.log.level, "debug");
+}
+
+TEST_F(ConfigLoad, DefaultsWhenOptionalKeysAreMissing) {
+  const auto cfg = load_ok(minimal);
+  const mxp::config::listen_config listen;
+  EXPECT_EQ(cfg.listen.unix_socket, "/run/mxpuppetd/mxpuppetd.sock");
+  EXPECT_EQ(cfg.listen.socket_mode, 0660u);
+  EXPECT_EQ(cfg.listen.request_timeout, 30s);
+  EXPECT_EQ(cfg.listen.idle_timeout, 60s);
+  EXPECT_EQ(cfg.listen.max_header_bytes, listen.max_header_bytes);
+  EXPECT_EQ(cfg.listen.max_body_bytes, listen.max_body_bytes);
+  EXPECT_EQ(cfg.listen.max_connections, listen.max_connections);
+
+  const auto& hs = cfg.homeservers.at("example.com");
+  EXPECT_EQ(hs.server_name, "example.com");
+  EXPECT_EQ(hs.url, "");
+  EXPECT_EQ(hs.ca_file, "");
+  EXPECT_EQ(shared_secret(hs).login_type, shared_secret_login_type::automatic);
+  EXPECT_EQ(hs.device_id, "MXPUPPETD");
+  EXPECT_EQ(hs.device_display_name, "mxpuppetd double puppet");
+  EXPECT_EQ(hs.max_concurrent_logins, 4u);
+  EXPECT_EQ(hs.request_timeout, 20s);
+  EXPECT_EQ(hs.connect_timeout, 10s);
+  EXPECT_EQ(hs.max_response_bytes, 1024u * 1024u);
+
+  EXPECT_EQ(cfg.sessions.max, 100'000u);
+  EXPECT_EQ(cfg.sessions.idle_timeout, std::chrono::hours{24 * 7});
+  EXPECT_TRUE(cfg.sessions.revoke_on_evict);
+  EXPECT_FALSE(cfg.sessions.revoke_on_shutdown);
+  EXPECT_EQ(cfg.log.level, "info");
+}
+
+TEST_F(ConfigLoad, EmptySectionsAndNullValuesMeanDefaults) {
+  const auto cfg = load_ok(R"(listen:
+  # everything commented out
+sessions:
+  max:
+log: ~
+homeservers:
+  example.com:
+    url:
+    login:
+      method: shared_secret
+      secret_file: hs.secret
+)");
+  EXPECT_EQ(cfg.listen.unix_socket, "/run/mxpuppetd/mxpuppetd.sock");
+  EXPECT_EQ(cfg.sessions.max, 100'000u);
+  EXPECT_EQ(cfg.log.level, "info");
+  EXPECT_EQ(cfg.homeservers.at("example.com").url, "");
+}
+
+TEST_F(ConfigLoad, SocketModeAcceptsOctalStringsAndYamlOctalIntegers) {
+  auto mode_of = [&](const std::string& value) {
+    return load_ok("listen:\n  socket_mode: " + value + "\n" + minimal).listen.socket_mode;
+  };
+  EXPECT_EQ(mode_of("\"0660\""), 0660u);
+  EXPECT_EQ(mode_of("0600"), 0600u);  // a YAML 1.1 octal integer, read as written
+  EXPECT_EQ(mode_of("660"), 0660u);
+  EXPECT_EQ(mode_of("0o640"), 0640u);
+  EXPECT_EQ(mode_of("0777"), 0777u);
+  EXPECT_EQ(mode_of("0"), 0u);
+}
+
+TEST_F(ConfigLoad, SocketModeErrors) {
+  auto error_of = [&](const std::string& value) {
+    return single_error("listen:\n  socket_mode: " + value + "\n" + minimal);
+  };
+  EXPECT_EQ(error_of("\"0680\""),
+            "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
+            "'0680'");
+  EXPECT_EQ(error_of("01777"),
+            "cfg.yaml:2: listen.socket_mode: file mode '01777' is larger than 0777");
+  EXPECT_EQ(error_of("07777777777777777777"),
+            "cfg.yaml:2: listen.socket_mode: file mode '07777777777777777777' is larger than 0777");
+  EXPECT_EQ(error_of("rw-rw----"),
+            "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
+            "'rw-rw----'");
+  EXPECT_EQ(
+      error_of("{a: 1}"),
+      "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got a map");
+}
+
+TEST_F(ConfigLoad, UnknownKeysAtEveryLevel) {
+  const auto r = load(R"(listen:
+  unix_sockt: /tmp/x
+homeservers:
+  example.com:
+    urll: https://x
+    login:
+      method: shared_secret
+      secret_file: hs.secret
+      secret: do-not-echo-me
+sessions:
+  refresh_margin: 60s
+log:
+  format: json
+clients: []
+)");
+  EXPECT_FALSE(r.config);
+  EXPECT_THAT(r.errors, ElementsAre("cfg.yaml:2: listen.unix_sockt: unknown key",
+                                    "cfg.yaml:5: homeservers.example.com.urll: unknown key",
+                                    "cfg.yaml:9: homeservers.example.com.login.secret: unknown key",
+                                    "cfg.yaml:11: sessions.refresh_margin: unknown key",
+                                    "cfg.yaml:13: log.format: unknown key",
+                                    "cfg.yaml:14: clients: unknown key"));
+  for (const auto& e : r.errors) EXPECT_THAT(e, Not(HasSubstr("do-not-echo-me")));
+}
+
+TEST_F(ConfigLoad, MergeKeysAreNotSupported) {
+  EXPECT_EQ(single_error("base: &b {level: info}\n" + std::string{minimal}),
+            "cfg.yaml:1: base: unknown key");
+  EXPECT_EQ(single_error("log:\n  <<: {level: info}\n" + std::string{minimal}),
+            "cfg.yaml:2: log.<<: merge keys ('<<') are not supported");
+}
+
+TEST_F(ConfigLoad, DuplicateKeys) {
+  EXPECT_EQ(single_error(std::string{"log:\n  level: info\n  level: debug\n"} + minimal),
+            "cfg.yaml:3: log.level: duplicate key (first set on line 2)");
+  EXPECT_EQ(
+      single_error(std::string{minimal} +
+                   "  example.com:\n    login: {method: shared_secret, secret_file: hs.secret}\n"),
+      "cfg.yaml:6: homeservers.example.com: duplicate homeserver");
+}
+
+TEST_F(ConfigLoad, HomeserversIsRequiredAndNonEmpty) {
+  EXPECT_EQ(single_error(""), "cfg.yaml:1: homeservers: required key is missing");
+  EXPECT_EQ(single_error("log:\n  level: info\n"),
+            "cfg.yaml:1: homeservers: required key is missing");
+  EXPECT_EQ(single_error("homeservers: {}\n"),
+            "cfg.yaml:1: homeservers: at least one homeserver is required");
+  EXPECT_EQ(single_error("homeservers:\n"), "cfg.yaml:1: homeservers: a value is required");
+  EXPECT_EQ(single_error("log: {}\nhomeservers: [example.com]\n"),
+            "cfg.yaml:2: homeservers: expected a map of server names to homeserver settings, got a "
+            "list");
+}
+
+TEST_F(ConfigLoad, TopLevelMustBeAMap) {
+  EXPECT_EQ(single_error("- listen\n- homeservers\n"),
+            "cfg.yaml:1: (top level): expected a map, got a list");
+  EXPECT_EQ(single_error("just text\n"), "cfg.yaml:1: (top level): expected a map, got a scalar");
+}
+
+TEST_F(ConfigLoad, SectionsMustBeMaps) {
+  EXPECT_EQ(single_error(std::string{minimal} + "listen: /tmp/sock\n"),
+            "cfg.yaml:6: listen: expected a map, got a scalar");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login: shared_secret\n"),
+            "cfg.yaml:3: homeservers.example.com.login: expected a map, got a scalar");
+}
+
+TEST_F(ConfigLoad, ServerNameGrammar) {
+  auto load_name = [&](const std::string& name) {
+    return load("homeservers:\n  \"" + name +
+                "\":\n    login: {method: shared_secret, secret_file: hs.secret}\n");
+  };
+  for (const char* good : {"example.com", "localhost", "localhost:8448", "1.2.3.4", "1.2.3.4:1",
+                           "[::1]", "[2001:db8::1]:65535", "matrix-1.example.org"}) {
+    EXPECT_THAT(load_name(good).errors, ElementsAre()) << good;
+  }
+  for (const char* bad : {"exa mple.com", "bad_host", "example.com:0", "example.com:65536",
+                          "example.com:", "example.com:8a", ".example.com", "example..com", "[::1",
+                          "[zz::1]", "[::1]8448", "@example.com"}) {
+    EXPECT_THAT(load_name(bad).errors,
+                ElementsAre("cfg.yaml:2: homeservers." + std::string{bad} +
+                            ": invalid server name (expected a host name, IPv4 address or [IPv6] "
+                            "address, optionally followed by :port)"))
+        << bad;
+  }
+}
+
+TEST_F(ConfigLoad, UrlValidationAndTrailingSlash) {
+  auto url_of = [&](const std::string& url) {
+    const auto cfg = load_ok(std::string{minimal} + "    url: " + url + "\n");
+    return cfg.homeservers.at("example.com").url;
+  };
+  EXPECT_EQ(url_of("https://matrix.example.com/"), "https://matrix.example.com");
+  EXPECT_EQ(url_of("https://matrix.example.com//"), "https://matrix.example.com");
+  EXPECT_EQ(url_of("http://[::1]:8008/prefix/"), "http://[::1]:8008/prefix");
+  EXPECT_EQ(url_of("HTTPS://Matrix.example.com"), "https://Matrix.example.com");
+
+  auto error_of = [&](const std::string& url) {
+    return single_error(std::string{minimal} + "    url: " + url + "\n");
+  };
+  EXPECT_EQ(error_of("matrix.example.com"),
+            "cfg.yaml:6: homeservers.example.com.url: 'matrix.example.com' must start with http:// "
+            "or https://");
+  EXPECT_EQ(
+      error_of("ftp://example.com"),
+      "cfg.yaml:6: homeservers.example.com.url: 'ftp://example.com' must start with http:// or "
+      "https://");
+  EXPECT_EQ(error_of("https://"),
+            "cfg.yaml:6: homeservers.example.com.url: 'https://' has no host name");
+  EXPECT_EQ(
+      error_of("https://example.com:99999"),
+      "cfg.yaml:6: homeservers.example.com.url: 'https://example.com:99999' has an invalid port "
+      "(expected 1-65535)");
+  EXPECT_EQ(
+      error_of("\"https://example.com/?x=1\""),
+      "cfg.yaml:6: homeservers.example.com.url: 'https://example.com/?x=1' must not contain a "
+      "query ('?') or fragment ('#')");
+  EXPECT_EQ(error_of("[https://example.com]"),
+            "cfg.yaml:6: homeservers.example.com.url: expected a string, got a list");
+}
+
+TEST_F(ConfigLoad, CaFileMustExist) {
+  const auto missing = (dir_ / "nope.pem").string();
+  EXPECT_EQ(single_error(std::string{minimal} + "    ca_file: nope.pem\n"),
+            "cfg.yaml:6: homeservers.example.com.ca_file: cannot read '" + missing +
+                "': No such file or directory");
+  EXPECT_EQ(single_error(std::string{minimal} + "    ca_file: " + dir_.string() + "\n"),
+            "cfg.yaml:6: homeservers.example.com.ca_file: cannot read '" + dir_.string() +
+                "': not a regular file");
+}
+
+TEST_F(ConfigLoad, LoginMethod) {
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    device_id: X\n"),
+            "cfg.yaml:2: homeservers.example.com.login: required key is missing");
+  EXPECT_EQ(
+      single_error("homeservers:\n  example.com:\n    login:\n      secret_file: hs.secret\n"),
+      "cfg.yaml:3: homeservers.example.com.login.method: required key is missing");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method:\n"),
+            "cfg.yaml:4: homeservers.example.com.login.method: a value is required");
+  for (const char* later : {"jwt", "appservice", "synapse_admin"}) {
+    EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: " +
+                           std::string{later} + "\n      algorithm: HS256\n"),
+              "cfg.yaml:4: homeservers.example.com.login.method: login method '" +
+                  std::string{later} + "' is not supported yet");
+  }
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: password\n"),
+            "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
+            "(expected shared_secret, jwt, appservice or synapse_admin)");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: [jwt]\n"),
+            "cfg.yaml:4: homeservers.example.com.login.method: expected a string, got a list");
+}
+
+TEST_F(ConfigLoad, LoginType) {
+  auto type_of = [&](const std::string& t) {
+    const auto cfg = load_ok(std::string{minimal} + "      login_type: " + t + "\n");
+    return shared_secret(cfg.homeservers.at("example.com")).login_type;
+  };
+  EXPECT_EQ(type_of("auto"), shared_secret_login_type::automatic);
+  EXPECT_EQ(type_of("com.devture.shared_secret_auth"), shared_secret_login_type::devture);
+  EXPECT_EQ(type_of("m.login.password"), shared_secret_login_type::password);
+  EXPECT_EQ(single_error(std::string{minimal} + "      login_type: devture\n"),
+            "cfg.yaml:6: homeservers.example.com.login.login_type: expected auto, "
+            "com.devture.shared_secret_auth or m.login.password, got 'devture'");
+}
+
+TEST_F(ConfigLoad, SecretFileRequiredAndReadable) {
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"),
+            "cfg.yaml:3: homeservers.example.com.login.secret_file: required key is missing");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: \"\"\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: must not be empty");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: missing.secret\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '" +
+                (dir_ / "missing.secret").string() + "': No such file or directory");
+  write("empty.secret", "");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: empty.secret\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '" +
+                (dir_ / "empty.secret").string() + "' is empty");
+  write("newline.secret", "\n");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: newline.secret\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '" +
+                (dir_ / "newline.secret").string() + "' is empty");
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: .\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '" +
+                (dir_ / "").string() + "': not a regular file");
+}
+
+TEST_F(ConfigLoad, SecretFileUnreadable) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root can read a mode 000 file";
+  const auto path = write("locked.secret", "locked");
+  fs::permissions(path, fs::perms::none);
+  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                         "      secret_file: locked.secret\n"),
+            "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '" + path.string() +
+                "': Permission denied");
+}
+
+TEST_F(ConfigLoad, SecretTrailingNewlineStripping) {
+  auto secret_of = [&](const std::string& contents) {
+    write("s.secret", contents);
+    const auto cfg = load_ok(
+        "homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+        "      secret_file: s.secret\n");
+    if (cfg.homeservers.empty()) return std::string{"<not loaded>"};
+    return shared_secret(cfg.homeservers.at("example.com")).secret.reveal();
+  };
+  EXPECT_EQ(secret_of("abc"), "abc");
+  EXPECT_EQ(secret_of("abc\n"), "abc");
+  EXPECT_EQ(secret_of("abc\r\n"), "abc");
+  EXPECT_EQ(secret_of("abc\n\n"), "abc\n");  // only one newline is stripped
+  EXPECT_EQ(secret_of("a b\tc \n"), "a b\tc ");
+}
+
+TEST_F(ConfigLoad, RelativeAndAbsoluteSecretPaths) {
+  fs::create_directories(dir_ / "secrets");
+  write("secrets/nested.secret", "nested");
+  const auto cfg = load_ok(
+      "homeservers:\n"
+      "  a.example:\n    login: {method: shared_secret, secret_file: secrets/nested.secret}\n"
+      "  b.example:\n    login: {method: shared_secret, secret_file: ./secrets/../hs.secret}\n"
+      "  c.example:\n    login: {method: shared_secret, secret_file: " +
+      (dir_ / "secrets" / "nested.secret").string() + "}\n");
+  EXPECT_EQ(shared_secret(cfg.homeservers.at("a.example")).secret_file,
+            (dir_ / "secrets" / "nested.secret").string());
+  EXPECT_EQ(shared_secret(cfg.homeservers.at("a.example")).secret.reveal(), "nested");
+  EXPECT_EQ(shared_secret(cfg.homeservers.at("b.example")).secret_file,
+            (dir_ / "hs.secret").string());
+  EXPECT_EQ(shared_secret(cfg.homeservers.at("b.example")).secret.reveal(), "s3cret-value");
+  EXPECT_EQ(shared_secret(cfg.homeservers.at("c.example")).secret.reveal(), "nested");
+}
+
+TEST_F(ConfigLoad, DeviceId) {
+  auto error_of = [&](const std::string& id) {
+    return single_error(std::string{minimal} + "    device_id: " + id + "\n");
+  };
+  const std::string expected =
+      "cfg.yaml:6: homeservers.example.com.device_id: expected 1 to 64 characters from A-Z a-z 0-9 "
+      "_ "
+      ". -, got ";
+  EXPECT_EQ(error_of("\"\""), expected + "''");
+  EXPECT_EQ(error_of("MY DEVICE"), expected + "'MY DEVICE'");
+  EXPECT_EQ(error_of("dev/1"), expected + "'dev/1'");
+  EXPECT_EQ(error_of(std::string(65, 'A')), expected + "'" + std::string(64, 'A') + "...'");
+  EXPECT_EQ(load_ok(std::string{minimal} + "    device_id: " + std::string(64, 'A') + "\n")
+                .homeservers.at("example.com")
+                .device_id,
+            std::string(64, 'A'));
+}
+
+TEST_F(ConfigLoad, IntegerErrorsNameTheExpectedType) {
+  auto hs_error = [&](const std::string& line) {
+    return single_error(std::string{minimal} + line);
+  };
+  const std::string at = "cfg.yaml:6: homeservers.example.com.";
+  EXPECT_EQ(hs_error("    max_concurrent_logins: 0\n"),
+            at + "max_concurrent_logins: expected an integer from 1 to 1000, got '0'");
+  EXPECT_EQ(hs_error("    max_concurrent_logins: 1001\n"),
+            at + "max_concurrent_logins: expected an integer from 1 to 1000, got '1001'");
+  EXPECT_EQ(hs_error("    max_concurrent_logins: four\n"),
+            at + "max_concurrent_logins: expected an integer from 1 to 1000, got 'four'");
+  EXPECT_EQ(hs_error("    max_response_bytes: -5\n"),
+            at + "max_response_bytes: expected a positive integer, got '-5'");
+  EXPECT_EQ(hs_error("    max_response_bytes: 1.5\n"),
+            at + "max_response_bytes: expected a positive integer, got '1.5'");
+  EXPECT_EQ(hs_error("    max_response_bytes: 99999999999999999999999\n"),
+            at + "max_response_bytes: expected a positive integer, got '99999999999999999999999'");
+  EXPECT_EQ(hs_error("    max_response_bytes: {a: 1}\n"),
+            at + "max_response_bytes: expected a positive integer, got a map");
+  EXPECT_EQ(single_error("listen:\n  max_body_bytes: 0\n" + std::string{minimal}),
+            "cfg.yaml:2: listen.max_body_bytes: expected a positive integer, got '0'");
+  EXPECT_EQ(single_error("sessions:\n  max: 0\n" + std::string{minimal}),
+            "cfg.yaml:2: sessions.max: expected a positive integer, got '0'");
+}
+
+TEST_F(ConfigLoad, DurationErrors) {
+  auto error_of = [&](const std::string& key, const std::string& value) {
+    return single_error("listen:\n  " + key + ": " + value + "\n" + std::string{minimal});
+  };
+  const std::string expected = "expected a duration such as 250ms, 30s, 5m, 24h or 7d, got ";
+  EXPECT_EQ(error_of("request_timeout", "30"),
+            "cfg.yaml:2: listen.request_timeout: " + expected + "'30'");
+  EXPECT_EQ(error_of("idle_timeout", "5x"),
+            "cfg.yaml:2: listen.idle_timeout: " + expected + "'5x'");
+  EXPECT_EQ(error_of("idle_timeout", "-5s"),
+            "cfg.yaml:2: listen.idle_timeout: " + expected + "'-5s'");
+  EXPECT_EQ(error_of("idle_timeout", "0s"),
+            "cfg.yaml:2: listen.idle_timeout: must be greater than 0");
+  EXPECT_EQ(error_of("idle_timeout", "3651d"),
+            "cfg.yaml:2: listen.idle_timeout: must be at most 3650d");
+  EXPECT_EQ(
+      error_of("idle_timeout", "[1s]"),
+      "cfg.yaml:2: listen.idle_timeout: expected a duration such as 250ms, 30s, 5m, 24h or 7d, "
+      "got a list");
+  EXPECT_EQ(single_error(std::string{minimal} + "    connect_timeout: 0ms\n"),
+            "cfg.yaml:6: homeservers.example.com.connect_timeout: must be greater than 0");
+  EXPECT_EQ(single_error("sessions:\n  idle_timeout: forever\n" + std::string{minimal}),
+            "cfg.yaml:2: sessions.idle_timeout: " + expected + "'forever'");
+}
+
+TEST_F(ConfigLoad, Booleans) {
+  const auto cfg = load_ok("sessions:\n  revoke_on_evict: no\n  revoke_on_shutdown: yes\n" +
+                           std::string{minimal});
+  EXPECT_FALSE(cfg.sessions.revoke_on_evict);
+  EXPECT_TRUE(cfg.sessions.revoke_on_shutdown);
+  EXPECT_EQ(
+      single_error("sessions:\n  revoke_on_evict: maybe\n" + std::string{minimal}),
+      "cfg.yaml:2: sessions.revoke_on_evict: expected a boolean (true or false), got 'maybe'");
+  EXPECT_EQ(
+      single_error("sessions:\n  revoke_on_shutdown: [true]\n" + std::string{minimal}),
+      "cfg.yaml:2: sessions.revoke_on_shutdown: expected a boolean (true or false), got a list");
+}
+
+TEST_F(ConfigLoad, LogLevel) {
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    EXPECT_EQ(load_ok("log:\n  level: " + std::string{level} + "\n" + minimal).log.level, level);
+  EXPECT_EQ(
+      single_error("log:\n  level: verbose\n" + std::string{minimal}),
+      "cfg.yaml:2: log.level: expected one of trace, debug, info, warn, error, critical, off, "
+      "got 'verbose'");
+}
+
+TEST_F(ConfigLoad, StringErrors) {
+  EXPECT_EQ(single_error("listen:\n  unix_socket: {path: /x}\n" + std::string{minimal}),
+            "cfg.yaml:2: listen.unix_socket: expected a string, got a map");
+  EXPECT_EQ(single_error("listen:\n  unix_socket: \"\"\n" + std::string{minimal}),
+            "cfg.yaml:2: listen.unix_socket: must not be empty");
+  EXPECT_EQ(
+      single_error(std::string{minimal} + "    device_display_name: [a, b]\n"),
+      "cfg.yaml:6: homeservers.example.com.device_display_name: expected a string, got a list");
+}
+
+TEST_F(ConfigLoad, SyntaxError) {
+  const auto r = load("listen:\n  unix_socket: /x\nhomeservers: [unclosed\n");
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0], ::testing::StartsWith("cfg.yaml:"));
+  EXPECT_THAT(r.errors[0], HasSubstr(": syntax error: "));
+
+  EXPECT_THAT(single_error("listen:\n  a: b\n c: d\n"),
+              ::testing::StartsWith("cfg.yaml:3: syntax error: "));
+  EXPECT_THAT(single_error("log:\n\tlevel: info\n"),
+              ::testing::StartsWith("cfg.yaml:2: syntax error: "));
+}
+
+TEST_F(ConfigLoad, MultipleDocumentsAreRejected) {
+  EXPECT_EQ(single_error(std::string{minimal} + "---\nlog: {level: info}\n"),
+            "cfg.yaml:7: (top level): expected a single YAML document, found 2");
+}
+
+TEST_F(ConfigLoad, AllErrorsAreCollectedInLineOrder) {
+  const auto r = load(R"(listen:
+  socket_mode: "0999"
+  max_connections: -1
+homeservers:
+  example.com:
+    url: example.com
+    login:
+      method: shared_secret
+      secret_file: nothing-here
+    max_concurrent_logins: 0
+  "bad name":
+    login: {method: jwt}
+  ok.example:
+    login: {method: shared_secret, secret_file: hs.secret}
+sessions:
+  revoke_on_evict: perhaps
+log:
+  level: loud
+  colour: true
+)");
+  EXPECT_FALSE(r.config);
+  EXPECT_THAT(
+      r.errors,
+      ElementsAre(
+          "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
+          "'0999'",
+          "cfg.yaml:3: listen.max_connections: expected a positive integer, got '-1'",
+          "cfg.yaml:6: homeservers.example.com.url: 'example.com' must start with http:// or "
+          "https://",
+          "cfg.yaml:9: homeservers.example.com.login.secret_file: cannot read '" +
+              (dir_ / "nothing-here").string() + "': No such file or directory",
+          "cfg.yaml:10: homeservers.example.com.max_concurrent_logins: expected an integer from 1 "
+          "to "
+          "1000, got '0'",
+          "cfg.yaml:11: homeservers.bad name: invalid server name (expected a host name, IPv4 "
+          "address "
+          "or [IPv6] address, optionally followed by :port)",
+          "cfg.yaml:12: homeservers.bad name.login.method: login method 'jwt' is not supported yet",
+          "cfg.yaml:16: sessions.revoke_on_evict: expected a boolean (true or false), got "
+          "'perhaps'",
+          "cfg.yaml:18: log.level: expected one of trace, debug, info, warn, error, critical, off, "
+          "got "
+          "'loud'",
+          "cfg.yaml:19: log.colour: unknown key"));
+}
+
+TEST_F(ConfigLoad, SecretNeverAppearsInErrors) {
+  const std::string secret = "TOPSECRET-4f1d9c";
+  write("top.secret", secret + "\n");
+  write("big.secret", secret + std::string(70 * 1024, 'x'));
+  const auto r = load(R"(homeservers:
+  a.example:
+    login:
+      method: shared_secret
+      secret_file: top.secret
+      login_type: nope
+    device_id: "bad id"
+    max_concurrent_logins: 0
+  b.example:
+    login:
+      method: shared_secret
+      secret_file: big.secret
+  c.example:
+    login:
+      method: shared_secret
+      secret_file: top.secret
+      secret: TOPSECRET-4f1d9c
+)");
+  EXPECT_FALSE(r.config);
+  EXPECT_EQ(r.errors.size(), 5u) << ::testing::PrintToString(r.errors);
+  EXPECT_THAT(r.errors,
+              Contains("cfg.yaml:12: homeservers.b.example.login.secret_file: cannot read '" +
+                       (dir_ / "big.secret").string() + "': file is larger than 65536 bytes"));
+  for (const auto& e : r.errors) EXPECT_THAT(e, Not(HasSubstr(secret)));
+}
+
+TEST_F(ConfigLoad, LoadFileResolvesRelativeToTheConfigDirectory) {
+  const auto path = write("mxpuppetd.yaml", std::string{minimal} + "log: {level: warn}\n");
+  const auto r = load_config_file(path.string());
+  ASSERT_THAT(r.errors, ElementsAre());
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->source_file, path.string());
+  EXPECT_EQ(r.config->log.level, "warn");
+  const auto& login = shared_secret(r.config->homeservers.at("example.com"));
+  EXPECT_EQ(login.secret_file, (dir_ / "hs.secret").string());
+  EXPECT_EQ(login.secret.reveal(), "s3cret-value");
+}
+
+TEST_F(ConfigLoad, LoadFileErrorsNameTheFile) {
+  const auto path =
+      write("broken.yaml", "homeservers:\n  example.com:\n    login: {method: jwt}\n");
+  EXPECT_THAT(load_config_file(path.string()).errors,
+              ElementsAre(path.string() +
+                          ":3: homeservers.example.com.login.method: login method 'jwt' is not "
+                          "supported yet"));
+}
+
+TEST_F(ConfigLoad, LoadFileThatDoesNotExist) {
+  const auto path = (dir_ / "absent.yaml").string();
+  const auto r = load_config_file(path);
+  EXPECT_FALSE(r.config);
+  EXPECT_THAT(r.errors, ElementsAre(path + ": cannot read config file: No such file or directory"));
+  EXPECT_THAT(load_config_file(dir_.string()).errors,
+              ElementsAre(dir_.string() + ": cannot read config file: not a regular file"));
+}
+
+// The shipped example must load (with its secret path pointed at a real file) and every value it
+// spells out must be the built-in default, as its comments claim.
+TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
+  fs::path source_dir = fs::path{__FILE__}.parent_path().parent_path().parent_path();
+  if (const char* env = std::getenv("MXP_SOURCE_DIR")) source_dir = env;
+  std::ifstream in{source_dir / "config.example.yaml"};
+  ASSERT_TRUE(in) << "cannot open " << (source_dir / "config.example.yaml");
+  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  const std::string secret_path = "/etc/mxpuppetd/example.com.secret";
+  const auto at = text.find(secret_path);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, secret_path.size(), (dir_ / "hs.secret").string());
+
+  const auto example = load_ok(text);
+  const auto defaults = load_ok(minimal);
+  EXPECT_EQ(example.listen.unix_socket, defaults.listen.unix_socket);
+  EXPECT_EQ(example.listen.socket_mode, defaults.listen.socket_mode);
+  EXPECT_EQ(example.listen.request_timeout, defaults.listen.request_timeout);
+  EXPECT_EQ(example.listen.idle_timeout, defaults.listen.idle_timeout);
+  EXPECT_EQ(example.listen.max_header_bytes, defaults.listen.max_header_bytes);
+  EXPECT_EQ(example.listen.max_body_bytes, defaults.listen.max_body_bytes);
+  EXPECT_EQ(example.listen.max_connections, defaults.listen.max_connections);
+  ASSERT_EQ(example.homeservers.size(), 1u);
+  const auto& e = example.homeservers.at("example.com");
+  const auto& d = defaults.homeservers.at("example.com");
+  EXPECT_EQ(e.url, "https://matrix.example.com");
+  EXPECT_EQ(e.ca_file, d.ca_file);
+  EXPECT_EQ(shared_secret(e).login_type, shared_secret(d).login_type);
+  EXPECT_EQ(e.device_id, d.device_id);
+  EXPECT_EQ(e.device_display_name, d.device_display_name);
+  EXPECT_EQ(e.max_concurrent_logins, d.max_concurrent_logins);
+  EXPECT_EQ(e.request_timeout, d.request_timeout);
+  EXPECT_EQ(e.connect_timeout, d.connect_timeout);
+  EXPECT_EQ(e.max_response_bytes, d.max_response_bytes);
+  EXPECT_EQ(example.sessions.max, defaults.sessions.max);
+  EXPECT_EQ(example.sessions.idle_timeout, defaults.sessions.idle_timeout);
+  EXPECT_EQ(example.sessions.revoke_on_evict, defaults.sessions.revoke_on_evict);
+  EXPECT_EQ(example.sessions.revoke_on_shutdown, defaults.sessions.revoke_on_shutdown);
+  EXPECT_EQ(example.log.level, defaults.log.level);
+}
+
+}  // namespace
