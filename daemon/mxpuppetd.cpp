@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   try {
-    asio::io_context io{1};
+    // One thread runs everything; the reactor needs no locks (resolver threads only post to the scheduler).
+    asio::io_context io{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::map<std::string, mxp::sessions::homeserver_entry, std::less<>> homeservers;
     for (const auto& [name, hs] : config.homeservers)
       homeservers.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(io.get_executor(), hs),

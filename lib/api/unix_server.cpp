@@ -13,8 +13,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -23,6 +21,7 @@
 #include <system_error>
 
 #include "api/http_api.hpp"
+#include "api/request_parser.hpp"
 #include "sessions/wait_queue.hpp"
 
 namespace mxp::api {
@@ -157,10 +156,10 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
     beast::flat_buffer buffer;
     api_response res;
     std::string out;
-    std::string body;
+    request_buffers request_data;
     for (;;) {
       // --- read one request --------------------------------------------------
-      http::request_parser<http::string_body> parser;
+      request_parser parser{request_data};
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
       parser.eager(true);
@@ -194,9 +193,8 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
                                    : R"({"errcode":"M_TOO_LARGE","error":"request body too large"})";
         keep_alive = false;
       } else {
-        auto& req = parser.get();
-        keep_alive = req.keep_alive();
-        const api_request request{req.method_string(), req.target(), req.body()};
+        keep_alive = parser.keep_alive();
+        const api_request request{request_data.method, request_data.target, request_data.body};
         res.clear();
         if (!api.handle_now(request, res)) {
           c->busy = true;

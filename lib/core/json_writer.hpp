@@ -20,10 +20,12 @@ class json_writer {
   json_writer& end_object() { out_ += '}'; first_ = false; return *this; }
   json_writer& begin_array() { separate(); out_ += '['; first_ = true; return *this; }
   json_writer& end_array() { out_ += ']'; first_ = false; return *this; }
+  // Keys are the program's own literals: plain ASCII that needs no escaping.
   json_writer& key(std::string_view k) {
     separate();
-    append_json_string(out_, k);
-    out_ += ':';
+    out_ += '"';
+    out_ += k;
+    out_ += "\":";
     first_ = true;  // the value that follows needs no comma
     return *this;
   }

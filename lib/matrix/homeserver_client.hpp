@@ -53,7 +53,7 @@ class homeserver_client {
   virtual const std::string& server_name() const = 0;
   virtual std::string_view method_name() const = 0;  // "shared_secret", ...
   virtual std::string login_type() const = 0;        // e.g. "com.devture.shared_secret_auth", "auto"
-  virtual std::string base_url() const = 0;          // empty until discovered
+  virtual const std::string& base_url() const = 0;   // empty until discovered
 
   virtual boost::asio::awaitable<upstream_result<login_grant>> login(std::string user_id) = 0;
   // Logging out a token deletes its device (Synapse) and so every token of that device.

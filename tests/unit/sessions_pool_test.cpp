@@ -39,7 +39,8 @@ class scripted_homeserver final : public matrix::homeserver_client {
   const std::string& server_name() const override { return name; }
   std::string_view method_name() const override { return "shared_secret"; }
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
-  std::string base_url() const override { return "http://hs.test"; }
+  const std::string& base_url() const override { return url; }
+  std::string url = "http://hs.test";
   void close_idle_connections() override {}
 
   asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(std::string user_id) override {
