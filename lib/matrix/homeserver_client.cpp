@@ -60,7 +60,7 @@ class matrix_homeserver final : public homeserver_client {
     http_options_.request_timeout = config.request_timeout;
     http_options_.connect_timeout = config.connect_timeout;
     http_options_.max_response_bytes = config.max_response_bytes;
-    if (!config.url.empty()) http_ = std::make_unique<net::http_client>(executor_, config.url, http_options_);
+    if (!config.url.empty()) use_client(std::make_unique<net::http_client>(executor_, config.url, http_options_));
     if (auto* s = std::get_if<config::shared_secret_login>(&config_.login)) {
       if (s->login_type == config::shared_secret_login_type::devture) resolved_login_type_ = devture_type;
       if (s->login_type == config::shared_secret_login_type::password) resolved_login_type_ = password_type;
@@ -72,11 +72,8 @@ class matrix_homeserver final : public homeserver_client {
   std::string login_type() const override {
     return resolved_login_type_.empty() ? "auto" : resolved_login_type_;
   }
-  std::string base_url() const override {
-    if (!http_) return {};
-    const auto& u = http_->url();
-    return fmt::format("{}://{}{}", u.tls ? "https" : "http", u.host_header, u.path_prefix);
-  }
+  // Kept as a string: every token answer carries it.
+  const std::string& base_url() const override { return base_url_; }
   void close_idle_connections() override {
     if (http_) http_->close_idle();
   }
@@ -153,7 +150,7 @@ class matrix_homeserver final : public homeserver_client {
       if (!url) co_return unexpected{std::move(url).error()};
       if (!http_) {  // another coroutine may have finished discovery meanwhile
         try {
-          http_ = std::make_unique<net::http_client>(executor_, *url, http_options_);
+          use_client(std::make_unique<net::http_client>(executor_, *url, http_options_));
         } catch (const std::exception& e) {
           co_return unexpected{upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()}};
         }
@@ -217,7 +214,14 @@ class matrix_homeserver final : public homeserver_client {
                                         "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"}};
   }
 
+  void use_client(std::unique_ptr<net::http_client> client) {
+    http_ = std::move(client);
+    const auto& u = http_->url();
+    base_url_ = fmt::format("{}://{}{}", u.tls ? "https" : "http", u.host_header, u.path_prefix);
+  }
+
   asio::any_io_executor executor_;
+  std::string base_url_;
   config::homeserver_config config_;
   net::http_client_options http_options_;
   std::unique_ptr<net::http_client> http_;
