@@ -21,6 +21,7 @@
 #include "config/config.hpp"
 #include "matrix/homeserver_client.hpp"
 #include "sessions/session_pool.hpp"
+#include "sd_notifier.hpp"
 
 namespace asio = boost::asio;
 using std::chrono::steady_clock;
@@ -97,16 +98,47 @@ int main(int argc, char** argv) {
     for (const auto& [name, hs] : config.homeservers)
       homeservers.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(io.get_executor(), hs),
                                                                 hs.max_concurrent_logins});
+    // Sessions of the last run come back before the socket opens: a restart adds no login.
+    std::unique_ptr<mxp::store::session_store> store;
+    std::vector<mxp::store::stored_session> persisted;
+    if (!config.store.path.empty()) {
+      const auto started = steady_clock::now();
+      mxp::store::open_result opened;
+      store = std::make_unique<mxp::store::session_store>(io.get_executor(), config.store.path, &opened);
+      for (const auto& w : opened.warnings) spdlog::warn("{}", w);
+      persisted = store->load_all();
+      spdlog::info("session store {}: {} sessions read in {} ms", config.store.path, persisted.size(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count());
+    }
     auto pool = std::make_unique<mxp::sessions::session_pool>(
         io.get_executor(),
-        mxp::sessions::pool_options{config.sessions.max, config.sessions.idle_timeout, config.sessions.revoke_on_evict, {}},
+        mxp::sessions::pool_options{config.sessions.max, config.sessions.idle_timeout, config.sessions.revoke_on_evict,
+                                    {}, store.get()},
         std::move(homeservers));
+    if (!persisted.empty()) {
+      const auto restored = pool->restore(std::move(persisted));
+      spdlog::info("restored {} sessions ({} skipped: homeserver no longer configured)", restored.restored,
+                   restored.skipped);
+    }
     mxp::api::http_api api{*pool, config.listen.request_timeout};
-    mxp::api::unix_server server{io.get_executor(),
-                                 {config.listen.unix_socket, config.listen.socket_mode, config.listen.idle_timeout,
-                                  std::chrono::seconds{10}, config.listen.max_header_bytes,
-                                  config.listen.max_body_bytes, config.listen.max_connections},
-                                 api};
+    api.set_access_policy(std::make_shared<const mxp::api::access_policy>(config.clients));
+    if (config.clients)
+      spdlog::info("access control: {} client entr{}", config.clients->size(), config.clients->size() == 1 ? "y" : "ies");
+    else
+      spdlog::warn("access control: no clients: section, every peer that can open the socket may ask for any user");
+    mxp::api::server_options listen_options{config.listen.unix_socket, config.listen.socket_mode,
+                                            config.listen.idle_timeout, std::chrono::seconds{10},
+                                            config.listen.max_header_bytes, config.listen.max_body_bytes,
+                                            config.listen.max_connections};
+    if (auto fd = mxp::daemon::socket_from_systemd()) listen_options.adopt_fd = *fd;  // mxpuppetd.socket
+    if (config.listen.socket_owner) listen_options.socket_uid = *config.listen.socket_owner;
+    if (config.listen.socket_group) listen_options.socket_gid = *config.listen.socket_group;
+    mxp::api::unix_server server{io.get_executor(), std::move(listen_options), api};
+    mxp::daemon::sd_notifier notifier{io.get_executor(), [&pool] {
+                                        const auto s = pool->stats();
+                                        return fmt::format("{} sessions: {} active, {} logging in, {} revoking",
+                                                           s.total, s.active, s.logging_in, s.revoking);
+                                      }};
 
     asio::co_spawn(io, server.run(), log_on_failure("API server"));
     asio::co_spawn(io, pool->run_maintenance(), log_on_failure("session maintenance"));
@@ -122,7 +154,7 @@ int main(int argc, char** argv) {
           continue;
         }
         spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        sd_notify(0, "STOPPING=1");
+        notifier.stopping();
         api.set_ready(false);
         const auto deadline = steady_clock::now() + shutdown_grace;
         server.stop();
@@ -135,7 +167,8 @@ int main(int argc, char** argv) {
     asio::co_spawn(io, on_signals(), log_on_failure("signal handling"));
 
     api.set_ready(true);
-    sd_notify(0, "READY=1");
+    notifier.ready();
+    asio::co_spawn(io, notifier.run(), log_on_failure("systemd notifications"));
     spdlog::info("mxpuppetd {} ready: {} homeserver(s), socket {}", MXP_VERSION, config.homeservers.size(),
                  config.listen.unix_socket);
     io.run();

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config ccache git
   libboost1.81-dev libssl-dev ca-certificates
   libsimdjson-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-  libsqlite3-dev libsystemd-dev
+  libsqlite3-dev sqlite3 libsystemd-dev
   libgtest-dev libgmock-dev
   python3 python3-jwt python3-cryptography
   curl

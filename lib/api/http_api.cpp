@@ -3,6 +3,8 @@
 
 #include <simdjson.h>
 
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 
 #include "core/errc.hpp"
@@ -34,7 +36,21 @@ std::string_view reason_phrase(int status) noexcept {
 
 namespace {
 
-enum class route_kind { token, invalidate, session, sessions, status, healthz, unknown };
+enum class route_kind { token, invalidate, session, sessions, status, healthz, metrics, unknown };
+
+endpoint to_endpoint(route_kind k) noexcept {
+  switch (k) {
+    case route_kind::token: return endpoint::token;
+    case route_kind::invalidate: return endpoint::invalidate;
+    case route_kind::session: return endpoint::session;
+    case route_kind::sessions: return endpoint::sessions;
+    case route_kind::status: return endpoint::status;
+    case route_kind::healthz: return endpoint::healthz;
+    case route_kind::metrics: return endpoint::metrics;
+    case route_kind::unknown: break;
+  }
+  return endpoint::unknown;
+}
 
 struct route {
   route_kind kind = route_kind::unknown;
@@ -51,6 +67,7 @@ route match(std::string_view target) {
   if (path == "/healthz") return {route_kind::healthz, {}, r.query, "GET"};
   if (path == "/v1/status") return {route_kind::status, {}, r.query, "GET"};
   if (path == "/v1/sessions") return {route_kind::sessions, {}, r.query, "GET"};
+  if (path == "/metrics") return {route_kind::metrics, {}, r.query, "GET"};
   constexpr std::string_view users = "/v1/users/";
   if (!path.starts_with(users)) return r;
   const auto rest = path.substr(users.size());
@@ -145,13 +162,52 @@ std::int64_t min_valid_from_query(std::string_view query) {
 http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout)
     : pool_(pool), request_timeout_(request_timeout), started_(steady_clock::now()) {}
 
+namespace {
+
+std::string_view client_name(const access_decision& d) { return d.client ? std::string_view{*d.client} : "-"; }
+
+}  // namespace
+
+// False (and a 403 in `res`) when the peer may not have this user's token; no login happens then.
+bool http_api::user_allowed(const api_request& req, std::string_view user_id, api_response& res) const {
+  if (!access_ || access_->open()) return true;
+  const auto d = access_->allows(req.peer, user_id);
+  const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
+  const auto pid = req.peer ? req.peer->pid : 0;
+  if (d.allowed) {
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", user_id, uid, pid, client_name(d));
+    return true;
+  }
+  spdlog::info("access: denied {} to peer uid={} pid={} ({})", user_id, uid, pid,
+               d.client ? "client " + *d.client + ": no allow glob matches" : std::string{"no client entry covers it"});
+  write_error(res, 403, "M_FORBIDDEN", "this client may not request this user");
+  return false;
+}
+
+// False (and a 403 in `res`) when `clients:` is configured and no entry covers the peer.
+bool http_api::peer_admitted(const api_request& req, std::string_view what, api_response& res) const {
+  if (!access_ || access_->open()) return true;
+  const auto d = access_->admits(req.peer);
+  const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
+  const auto pid = req.peer ? req.peer->pid : 0;
+  if (d.allowed) {
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", what, uid, pid, client_name(d));
+    return true;
+  }
+  spdlog::info("access: denied {} to peer uid={} pid={} (no client entry covers it)", what, uid, pid);
+  write_error(res, 403, "M_FORBIDDEN", "this client is not known to mxpuppetd");
+  return false;
+}
+
 bool http_api::handle_now(const api_request& req, api_response& res) {
   const auto r = match(req.target);
+  res.route = to_endpoint(r.kind);
   if (r.kind == route_kind::token && req.method == "GET") {
     // Fast path: an undecoded segment without '%' is the user ID itself.
     if (r.user_segment.find('%') != std::string_view::npos) return false;
     const auto min_valid = r.query.empty() ? 0 : min_valid_from_query(r.query);
     if (min_valid < 0) return false;
+    if (!user_allowed(req, r.user_segment, res)) return true;
     auto t = pool_.find_ready(r.user_segment, min_valid);
     if (!t) return false;
     write_token(res, *t);
@@ -177,6 +233,17 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
   if (req.method != r.allowed_method)
     co_return write_error(res, 405, "M_UNRECOGNIZED", "method not allowed on this path");
 
+  if ((r.kind == route_kind::status || r.kind == route_kind::sessions || r.kind == route_kind::metrics) &&
+      !peer_admitted(req, r.kind == route_kind::status ? "/v1/status" : r.kind == route_kind::sessions ? "/v1/sessions" : "/metrics", res))
+    co_return;
+  if (r.kind == route_kind::metrics) {
+    if (!metrics_) co_return write_error(res, 404, "M_UNRECOGNIZED", "metrics are not enabled");
+    res.status = 200;
+    res.body.clear();
+    metrics_->expose(res.body);
+    res.content_type = metrics::registry::content_type;
+    co_return;
+  }
   if (r.kind == route_kind::status) {
     const auto stats = pool_.stats();
     res.status = 200;
@@ -205,6 +272,7 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     json_writer w{res.body};
     w.begin_object().key("sessions").begin_array();
     for (const auto& s : pool_.sessions()) {  // never tokens
+      if (access_ && !access_->allows(req.peer, s.user_id).allowed) continue;  // only what this client may see
       w.begin_object().member("user_id", s.user_id).member("device_id", s.device_id).member("method", s.method)
           .member("created_at_ms", s.created_at_ms).member("last_used_at_ms", s.last_used_at_ms)
           .member("expires_at_ms", s.expires_at_ms).member("state", sessions::to_string(s.state)).end_object();
@@ -216,6 +284,7 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
   auto user_id = matrix::percent_decode(r.user_segment);
   if (!user_id || !matrix::parse_user_id(*user_id))
     co_return write_error(res, 400, "M_INVALID_PARAM", "malformed user ID");
+  if (!user_allowed(req, *user_id, res)) co_return;
 
   switch (r.kind) {
     case route_kind::token: {

@@ -7,9 +7,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "api/access_policy.hpp"
+#include "api/api_metrics.hpp"
 #include "sessions/session_pool.hpp"
 
 namespace mxp::api {
@@ -18,12 +21,16 @@ struct api_request {
   std::string_view method;  // "GET", "POST", "DELETE"
   std::string_view target;  // path and query, still percent-encoded
   std::string_view body;
+  // Who is asking (SO_PEERCRED of the connection); null: unknown, denied when `clients:` is configured.
+  const peer_credentials* peer = nullptr;
 };
 
 struct api_response {
   int status = 200;
   std::string body;  // JSON; reused across requests on one connection
-  void clear() { status = 200, body.clear(); }
+  std::string_view content_type;  // empty: application/json
+  endpoint route = endpoint::unknown;  // for metrics
+  void clear() { status = 200, body.clear(), content_type = {}, route = endpoint::unknown; }
 };
 
 // Reason phrase for the status line.
@@ -39,12 +46,27 @@ class http_api {
   boost::asio::awaitable<void> handle(api_request req, api_response& res);
 
   void set_ready(bool ready) noexcept { ready_ = ready; }
+  // Access control (the `clients:` section); null or open: everyone may ask for anything.
+  // /healthz is always open; /v1/status, /v1/sessions and /metrics need a peer covered by some
+  // entry; user routes need an entry whose globs allow the user. Decisions are logged.
+  void set_access_policy(std::shared_ptr<const access_policy> policy) noexcept { access_ = std::move(policy); }
+  // Metrics: GET /metrics answers 404 without them. Must outlive the API.
+  void set_metrics(api_metrics* metrics) noexcept { metrics_ = metrics; }
+  // Counts an answered request (the transport calls it once per answer, malformed ones included).
+  void record(const api_response& res) noexcept {
+    if (metrics_) metrics_->count_request(res.route, res.status);
+  }
 
  private:
   sessions::session_pool& pool_;
   std::chrono::milliseconds request_timeout_;
   std::chrono::steady_clock::time_point started_;
   bool ready_ = false;
+  std::shared_ptr<const access_policy> access_;
+  api_metrics* metrics_ = nullptr;
+
+  bool user_allowed(const api_request& req, std::string_view user_id, api_response& res) const;
+  bool peer_admitted(const api_request& req, std::string_view what, api_response& res) const;
 };
 
 }  // namespace mxp::api

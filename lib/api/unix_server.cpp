@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <cstring>
 #include <list>
 #include <system_error>
 
@@ -77,6 +78,8 @@ struct connection {
   steady_clock::time_point deadline = steady_clock::time_point::max();
   bool busy = false;  // handling a request: not closed by stop() until it is answered
   bool closing = false;
+  peer_credentials peer;  // SO_PEERCRED at accept, for access control
+  bool peer_known = false;
 
   void close() {
     if (closing) return;
@@ -107,7 +110,9 @@ void serialize(const api_response& res, bool keep_alive, std::string& out) {
   out += std::to_string(res.status);
   out += ' ';
   out += reason_phrase(res.status);
-  out += "\r\nContent-Type: application/json\r\nContent-Length: ";
+  out += "\r\nContent-Type: ";
+  out += res.content_type.empty() ? std::string_view{"application/json"} : res.content_type;
+  out += "\r\nContent-Length: ";
   out += std::to_string(res.body.size());
   out += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
   out += res.body;
@@ -129,6 +134,12 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
   bool stopping = false;
 
   void bind() {
+    if (options.adopt_fd >= 0) {
+      error_code ec;
+      acceptor.assign(local{}, options.adopt_fd, ec);
+      if (ec) throw std::system_error(ec, "cannot adopt the listening socket passed by systemd");
+      return;  // socket_inode stays 0: the file is not ours to remove
+    }
     remove_stale_socket(options.socket_path);
     // The umask keeps the socket from ever being wider than socket_mode, even between bind and chmod.
     const mode_t old_mask = ::umask(static_cast<mode_t>(~options.socket_mode & 0777));
@@ -139,6 +150,10 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
     if (ec) throw std::system_error(ec, "cannot bind " + options.socket_path);
     if (::chmod(options.socket_path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0)
       fail("cannot chmod " + options.socket_path);
+    if ((options.socket_uid >= 0 || options.socket_gid >= 0) &&
+        ::chown(options.socket_path.c_str(), static_cast<uid_t>(options.socket_uid),
+                static_cast<gid_t>(options.socket_gid)) != 0)
+      fail("cannot chown " + options.socket_path + " (listen.socket_owner/socket_group)");
     acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) throw std::system_error(ec, "cannot listen on " + options.socket_path);
     struct stat st {};
@@ -186,6 +201,7 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
       if (ec) {
         // Malformed or oversized request: answer once, then close.
         const int status = ec == http::error::header_limit ? 431 : ec == http::error::body_limit ? 413 : 400;
+        res.clear();
         res.status = status;
         res.body = R"({"errcode":"M_BAD_REQUEST","error":"malformed HTTP request"})";
         if (status != 400)
@@ -194,7 +210,8 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
         keep_alive = false;
       } else {
         keep_alive = parser.keep_alive();
-        const api_request request{request_data.method, request_data.target, request_data.body};
+        const api_request request{request_data.method, request_data.target, request_data.body,
+                                  c->peer_known ? &c->peer : nullptr};
         res.clear();
         if (!api.handle_now(request, res)) {
           c->busy = true;
@@ -205,6 +222,7 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
         if (stopping) keep_alive = false;
       }
       // --- write the answer ----------------------------------------------------
+      api.record(res);
       serialize(res, keep_alive, out);
       c->deadline = steady_clock::now() + options.write_timeout;
       const bool malformed = static_cast<bool>(ec);
@@ -228,6 +246,8 @@ struct unix_server::impl : std::enable_shared_from_this<unix_server::impl> {
 
   void start(local::socket socket) {
     auto c = std::make_shared<connection>(std::move(socket));
+    c->peer_known = read_peer_credentials(c->socket.native_handle(), c->peer);
+    if (!c->peer_known) spdlog::warn("cannot read the peer credentials of an API connection: {}", std::strerror(errno));
     live.push_back(c);
     auto where = std::prev(live.end());
     arm_watchdog(c);
@@ -258,7 +278,10 @@ unix_server::~unix_server() {
 
 asio::awaitable<void> unix_server::run() {
   auto self = impl_;
-  spdlog::info("listening on {} (mode {:04o})", self->options.socket_path, self->options.socket_mode);
+  if (self->options.adopt_fd >= 0)
+    spdlog::info("listening on the socket passed by systemd (fd {})", self->options.adopt_fd);
+  else
+    spdlog::info("listening on {} (mode {:04o})", self->options.socket_path, self->options.socket_mode);
   while (!self->stopping) {
     error_code ec;
     auto socket = co_await self->acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));

@@ -23,6 +23,12 @@ struct server_options {
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 1024;
+  // A listening AF_UNIX stream socket to adopt instead of binding socket_path (systemd
+  // socket activation); its file belongs to whoever created it and is never removed.
+  int adopt_fd = -1;
+  // Owner and group set on the socket file after bind (-1: leave as created).
+  long long socket_uid = -1;
+  long long socket_gid = -1;
 };
 
 class unix_server {

@@ -3,6 +3,8 @@
 #include "config/config.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -337,6 +339,7 @@ class loader {
         [](const located_error& a, const located_error& b) { return a.line < b.line; });
     load_result result;
     for (auto& e : errors_) result.errors.push_back(std::move(e.text));
+    result.warnings = std::move(warnings_);
     if (result.errors.empty()) result.config = std::move(cfg);
     return result;
   }
@@ -492,6 +495,8 @@ class loader {
             {"listen", false, [&](const field& f) { load_listen(f, cfg.listen); }},
             {"homeservers", true, [&](const field& f) { load_homeservers(f, cfg.homeservers); }},
             {"sessions", false, [&](const field& f) { load_sessions(f, cfg.sessions); }},
+            {"store", false, [&](const field& f) { load_store(f, cfg.store); }},
+            {"clients", false, [&](const field& f) { load_clients(f, cfg); }},
             {"log", false, [&](const field& f) { load_log(f, cfg.log); }},
         });
   }
@@ -505,6 +510,8 @@ class loader {
                if (auto s = get_nonempty_string(f)) l.unix_socket = std::move(*s);
              }},
             {"socket_mode", false, [&](const field& f) { read_socket_mode(f, l); }},
+            {"socket_owner", false, [&](const field& f) { l.socket_owner = read_account(f, false); }},
+            {"socket_group", false, [&](const field& f) { l.socket_group = read_account(f, true); }},
             {"request_timeout", false,
              [&](const field& f) { read_duration(f, l.request_timeout); }},
             {"idle_timeout", false, [&](const field& f) { read_duration(f, l.idle_timeout); }},
@@ -513,6 +520,106 @@ class loader {
             {"max_body_bytes", false, [&](const field& f) { read_integer(f, l.max_body_bytes); }},
             {"max_connections", false, [&](const field& f) { read_integer(f, l.max_connections); }},
         });
+  }
+
+  // A user (or group) given by name or number; names are resolved now, through NSS.
+  std::optional<std::uint32_t> read_account(const field& f, bool group) {
+    auto s = get_nonempty_string(f);
+    if (!s) return std::nullopt;
+    if (auto n = parse_decimal(*s); n && *n < std::numeric_limits<std::uint32_t>::max())
+      return static_cast<std::uint32_t>(*n);
+    if (auto id = group ? lookup_group(*s) : lookup_user(*s)) return id;
+    error(f, std::string{group ? "unknown group " : "unknown user "} + echoed(*s));
+    return std::nullopt;
+  }
+
+  static std::optional<std::uint32_t> lookup_user(const std::string& name) {
+    std::vector<char> buf(16 * 1024);
+    passwd pw{};
+    passwd* found = nullptr;
+    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
+    return found->pw_uid;
+  }
+
+  static std::optional<std::uint32_t> lookup_group(const std::string& name) {
+    std::vector<char> buf(64 * 1024);
+    group gr{};
+    group* found = nullptr;
+    if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
+    return found->gr_gid;
+  }
+
+  // clients: [{name, uid | gid | user | group, allow: [globs]}]
+  void load_clients(const field& where, daemon_config& cfg) {
+    auto& clients = cfg.clients.emplace();
+    const YAML::Node& node = where.value;
+    if (!node.IsSequence()) {
+      error(where, std::string{"expected a list of clients, got "} + kind_of(node));
+      return;
+    }
+    std::size_t index = 0;
+    for (const auto& item : node) {
+      const field f{where.path + "[" + std::to_string(index++) + "]", line_of(item, where.line), item};
+      client_config c;
+      int identities = 0;
+      walk_map(f, {
+                      {"name", true,
+                       [&](const field& k) {
+                         if (auto s = get_nonempty_string(k)) c.name = std::move(*s);
+                       }},
+                      {"uid", false,
+                       [&](const field& k) {
+                         ++identities;
+                         if (auto v = get_integer(k, 0, 4294967294ULL)) c.uid = static_cast<std::uint32_t>(*v);
+                       }},
+                      {"gid", false,
+                       [&](const field& k) {
+                         ++identities;
+                         if (auto v = get_integer(k, 0, 4294967294ULL)) c.gid = static_cast<std::uint32_t>(*v);
+                       }},
+                      {"user", false,
+                       [&](const field& k) {
+                         ++identities;
+                         auto s = get_nonempty_string(k);
+                         if (!s) return;
+                         if (auto id = lookup_user(*s)) c.uid = id;
+                         else error(k, "unknown user " + echoed(*s));
+                       }},
+                      {"group", false,
+                       [&](const field& k) {
+                         ++identities;
+                         auto s = get_nonempty_string(k);
+                         if (!s) return;
+                         if (auto id = lookup_group(*s)) c.gid = id;
+                         else error(k, "unknown group " + echoed(*s));
+                       }},
+                      {"allow", true, [&](const field& k) { read_allow(k, c.allow); }},
+                  });
+      if (f.value.IsMap() && identities != 1)
+        error(f, "exactly one of uid, gid, user or group is required");
+      if (!c.name.empty() && std::any_of(clients.begin(), clients.end(),
+                                         [&](const client_config& o) { return o.name == c.name; }))
+        error(f, "duplicate client name " + echoed(c.name));
+      clients.push_back(std::move(c));
+    }
+  }
+
+  void read_allow(const field& f, std::vector<std::string>& out) {
+    if (!f.value.IsSequence()) {
+      error(f, std::string{"expected a list of user ID globs such as [\"@*:example.com\"], got "} + kind_of(f.value));
+      return;
+    }
+    if (f.value.size() == 0) error(f, "must list at least one user ID glob");
+    std::size_t index = 0;
+    for (const auto& item : f.value) {
+      const field g{f.path + "[" + std::to_string(index++) + "]", line_of(item, f.line), item};
+      auto s = get_nonempty_string(g);
+      if (!s) continue;
+      if (s->front() != '@' && s->front() != '*' && s->front() != '?')
+        error(g, "a user ID glob starts with '@' (or a wildcard), got " + echoed(*s));
+      else
+        out.push_back(std::move(*s));
+    }
   }
 
   // "0660", 0660 (YAML 1.1 octal, read as written), "660" and "0o660" all mean rw-rw----.
@@ -655,8 +762,12 @@ class loader {
     if (!method) return;
     if (*method == "shared_secret") {
       load_shared_secret(where, hs);
-    } else if (*method == "jwt" || *method == "appservice" || *method == "synapse_admin") {
-      error(*method_field, "login method " + echoed(*method) + " is not supported yet");
+    } else if (*method == "jwt") {
+      load_jwt(where, hs);
+    } else if (*method == "appservice") {
+      load_appservice(where, hs);
+    } else if (*method == "synapse_admin") {
+      load_synapse_admin(where, hs);
     } else {
       error(*method_field, "unknown login method " + echoed(*method) +
                                " (expected shared_secret, jwt, appservice or synapse_admin)");
@@ -711,6 +822,258 @@ class loader {
     login.secret = secret_string{std::move(*contents)};
   }
 
+  // Reads a secret file named by `f` (relative to the config's directory). With
+  // `strip_newline`, one trailing "\n" or "\r\n" goes. Errors name the path, never contents.
+  std::optional<secret_string> read_secret(const field& f, std::string& resolved,
+                                           bool strip_newline) {
+    auto s = get_nonempty_string(f);
+    if (!s) return std::nullopt;
+    const auto path = resolve(*s);
+    resolved = path.string();
+    std::string why;
+    auto contents = read_small_file(path, max_secret_file_bytes, why);
+    if (!contents) {
+      error(f, "cannot read '" + resolved + "': " + why);
+      return std::nullopt;
+    }
+    secret_string secret{std::move(*contents)};
+    std::string_view v = secret.reveal();
+    std::size_t keep = v.size();
+    if (strip_newline && v.ends_with("\r\n"))
+      keep -= 2;
+    else if (strip_newline && v.ends_with('\n'))
+      keep -= 1;
+    if (keep != v.size()) secret = secret_string{std::string{v.substr(0, keep)}};
+    if (secret.empty()) {
+      error(f, "file '" + resolved + "' is empty");
+      return std::nullopt;
+    }
+    return secret;
+  }
+
+  // --- method: jwt -----------------------------------------------------------------------
+
+  static constexpr std::string_view jwt_algorithms[] = {
+      "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
+      "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"};
+
+  void load_jwt(const field& where, homeserver_config& hs) {
+    jwt_login login;
+    std::optional<field> algorithm_f, secret_f, private_key_f, subject_claim_f;
+    walk_map(where,
+             {
+                 {"method", true, [](const field&) {}},
+                 {"flavor", false,
+                  [&](const field& f) {
+                    auto s = get_string(f);
+                    if (!s) return;
+                    if (*s == "synapse")
+                      login.flavor = jwt_flavor::synapse;
+                    else if (*s == "famedly")
+                      login.flavor = jwt_flavor::famedly;
+                    else
+                      error(f, "unknown flavor " + echoed(*s) + " (expected synapse or famedly)");
+                  }},
+                 {"algorithm", true,
+                  [&](const field& f) {
+                    auto s = get_string(f);
+                    if (!s) return;
+                    if (std::find(std::begin(jwt_algorithms), std::end(jwt_algorithms), *s) ==
+                        std::end(jwt_algorithms)) {
+                      error(f, "unknown algorithm " + echoed(*s) +
+                                   " (expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
+                                   "PS384, PS512, ES256, ES384, ES512 or EdDSA)");
+                      return;
+                    }
+                    login.algorithm = std::move(*s);
+                    algorithm_f = f;
+                  }},
+                 {"secret_file", false, [&](const field& f) { secret_f = f; }},
+                 {"private_key_file", false, [&](const field& f) { private_key_f = f; }},
+                 {"subject_claim", false,
+                  [&](const field& f) {
+                    if (auto s = get_nonempty_string(f)) {
+                      login.subject_claim = std::move(*s);
+                      subject_claim_f = f;
+                    }
+                  }},
+                 {"issuer", false,
+                  [&](const field& f) {
+                    if (auto s = get_nonempty_string(f)) login.issuer = std::move(*s);
+                  }},
+                 {"audiences", false, [&](const field& f) { read_string_list(f, login.audiences); }},
+                 {"token_lifetime", false,
+                  [&](const field& f) {
+                    read_duration(f, login.token_lifetime);
+                    if (login.token_lifetime < std::chrono::seconds{1}) {
+                      error(f, "must be at least 1s (JWT times are whole seconds)");
+                      login.token_lifetime = std::chrono::seconds{1};
+                    }
+                  }},
+             });
+    if (subject_claim_f && login.flavor == jwt_flavor::famedly && login.subject_claim != "sub")
+      error(*subject_claim_f, "flavor famedly always reads the subject from 'sub'");
+    if (algorithm_f) {
+      const bool hmac = login.algorithm.starts_with("HS");
+      const auto& wanted = hmac ? secret_f : private_key_f;
+      const auto& other = hmac ? private_key_f : secret_f;
+      const std::string wanted_key = hmac ? "secret_file" : "private_key_file";
+      if (other) {
+        error(*other, login.algorithm + " takes its key from " + wanted_key + ", not from " +
+                          std::string{hmac ? "private_key_file" : "secret_file"});
+      } else if (!wanted) {
+        error({join(where.path, wanted_key), algorithm_f->line, {}},
+              "required key is missing (algorithm " + login.algorithm + ")");
+      } else if (auto key = read_secret(*wanted, login.key_file, hmac)) {
+        const bool pem = key->reveal().find("-----BEGIN") != std::string::npos;
+        if (hmac && pem) {
+          error(*wanted, login.algorithm + " needs a shared secret, but '" + login.key_file +
+                             "' holds a PEM key or certificate");
+        } else if (!hmac && !pem) {
+          error(*wanted, login.algorithm + " needs a PEM private key, but '" + login.key_file +
+                             "' holds no PEM text");
+        } else {
+          login.key = std::move(*key);
+          login.key_origin = fmt_error(wanted->line, wanted->path);
+        }
+      }
+    }
+    hs.login = std::move(login);
+  }
+
+  void read_string_list(const field& f, std::vector<std::string>& out) {
+    if (f.value.IsScalar()) {  // a single audience may be written without brackets
+      if (auto s = get_nonempty_string(f)) out.push_back(std::move(*s));
+      return;
+    }
+    if (!f.value.IsSequence()) {
+      error(f, std::string{"expected a list of strings, got "} + kind_of(f.value));
+      return;
+    }
+    for (std::size_t i = 0; i < f.value.size(); ++i) {
+      const field item{f.path + "[" + std::to_string(i) + "]", line_of(f.value[i], f.line),
+                       f.value[i]};
+      if (auto s = get_nonempty_string(item)) out.push_back(std::move(*s));
+    }
+  }
+
+  // --- method: appservice ----------------------------------------------------------------
+
+  void load_appservice(const field& where, homeserver_config& hs) {
+    appservice_login login;
+    std::optional<field> token_f, registration_f;
+    walk_map(where, {
+                        {"method", true, [](const field&) {}},
+                        {"as_token_file", false, [&](const field& f) { token_f = f; }},
+                        {"registration_file", false, [&](const field& f) { registration_f = f; }},
+                    });
+    if (token_f && registration_f) {
+      error(*registration_f, "give either as_token_file or registration_file, not both");
+    } else if (token_f) {
+      if (auto t = read_secret(*token_f, login.as_token_file, true)) login.as_token = std::move(*t);
+    } else if (registration_f) {
+      read_registration(*registration_f, login);
+    } else {
+      error({join(where.path, "as_token_file"), where.line, {}},
+            "required key is missing (or give registration_file)");
+    }
+    hs.login = std::move(login);
+  }
+
+  // The bridge's appservice registration YAML: its as_token, sender_localpart and
+  // namespaces.users[].regex. Other keys belong to the bridge and are ignored. Errors name
+  // the config line of registration_file and the place inside the registration.
+  void read_registration(const field& f, appservice_login& login) {
+    auto s = get_nonempty_string(f);
+    if (!s) return;
+    const auto path = resolve(*s);
+    login.registration_file = path.string();
+    const std::string where = "registration '" + login.registration_file + "'";
+    std::string why;
+    auto text = read_small_file(path, max_secret_file_bytes, why);
+    if (!text) {
+      error(f, "cannot read " + where + ": " + why);
+      return;
+    }
+    secret_string text_secret{std::move(*text)};  // it holds the as_token and hs_token
+    YAML::Node root;
+    try {
+      root = YAML::Load(text_secret.reveal());
+    } catch (const YAML::Exception& e) {
+      error(f, where + " line " + std::to_string(line_of_mark(e.mark)) + ": not valid YAML");
+      return;
+    }
+    const auto at = [&](const YAML::Node& n) {
+      return where + " line " + std::to_string(line_of(n, 1)) + ": ";
+    };
+    if (!root.IsMap()) {
+      error(f, where + ": expected a map, got " + kind_of(root));
+      return;
+    }
+    const YAML::Node token = root["as_token"];
+    if (!token.IsDefined() || !token.IsScalar() || token.Scalar().empty()) {
+      error(f, where + ": as_token is missing or not a non-empty string");
+      return;
+    }
+    login.as_token = secret_string{token.Scalar()};
+    if (const YAML::Node sender = root["sender_localpart"]; sender.IsDefined() && sender.IsScalar())
+      login.sender_localpart = sender.Scalar();
+    const YAML::Node ns = root["namespaces"];
+    const YAML::Node users = ns.IsMap() ? ns["users"] : YAML::Node{};
+    if (users.IsDefined() && !users.IsNull() && !users.IsSequence()) {
+      error(f, at(users) + "namespaces.users: expected a list, got " + kind_of(users));
+      return;
+    }
+    bool bad_regex = false;
+    if (users.IsSequence()) {
+      for (std::size_t i = 0; i < users.size(); ++i) {
+        const YAML::Node entry = users[i];
+        const std::string name = "namespaces.users[" + std::to_string(i) + "].regex: ";
+        const YAML::Node regex = entry.IsMap() ? entry["regex"] : YAML::Node{};
+        if (!regex.IsDefined() || !regex.IsScalar() || regex.Scalar().empty()) {
+          error(f, at(entry) + name + "expected a non-empty string");
+          bad_regex = true;
+          continue;
+        }
+        try {
+          login.user_regexes.emplace_back(regex.Scalar(), std::regex::ECMAScript);
+          login.user_regex_sources.push_back(regex.Scalar());
+        } catch (const std::regex_error& e) {
+          error(f, at(regex) + name + echoed(regex.Scalar()) +
+                       " is not a regular expression std::regex (ECMAScript) accepts: " +
+                       e.what());
+          bad_regex = true;
+        }
+      }
+    }
+    if (!bad_regex && login.user_regexes.empty() && login.sender_localpart.empty())
+      error(f, where + ": has no namespaces.users regex, so no user could be logged in");
+  }
+
+  // --- method: synapse_admin -------------------------------------------------------------
+
+  void load_synapse_admin(const field& where, homeserver_config& hs) {
+    synapse_admin_login login;
+    walk_map(where,
+             {
+                 {"method", true, [](const field&) {}},
+                 {"admin_token_file", true,
+                  [&](const field& f) {
+                    if (auto t = read_secret(f, login.admin_token_file, true))
+                      login.admin_token = std::move(*t);
+                  }},
+                 {"token_lifetime", false,
+                  [&](const field& f) {
+                    read_duration(f, login.token_lifetime);
+                    if (login.token_lifetime < std::chrono::minutes{1}) {
+                      error(f, "must be at least 1m (the token is replaced before it runs out)");
+                      login.token_lifetime = std::chrono::minutes{1};
+                    }
+                  }},
+             });
+    hs.login = std::move(login);
+  }
+
   void load_sessions(const field& where, sessions_config& s) {
     walk_map(
         where,
@@ -721,6 +1084,18 @@ class loader {
             {"revoke_on_shutdown", false,
              [&](const field& f) { read_bool(f, s.revoke_on_shutdown); }},
         });
+  }
+
+  void load_store(const field& where, store_config& st) {
+    walk_map(where, {
+                        {"path", false,
+                         [&](const field& f) {
+                           auto p = get_string(f);
+                           if (!p) return;
+                           if (p->empty()) return error(f, "must not be empty");
+                           st.path = resolve(*p).string();  // relative to the config file
+                         }},
+                    });
   }
 
   void load_log(const field& where, log_config& l) {
@@ -747,6 +1122,7 @@ class loader {
   std::string source_;
   fs::path base_dir_;
   std::vector<located_error> errors_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace

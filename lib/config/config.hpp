@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <regex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -29,8 +30,48 @@ struct shared_secret_login {
   shared_secret_login_type login_type = shared_secret_login_type::automatic;
 };
 
-// Further login methods (jwt, appservice, synapse_admin) join this variant.
-using login_config = std::variant<shared_secret_login>;
+enum class jwt_flavor {
+  synapse,  // Synapse's own jwt_config: {"type":"org.matrix.login.jwt","token":JWT}
+  famedly,  // synapse-token-authenticator: {"type":"com.famedly.login.token",...}
+};
+
+// `method: jwt`: a fresh short-lived JWT is minted for every login.
+struct jwt_login {
+  jwt_flavor flavor = jwt_flavor::synapse;
+  std::string algorithm;  // JOSE name as written: HS256..HS512, RS*, PS*, ES256..ES512, EdDSA
+  // HS*: contents of secret_file (trailing newline stripped); others: the PEM text of
+  // private_key_file. Whether the key fits the algorithm is checked by the JWT signer
+  // when the homeserver client is built; `key_origin` names the key for that error.
+  secret_string key;
+  std::string key_file;    // resolved path of secret_file / private_key_file
+  std::string key_origin;  // "FILE:LINE: homeservers.NAME.login.private_key_file"
+  std::string subject_claim = "sub";  // flavor synapse only (jwt_config.subject_claim)
+  std::optional<std::string> issuer;  // "iss" claim when set
+  std::vector<std::string> audiences;  // "aud" claim: none, one (a string) or several
+  milliseconds token_lifetime{std::chrono::seconds{60}};  // exp - iat, whole seconds
+};
+
+// `method: appservice`: m.login.application_service with the bridge's as_token.
+struct appservice_login {
+  secret_string as_token;         // from as_token_file, or the registration's as_token
+  std::string as_token_file;      // resolved path, when given
+  std::string registration_file;  // resolved path, when given
+  // From a registration: namespaces.users[].regex as written, and compiled (ECMAScript).
+  // A user ID is inside when a regex matches at its start (Python's re.match, as Synapse
+  // does), or when it is the registration's sender. Empty (as_token_file): no local check.
+  std::vector<std::string> user_regex_sources;
+  std::vector<std::regex> user_regexes;
+  std::string sender_localpart;  // the registration's sender_localpart, "" when none
+};
+
+// `method: synapse_admin`: POST /_synapse/admin/v1/users/{userId}/login with an admin token.
+struct synapse_admin_login {
+  secret_string admin_token;  // contents of admin_token_file, trailing newline stripped
+  std::string admin_token_file;
+  milliseconds token_lifetime{std::chrono::hours{24}};  // valid_until_ms = now + this
+};
+
+using login_config = std::variant<shared_secret_login, jwt_login, appservice_login, synapse_admin_login>;
 
 struct homeserver_config {
   std::string server_name;  // the map key, e.g. "example.com" or "localhost:8448"
@@ -48,6 +89,9 @@ struct homeserver_config {
 struct listen_config {
   std::string unix_socket = "/run/mxpuppetd/mxpuppetd.sock";
   unsigned socket_mode = 0660;
+  // Owner and group set on the socket file (user/group names are resolved at load); unset: left as created.
+  std::optional<std::uint32_t> socket_owner;
+  std::optional<std::uint32_t> socket_group;
   milliseconds request_timeout{std::chrono::seconds{30}};  // whole API request, retries included
   milliseconds idle_timeout{std::chrono::seconds{60}};     // keep-alive connection idle
   std::size_t max_header_bytes = 8 * 1024;
@@ -62,8 +106,21 @@ struct sessions_config {
   bool revoke_on_shutdown = false;
 };
 
+struct store_config {
+  std::string path;  // SQLite file for sessions; empty: sessions live in memory only
+};
+
 struct log_config {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
+};
+
+// One `clients:` entry: which peers it covers (exactly one of uid, gid, user, group;
+// names are resolved when the config is loaded) and which user IDs they may ask for.
+struct client_config {
+  std::string name;
+  std::optional<std::uint32_t> uid;  // from `uid:` or `user:`
+  std::optional<std::uint32_t> gid;  // from `gid:` or `group:`; matches primary and supplementary groups
+  std::vector<std::string> allow;    // globs on the full user ID: '*' any run, '?' one character
 };
 
 struct daemon_config {
@@ -71,12 +128,16 @@ struct daemon_config {
   listen_config listen;
   std::map<std::string, homeserver_config> homeservers;  // keyed by server name
   sessions_config sessions;
+  store_config store;
+  // Access control of the socket API; nullopt (no `clients:` section): every peer may ask for anything.
+  std::optional<std::vector<client_config>> clients;
   log_config log;
 };
 
 struct load_result {
   std::optional<daemon_config> config;  // set only when errors is empty
   std::vector<std::string> errors;      // "FILE:LINE: KEY: what is wrong", one per problem
+  std::vector<std::string> warnings;    // same form; loading still succeeds (e.g. a secret file readable by others)
 };
 
 // Loads and validates a YAML config file, including reading every secret file

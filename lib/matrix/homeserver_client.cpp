@@ -13,6 +13,7 @@
 #include "core/errc.hpp"
 #include "core/json_writer.hpp"
 #include "credentials/shared_secret.hpp"
+#include "matrix/login_strategy.hpp"
 #include "net/http_client.hpp"
 
 namespace mxp::matrix {
@@ -65,11 +66,13 @@ class matrix_homeserver final : public homeserver_client {
       if (s->login_type == config::shared_secret_login_type::devture) resolved_login_type_ = devture_type;
       if (s->login_type == config::shared_secret_login_type::password) resolved_login_type_ = password_type;
     }
+    strategy_ = make_login_strategy(config_);  // jwt, appservice, synapse_admin; throws on a bad key
   }
 
   const std::string& server_name() const override { return config_.server_name; }
-  std::string_view method_name() const override { return "shared_secret"; }
+  std::string_view method_name() const override { return strategy_ ? strategy_->method_name() : "shared_secret"; }
   std::string login_type() const override {
+    if (strategy_) return strategy_->login_type();
     return resolved_login_type_.empty() ? "auto" : resolved_login_type_;
   }
   // Kept as a string: every token answer carries it.
@@ -80,6 +83,7 @@ class matrix_homeserver final : public homeserver_client {
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
     if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    if (strategy_) co_return co_await strategy_->login(http_.get(), std::move(user_id));
     const auto& secret_cfg = std::get<config::shared_secret_login>(config_.login);
     const auto hmac = credentials::shared_secret_token(secret_cfg.secret, user_id);
 
@@ -156,7 +160,7 @@ class matrix_homeserver final : public homeserver_client {
         }
       }
     }
-    if (resolved_login_type_.empty()) {
+    if (!strategy_ && resolved_login_type_.empty()) {  // shared_secret with login_type auto
       auto chosen = co_await choose_login_type();
       if (!chosen) co_return unexpected{std::move(chosen).error()};
       resolved_login_type_ = *chosen;
@@ -225,6 +229,7 @@ class matrix_homeserver final : public homeserver_client {
   config::homeserver_config config_;
   net::http_client_options http_options_;
   std::unique_ptr<net::http_client> http_;
+  std::unique_ptr<login_strategy> strategy_;  // null for shared_secret, handled above
   std::string resolved_login_type_;
   simdjson::dom::parser parser_;
 };

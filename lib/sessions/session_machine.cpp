@@ -40,6 +40,15 @@ token_step session_machine::on_token_request(std::int64_t now_ms, std::int64_t m
   return token_step::wait;
 }
 
+void session_machine::restore(session_token token, secret_string pending_logout, std::int64_t created_at_ms,
+                              std::int64_t last_used_at_ms) {
+  state_ = token.access_token.empty() ? session_state::absent : session_state::active;
+  token_ = std::move(token);
+  pending_logout_ = std::move(pending_logout);
+  created_at_ms_ = created_at_ms;
+  last_used_at_ms_ = last_used_at_ms;
+}
+
 void session_machine::on_login_succeeded(session_token token, std::int64_t now_ms) {
   if (state_ != session_state::logging_in) return;
   token_ = std::move(token);

@@ -64,6 +64,11 @@ class session_machine {
   // Unconfirmed logouts are kept in pending_logout() and retried before the next login.
   void on_logout_finished(bool confirmed);
 
+  // Rebuilds a session persisted by an earlier run: active when it has a token,
+  // absent otherwise; a pending logout is kept either way.
+  void restore(session_token token, secret_string pending_logout, std::int64_t created_at_ms,
+               std::int64_t last_used_at_ms);
+
   // --- observers ----------------------------------------------------------
   session_state state() const noexcept { return state_; }
   std::uint32_t flight() const noexcept { return flight_; }

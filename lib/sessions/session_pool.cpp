@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "core/errc.hpp"
@@ -127,6 +128,34 @@ struct session_pool::impl {
     }
     erase(e);
     e.changed.notify_all();
+    spawn(unpersist(e.user_id));  // forgotten without a logout: a restart must not bring it back
+  }
+
+  // --- persistence: a row exists while something of the user may be live ---
+  store::stored_session row_of(const session_entry& e, secret_string pending) const {
+    const auto& m = e.machine;
+    store::stored_session row;
+    row.user_id = e.user_id;
+    if (m.state() == session_state::active) {
+      row.access_token = m.token().access_token;
+      row.device_id = m.token().device_id;
+      row.expires_at_ms = m.token().expires_at_ms;
+    }
+    row.pending_logout = std::move(pending);
+    row.created_at_ms = m.created_at_ms();
+    row.last_used_at_ms = m.last_used_at_ms();
+    return row;
+  }
+  asio::awaitable<void> persist(store::stored_session row) {
+    if (!options.store) co_return;
+    const auto user = row.user_id;
+    if (auto ec = co_await options.store->save(std::move(row)))
+      spdlog::error("session store: cannot save the session of {}: {}", user, ec.message());
+  }
+  asio::awaitable<void> unpersist(std::string user_id) {
+    if (!options.store) co_return;
+    if (auto ec = co_await options.store->erase(user_id))
+      spdlog::error("session store: cannot delete the session of {}: {}", user_id, ec.message());
   }
 
   template <typename Task>
@@ -167,6 +196,7 @@ struct session_pool::impl {
         if (out) {
           e->machine.on_pending_logout_done();
           ++hs.logouts;
+          if (options.observer) options.observer->on_logout(client.server_name(), nullptr);
         } else {
           failure = std::move(out).error();
         }
@@ -178,6 +208,8 @@ struct session_pool::impl {
           session_token token{std::move(grant->access_token), std::move(grant->device_id), std::nullopt};
           if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
           e->machine.on_login_succeeded(std::move(token), now_ms);
+          // Durable before any caller sees it: a restart must find this token, not add a device.
+          co_await persist(row_of(*e, {}));
           e->last_failure.reset();
           ++hs.logins_ok;
           hs.healthy = true;
@@ -189,6 +221,9 @@ struct session_pool::impl {
       failure = local_error(errc::upstream_unavailable, ex.what());
     }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count();
+    if (options.observer)
+      options.observer->on_login(client.server_name(), client.method_name(), steady_clock::now() - started,
+                                 failure ? &*failure : nullptr);
     if (failure) {
       ++hs.logins_failed;
       hs.healthy = !is_unreachable(*failure);
@@ -207,6 +242,8 @@ struct session_pool::impl {
 
   asio::awaitable<void> logout_task(std::shared_ptr<session_entry> e, bool forget_even_if_unconfirmed) {
     auto& hs = *e->homeserver;
+    // Written first: if the daemon dies mid-logout, the next run still logs this token out.
+    co_await persist(row_of(*e, e->machine.token_to_log_out()));
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
     bool was_live = false;
@@ -221,6 +258,7 @@ struct session_pool::impl {
       failure = local_error(errc::upstream_unavailable, ex.what());
     }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count();
+    if (options.observer) options.observer->on_logout(hs.entry.client->server_name(), failure ? &*failure : nullptr);
     if (failure) {
       spdlog::warn("logout user={} homeserver={} result={} duration_ms={} upstream_status={} detail=\"{}\"",
                    e->user_id, hs.entry.client->server_name(), failure->code.message(), ms,
@@ -232,6 +270,7 @@ struct session_pool::impl {
                    hs.entry.client->server_name(), was_live, ms);
     }
     e->machine.on_logout_finished(!failure);
+    if (!failure) co_await unpersist(e->user_id);  // nothing of it is live any more
     if (e->machine.state() == session_state::gone ||
         (forget_even_if_unconfirmed && e->machine.state() == session_state::absent)) {
       erase(*e);
@@ -267,6 +306,28 @@ expected<const matrix::homeserver_client*, pool_error> session_pool::route(std::
   return it->second->entry.client.get();
 }
 
+session_pool::restore_result session_pool::restore(std::vector<store::stored_session> rows) {
+  auto& self = *impl_;
+  restore_result result;
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.last_used_at_ms < b.last_used_at_ms; });
+  for (auto& row : rows) {
+    auto parts = matrix::parse_user_id(row.user_id);
+    auto hs = parts ? self.homeservers.find(parts->server_name) : self.homeservers.end();
+    if (hs == self.homeservers.end() || self.sessions.count(row.user_id)) {
+      ++result.skipped;
+      continue;
+    }
+    auto e = std::make_shared<session_entry>(std::move(row.user_id), hs->second.get(), row.created_at_ms);
+    e->machine.restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms},
+                       std::move(row.pending_logout), row.created_at_ms, row.last_used_at_ms);
+    self.sessions.emplace(e->user_id, e);
+    self.lru.push_front(*e);  // rows come oldest first: the newest ends up in front
+    ++result.restored;
+  }
+  return result;
+}
+
 std::optional<token_view> session_pool::find_ready(std::string_view user_id, std::int64_t min_valid_ms) {
   auto it = impl_->sessions.find(user_id);
   if (it == impl_->sessions.end()) return std::nullopt;
@@ -275,6 +336,7 @@ std::optional<token_view> session_pool::find_ready(std::string_view user_id, std
   if (!e.machine.usable(now, min_valid_ms)) return std::nullopt;
   e.machine.touch(now);
   impl_->touch(e);
+  if (impl_->options.observer) impl_->options.observer->on_token_lookup(true);
   return impl_->view(e);
 }
 
@@ -286,12 +348,14 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
   if (!routed) co_return unexpected{routed.error()};
   auto* hs = self.homeservers.find(matrix::parse_user_id(user_id)->server_name)->second.get();
   std::uint32_t waited_for = 0;
+  bool looked_up = false;  // counted as a cache hit or miss (observer)
   for (;;) {
     if (self.stopping) co_return unexpected{local_error(errc::shutting_down, "daemon is shutting down")};
     auto e = self.find_or_create(user_id, hs);
     switch (e->machine.on_token_request(self.now(), min_valid_ms, waited_for)) {
       case token_step::hand_out:
         self.touch(*e);
+        if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(true);
         co_return self.view(*e);
       case token_step::fail:
         co_return unexpected{e->last_failure ? *e->last_failure : local_error(errc::upstream_unavailable, "login failed")};
@@ -303,6 +367,8 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
         self.spawn(self.login_task(e));
         [[fallthrough]];
       case token_step::wait:
+        if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(false);
+        looked_up = true;
         waited_for = e->machine.flight();
         if (!co_await e->changed.wait(deadline))
           co_return unexpected{local_error(errc::deadline_exceeded, "no token within the request deadline")};
@@ -404,6 +470,7 @@ asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadli
     if (!co_await self.task_finished.wait(deadline)) break;
   if (self.tasks > 0) spdlog::warn("shutdown: {} homeserver operations still running at the deadline", self.tasks);
   for (auto& [_, hs] : self.homeservers) hs->entry.client->close_idle_connections();
+  if (self.options.store) co_await self.options.store->flush();
 }
 
 std::vector<session_info> session_pool::sessions() const {

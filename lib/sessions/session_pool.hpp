@@ -19,7 +19,9 @@
 
 #include "core/expected.hpp"
 #include "matrix/homeserver_client.hpp"
+#include "sessions/pool_observer.hpp"
 #include "sessions/session_machine.hpp"
+#include "store/session_store.hpp"
 
 namespace mxp::sessions {
 
@@ -33,6 +35,10 @@ struct pool_options {
   bool revoke_on_evict = true;
   // Wall clock in ms since the epoch; tests inject a mock clock.
   std::function<std::int64_t()> now_ms;
+  // Where sessions persist (nullptr: memory only). Must outlive the pool.
+  store::session_store* store = nullptr;
+  // Metrics hook (cache hits, logins, logouts); nullptr: none. Must outlive the pool.
+  pool_observer* observer = nullptr;
 };
 
 struct homeserver_entry {
@@ -77,6 +83,13 @@ class session_pool {
   ~session_pool();
   session_pool(const session_pool&) = delete;
   session_pool& operator=(const session_pool&) = delete;
+
+  // Adopts sessions persisted by an earlier run (before serving). Rows of users
+  // whose homeserver is no longer configured are skipped and counted.
+  struct restore_result {
+    std::size_t restored = 0, skipped = 0;
+  };
+  restore_result restore(std::vector<store::stored_session> sessions);
 
   // Fast path without suspension: a cached token valid for min_valid_ms, or nullopt.
   std::optional<token_view> find_ready(std::string_view user_id, std::int64_t min_valid_ms);

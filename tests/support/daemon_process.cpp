@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <string_view>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -57,19 +59,48 @@ std::string env_or_throw(const char* name) {
 
 namespace {
 
-pid_t spawn(const std::vector<std::string>& argv, int out_fd) {
+pid_t spawn(const std::vector<std::string>& argv, int out_fd, const daemon_options& options = {}) {
+  // Everything the child needs is built before fork(): the child only calls async-signal-safe functions.
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view entry{*e};
+    if (options.listen_fd >= 0 && entry.starts_with("LISTEN_")) continue;
+    env_storage.emplace_back(entry);
+  }
+  for (const auto& e : options.env) env_storage.push_back(e);
+  std::size_t listen_pid_index = std::string::npos;
+  if (options.listen_fd >= 0) {
+    env_storage.emplace_back("LISTEN_FDS=1");
+    env_storage.emplace_back("LISTEN_PID=" + std::string(20, '\0'));  // the child writes its pid here
+    listen_pid_index = env_storage.size() - 1;
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     ::dup2(out_fd, STDOUT_FILENO);
     ::dup2(out_fd, STDERR_FILENO);
-    // Nothing of the test process leaks into the child: an inherited listening
+    int first_to_close = 3;
+    if (options.listen_fd >= 0) {
+      if (options.listen_fd == 3) ::fcntl(3, F_SETFD, 0);
+      else ::dup2(options.listen_fd, 3);  // dup2 clears FD_CLOEXEC on the copy
+      first_to_close = 4;
+      char digits[20];
+      int n = 0;
+      for (auto p = static_cast<unsigned long>(::getpid()); p > 0 && n < 20; p /= 10) digits[n++] = static_cast<char>('0' + p % 10);
+      char* out = envp[listen_pid_index] + std::strlen("LISTEN_PID=");
+      while (n > 0) *out++ = digits[--n];
+    }
+    // Nothing else of the test process leaks into the child: an inherited listening
     // socket of a fake homeserver would keep its port open after the test closed it.
-    ::close_range(3, ~0U, 0);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
+    ::close_range(static_cast<unsigned>(first_to_close), ~0U, 0);
+    ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
   }
   return pid;
@@ -111,11 +142,12 @@ run_result run_program(const std::vector<std::string>& argv, std::chrono::millis
   return r;
 }
 
-daemon_process::daemon_process(std::string config_file, std::string socket_path, std::string log_file)
+daemon_process::daemon_process(std::string config_file, std::string socket_path, std::string log_file,
+                               daemon_options options)
     : socket_path_(std::move(socket_path)), log_file_(std::move(log_file)) {
   const int fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("cannot open " + log_file_);
-  pid_ = spawn({env_or_throw("MXPUPPETD_BIN"), "-c", config_file}, fd);
+  pid_ = spawn({env_or_throw("MXPUPPETD_BIN"), "-c", config_file}, fd, options);
   ::close(fd);
 }
 

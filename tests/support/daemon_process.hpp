@@ -38,10 +38,19 @@ struct run_result {
 // Runs a program to completion with a timeout (killed after it); for mxpuppetctl and --check-config.
 run_result run_program(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = std::chrono::seconds{30});
 
+// How to start the daemon beyond its config: extra environment, a socket-activation fd.
+struct daemon_options {
+  std::vector<std::string> env;  // "NAME=value" entries added to the child's environment
+  // A listening socket handed over as fd 3 with LISTEN_FDS=1 and LISTEN_PID=<the child's pid>,
+  // as systemd's socket activation does. The caller keeps its own copy.
+  int listen_fd = -1;
+};
+
 class daemon_process {
  public:
   // Starts $MXPUPPETD_BIN -c config_file, logging to log_file.
-  daemon_process(std::string config_file, std::string socket_path, std::string log_file);
+  daemon_process(std::string config_file, std::string socket_path, std::string log_file,
+                 daemon_options options = {});
   ~daemon_process();  // SIGKILL if still running
   daemon_process(const daemon_process&) = delete;
   daemon_process& operator=(const daemon_process&) = delete;

@@ -5,7 +5,11 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <simdjson.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -87,6 +91,8 @@ enum class endpoint {
   logout_all,
   whoami,
   well_known,
+  register_user,  // POST /register (appservice registration)
+  admin_login,    // POST /_synapse/admin/v1/users/{userId}/login
   wrong_method,
   unknown
 };
@@ -97,6 +103,10 @@ endpoint route(http::verb method, std::string_view target) {
     return method == v ? e : endpoint::wrong_method;
   };
   if (target == "/.well-known/matrix/client") return is(http::verb::get, endpoint::well_known);
+  if (constexpr std::string_view admin = "/_synapse/admin/v1/users/";
+      target.starts_with(admin) && target.ends_with("/login") &&
+      target.size() > admin.size() + std::string_view{"/login"}.size())
+    return is(http::verb::post, endpoint::admin_login);
   for (std::string_view prefix : {"/_matrix/client/v3", "/_matrix/client/r0"}) {
     if (!target.starts_with(prefix)) continue;
     const auto rest = target.substr(prefix.size());
@@ -107,6 +117,7 @@ endpoint route(http::verb method, std::string_view target) {
     if (rest == "/logout") return is(http::verb::post, endpoint::logout);
     if (rest == "/logout/all") return is(http::verb::post, endpoint::logout_all);
     if (rest == "/account/whoami") return is(http::verb::get, endpoint::whoami);
+    if (rest == "/register") return is(http::verb::post, endpoint::register_user);
   }
   return endpoint::unknown;
 }
@@ -163,6 +174,187 @@ std::optional<std::string> bearer_token(std::string_view header) {
   constexpr std::string_view prefix = "Bearer ";
   if (!header.starts_with(prefix)) return std::nullopt;
   return std::string(header.substr(prefix.size()));
+}
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// %XX decoding of a path segment; nullopt for a malformed escape.
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    unsigned v = 0;
+    for (int k = 1; k <= 2; ++k) {
+      const char c = in[i + k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
+      else return std::nullopt;
+    }
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return out;
+}
+
+// --- JWT verification, independent of lib/credentials -------------------------------------
+
+std::optional<std::string> base64url_decode(std::string_view in) {
+  std::string out;
+  unsigned buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '-') v = 62;
+    else if (c == '_') v = 63;
+    else return std::nullopt;  // padding and the standard alphabet are not base64url
+    buf = (buf << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  if (bits >= 6) return std::nullopt;  // a lone trailing character
+  return out;
+}
+
+struct jwt_rules {
+  std::string algorithm, secret, public_key_pem, subject_claim = "sub", issuer;
+  std::vector<std::string> audiences;
+  int skew_s = 120;
+  bool require_exp = false;
+};
+
+const EVP_MD* digest_of(std::string_view alg) {
+  if (alg.ends_with("256")) return EVP_sha256();
+  if (alg.ends_with("384")) return EVP_sha384();
+  if (alg.ends_with("512")) return EVP_sha512();
+  return nullptr;
+}
+
+// Checks a compact JWS's signature under `rules`; nullopt when it verifies, else why not.
+std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_view signing_input,
+                                            const std::string& sig) {
+  const std::string_view alg = rules.algorithm;
+  const EVP_MD* md = digest_of(alg);
+  if (alg.starts_with("HS")) {
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!HMAC(md, rules.secret.data(), static_cast<int>(rules.secret.size()),
+              reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac, &len))
+      return "HMAC failed";
+    if (sig.size() != len || CRYPTO_memcmp(sig.data(), mac, len) != 0) return "Signature verification failed";
+    return std::nullopt;
+  }
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(rules.public_key_pem.data(), static_cast<int>(rules.public_key_pem.size())), &BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr, &EVP_PKEY_free);
+  if (!key) return "the test gave no usable public key";
+  std::string der_sig = sig;
+  if (alg.starts_with("ES")) {  // JOSE R||S -> DER ECDSA-Sig-Value
+    const std::size_t half = alg == "ES256" ? 32 : alg == "ES384" ? 48 : 66;
+    if (sig.size() != 2 * half) return "Signature verification failed";
+    ECDSA_SIG* es = ECDSA_SIG_new();
+    BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()), static_cast<int>(half), nullptr);
+    BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data() + half), static_cast<int>(half), nullptr);
+    ECDSA_SIG_set0(es, r, s);
+    unsigned char* der = nullptr;
+    const int der_len = i2d_ECDSA_SIG(es, &der);
+    ECDSA_SIG_free(es);
+    if (der_len <= 0) return "DER conversion failed";
+    der_sig.assign(reinterpret_cast<const char*>(der), static_cast<std::size_t>(der_len));
+    OPENSSL_free(der);
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EVP_PKEY_CTX* pctx = nullptr;
+  if (EVP_DigestVerifyInit(ctx.get(), &pctx, alg == "EdDSA" ? nullptr : md, nullptr, key.get()) != 1)
+    return "the key does not fit the algorithm";
+  if (alg.starts_with("PS")) {
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1)
+      return "PSS setup failed";
+  } else if (alg.starts_with("RS")) {
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) return "PKCS#1 setup failed";
+  }
+  const int ok = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(der_sig.data()), der_sig.size(),
+                                  reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size());
+  if (ok != 1) return "Signature verification failed";
+  return std::nullopt;
+}
+
+// Verifies a compact JWT: header alg, signature, exp/nbf/iat with the skew, iss and aud.
+// On success `claims` is the payload object (kept alive by `parser`); else the reason.
+std::optional<std::string> verify_jwt(const jwt_rules& rules, std::string_view token,
+                                      simdjson::dom::parser& parser, simdjson::dom::object& claims) {
+  const auto dot1 = token.find('.');
+  const auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos)
+    return "Not enough segments";
+  const auto header = base64url_decode(token.substr(0, dot1));
+  const auto payload = base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1));
+  const auto sig = base64url_decode(token.substr(dot2 + 1));
+  if (!header || !payload || !sig) return "Invalid base64url";
+  {
+    simdjson::dom::parser hp;
+    std::string_view alg;
+    if (hp.parse(*header).get_object()["alg"].get_string().get(alg) != simdjson::SUCCESS) return "Invalid header";
+    if (alg != rules.algorithm) return "The specified alg value is not allowed";
+  }
+  if (auto bad = verify_signature(rules, token.substr(0, dot2), *sig)) return bad;
+  if (parser.parse(*payload).get_object().get(claims) != simdjson::SUCCESS) return "Invalid payload";
+  const std::int64_t now = now_ms() / 1000;
+  std::int64_t t = 0;
+  if (auto exp = claims["exp"]; exp.error() != simdjson::NO_SUCH_FIELD) {
+    if (exp.get_int64().get(t) != simdjson::SUCCESS) return "exp is not an integer";
+    if (now > t + rules.skew_s) return "Signature has expired";
+  } else if (rules.require_exp) {
+    return "Token is missing the \"exp\" claim";
+  }
+  if (auto nbf = claims["nbf"]; nbf.error() != simdjson::NO_SUCH_FIELD) {
+    if (nbf.get_int64().get(t) != simdjson::SUCCESS) return "nbf is not an integer";
+    if (now + rules.skew_s < t) return "The token is not yet valid (nbf)";
+  }
+  if (auto iat = claims["iat"]; iat.error() != simdjson::NO_SUCH_FIELD) {
+    if (iat.get_int64().get(t) != simdjson::SUCCESS) return "iat is not an integer";
+    if (now + rules.skew_s < t) return "The token is not yet valid (iat)";
+  }
+  if (!rules.issuer.empty()) {
+    std::string_view iss;
+    if (claims["iss"].get_string().get(iss) != simdjson::SUCCESS) return "Token is missing the \"iss\" claim";
+    if (iss != rules.issuer) return "Invalid issuer";
+  }
+  if (!rules.audiences.empty()) {
+    std::vector<std::string_view> aud;
+    std::string_view one;
+    simdjson::dom::array many;
+    if (claims["aud"].get_string().get(one) == simdjson::SUCCESS) {
+      aud.push_back(one);
+    } else if (claims["aud"].get_array().get(many) == simdjson::SUCCESS) {
+      for (auto a : many)
+        if (a.get_string().get(one) == simdjson::SUCCESS) aud.push_back(one);
+    } else {
+      return "Token is missing the \"aud\" claim";
+    }
+    const bool match = std::any_of(aud.begin(), aud.end(), [&](std::string_view a) {
+      return std::find(rules.audiences.begin(), rules.audiences.end(), a) != rules.audiences.end();
+    });
+    if (!match) return "Invalid audience";
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -402,6 +594,12 @@ struct fake_homeserver::impl {
       case endpoint::whoami:
         ++whoamis;
         break;
+      case endpoint::register_user:
+        ++registers;
+        break;
+      case endpoint::admin_login:
+        ++admin_logins;
+        break;
       default:
         break;
     }
@@ -422,7 +620,11 @@ struct fake_homeserver::impl {
       case endpoint::login_flows:
         return login_flows_reply();
       case endpoint::login:
-        return login(req.body());
+        return login(req.body(), req[http::field::authorization]);
+      case endpoint::register_user:
+        return register_appservice_user(req.body(), req[http::field::authorization]);
+      case endpoint::admin_login:
+        return admin_login(req.target(), req.body(), req[http::field::authorization]);
       case endpoint::logout:
       case endpoint::logout_all:
       case endpoint::whoami: {
@@ -459,6 +661,11 @@ struct fake_homeserver::impl {
     if (opts.flow_devture) {
       w.begin_object().member("type", "com.devture.shared_secret_auth").end_object();
     }
+    if (!opts.jwt_algorithm.empty()) w.begin_object().member("type", "org.matrix.login.jwt").end_object();
+    if (!opts.famedly_algorithm.empty())
+      w.begin_object().member("type", "com.famedly.login.token").end_object();
+    if (!opts.as_token.empty())
+      w.begin_object().member("type", "m.login.application_service").end_object();
     w.end_array().end_object();
     return r;
   }
@@ -472,7 +679,7 @@ struct fake_homeserver::impl {
     return std::string(user);
   }
 
-  reply login(const std::string& body) {
+  reply login(const std::string& body, std::string_view authorization) {
     simdjson::dom::parser parser;
     simdjson::dom::element root;
     if (parser.parse(body).get(root)) {
@@ -484,6 +691,27 @@ struct fake_homeserver::impl {
     }
     std::string_view type;
     if (doc["type"].get(type)) type = {};
+
+    std::optional<std::string> device_id;
+    if (auto d = doc["device_id"]; d.error() != simdjson::NO_SUCH_FIELD && !d.is_null()) {
+      std::string_view v;
+      if (d.get(v)) {
+        return json_error(http::status::bad_request, "M_INVALID_PARAM",
+                          "device_id must be a string");
+      }
+      if (!v.empty()) device_id = std::string(v);
+    }
+    std::optional<std::string> display_name;
+    if (std::string_view v; !doc["initial_device_display_name"].get(v))
+      display_name = std::string(v);
+
+    if (type == "org.matrix.login.jwt" && !opts.jwt_algorithm.empty())
+      return jwt_login(doc, std::move(device_id), std::move(display_name));
+    if (type == "com.famedly.login.token" && !opts.famedly_algorithm.empty())
+      return famedly_login(doc, std::move(device_id), std::move(display_name));
+    if (type == "m.login.application_service" && !opts.as_token.empty())
+      return appservice_login(doc, authorization, std::move(device_id), std::move(display_name));
+
     const char* credential_field = nullptr;
     if (type == "com.devture.shared_secret_auth" && opts.flow_devture) credential_field = "token";
     if (type == "m.login.password" && opts.flow_password) credential_field = "password";
@@ -511,19 +739,6 @@ struct fake_homeserver::impl {
                         std::string("Missing parameter: ") + credential_field);
     }
 
-    std::optional<std::string> device_id;
-    if (auto d = doc["device_id"]; d.error() != simdjson::NO_SUCH_FIELD && !d.is_null()) {
-      std::string_view v;
-      if (d.get(v)) {
-        return json_error(http::status::bad_request, "M_INVALID_PARAM",
-                          "device_id must be a string");
-      }
-      if (!v.empty()) device_id = std::string(v);
-    }
-    std::optional<std::string> display_name;
-    if (std::string_view v; !doc["initial_device_display_name"].get(v))
-      display_name = std::string(v);
-
     const auto user_id = qualify(user);
     if (!user_id) return forbidden();
     const auto expected = fake_shared_secret_token(opts.shared_secret, *user_id);
@@ -534,29 +749,192 @@ struct fake_homeserver::impl {
 
     std::lock_guard lock(mu);
     if (nonexistent.contains(*user_id)) return forbidden();
-    if (!device_id) device_id = random_string(rng, 10, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
+  }
+
+  std::string new_token_locked() {
     std::string token;
     do {
       token =
           "syt_" +
           random_string(rng, 20, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
     } while (tokens.contains(token));
+    return token;
+  }
 
-    auto [it, created] = devices.try_emplace({*user_id, *device_id});
+  // A successful /login: the token joins the device (created if new), as Synapse does.
+  reply issue_login_locked(const std::string& user_id, std::optional<std::string> device_id,
+                           std::optional<std::string> display_name) {
+    if (!device_id) device_id = random_string(rng, 10, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    const std::string token = new_token_locked();
+
+    auto [it, created] = devices.try_emplace({user_id, *device_id});
     if (created)
       it->second.display_name = std::move(display_name);  // kept on re-login, as Synapse does
     it->second.tokens.insert(token);
-    tokens.emplace(token, token_owner{*user_id, *device_id});
+    tokens.emplace(token, token_owner{user_id, *device_id});
     ++successful_logins;
 
     reply r;
     json_writer(r.body)
         .begin_object()
-        .member("user_id", *user_id)
+        .member("user_id", user_id)
         .member("access_token", token)
         .member("home_server", opts.server_name)
         .member("device_id", *device_id)
         .end_object();
+    return r;
+  }
+
+  // identifier.user (m.id.user), or the legacy top-level "user".
+  static std::optional<std::string_view> login_user(simdjson::dom::object doc) {
+    std::string_view user;
+    simdjson::dom::object identifier;
+    if (!doc["identifier"].get(identifier)) {
+      std::string_view id_type;
+      if (identifier["type"].get(id_type) || id_type != "m.id.user" || identifier["user"].get(user))
+        return std::nullopt;
+      return user;
+    }
+    if (doc["user"].get(user)) return std::nullopt;
+    return user;
+  }
+
+  // org.matrix.login.jwt, as Synapse's jwt_config does it.
+  reply jwt_login(simdjson::dom::object doc, std::optional<std::string> device_id,
+                  std::optional<std::string> display_name) {
+    const auto fail = [](std::string_view why) {
+      return json_error(http::status::forbidden, "M_FORBIDDEN", "JWT validation failed: " + std::string(why));
+    };
+    std::string_view token;
+    if (doc["token"].get(token))
+      return json_error(http::status::forbidden, "M_FORBIDDEN", "Token field for JWT is missing");
+    jwt_rules rules{opts.jwt_algorithm, opts.jwt_secret, opts.jwt_public_key_pem, opts.jwt_subject_claim,
+                    opts.jwt_issuer, opts.jwt_audiences, 120, false};
+    simdjson::dom::parser parser;
+    simdjson::dom::object claims;
+    if (auto why = verify_jwt(rules, token, parser, claims)) return fail(*why);
+    std::string_view subject;
+    if (claims[rules.subject_claim].get(subject) || subject.empty())
+      return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid JWT");
+    if (subject.find(':') != std::string_view::npos || subject.starts_with('@'))
+      return fail("the subject must be a localpart");
+    const std::string user_id = "@" + std::string(subject) + ":" + opts.server_name;
+    std::lock_guard lock(mu);
+    registered.insert(user_id);  // Synapse registers users it has not seen
+    return issue_login_locked(user_id, std::move(device_id), std::move(display_name));
+  }
+
+  // com.famedly.login.token, as synapse-token-authenticator does it (allow_registration on).
+  reply famedly_login(simdjson::dom::object doc, std::optional<std::string> device_id,
+                      std::optional<std::string> display_name) {
+    std::string_view token;
+    const auto user = login_user(doc);
+    if (!user || doc["token"].get(token)) return forbidden();
+    jwt_rules rules{opts.famedly_algorithm, opts.famedly_secret, opts.famedly_public_key_pem, "sub", "", {}, 60,
+                    true};
+    simdjson::dom::parser parser;
+    simdjson::dom::object claims;
+    if (verify_jwt(rules, token, parser, claims)) return forbidden();
+    std::string_view subject;
+    if (claims["sub"].get(subject)) return forbidden();
+    const auto from_token = qualify(subject);
+    const auto user_id = qualify(*user);
+    if (!from_token || !user_id || *from_token != *user_id) return forbidden();
+    std::lock_guard lock(mu);
+    registered.insert(*user_id);
+    return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
+  }
+
+  // m.login.application_service: the appservice's as_token as Bearer. A user that was never
+  // registered gets 200 and a token that is dead at once, as Synapse does.
+  reply appservice_login(simdjson::dom::object doc, std::string_view authorization,
+                         std::optional<std::string> device_id, std::optional<std::string> display_name) {
+    const auto bearer = bearer_token(authorization);
+    if (!bearer) return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
+    if (bearer->size() != opts.as_token.size() ||
+        CRYPTO_memcmp(bearer->data(), opts.as_token.data(), opts.as_token.size()) != 0)
+      return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unrecognised access token");
+    const auto user = login_user(doc);
+    if (!user) return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid login submission");
+    const auto user_id = qualify(*user);
+    if (!user_id) return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid access_token");
+    std::lock_guard lock(mu);
+    if (registered.contains(*user_id))
+      return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
+    reply r;  // the quirk: a token nobody will accept
+    json_writer(r.body)
+        .begin_object()
+        .member("user_id", *user_id)
+        .member("access_token", new_token_locked())
+        .member("home_server", opts.server_name)
+        .member("device_id", device_id.value_or("DEADDEVICE"))
+        .end_object();
+    return r;
+  }
+
+  // POST /register {"type":"m.login.application_service","username":...} with the as_token.
+  reply register_appservice_user(const std::string& body, std::string_view authorization) {
+    if (opts.as_token.empty())
+      return json_error(http::status::forbidden, "M_FORBIDDEN", "Registration has been disabled");
+    const auto bearer = bearer_token(authorization);
+    if (!bearer || *bearer != opts.as_token)
+      return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unrecognised access token");
+    simdjson::dom::parser parser;
+    simdjson::dom::object doc;
+    if (parser.parse(body).get(doc)) return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
+    std::string_view type, username;
+    if (doc["type"].get(type) || type != "m.login.application_service")
+      return json_error(http::status::bad_request, "M_UNKNOWN", "Unknown registration type");
+    if (doc["username"].get(username) || username.empty() || username.find(':') != std::string_view::npos)
+      return json_error(http::status::bad_request, "M_INVALID_USERNAME", "Invalid username");
+    const std::string user_id = "@" + std::string(username) + ":" + opts.server_name;
+    std::lock_guard lock(mu);
+    if (!registered.insert(user_id).second)
+      return json_error(http::status::bad_request, "M_USER_IN_USE", "User ID already taken.");
+    reply r;
+    json_writer(r.body).begin_object().member("user_id", user_id).member("home_server", opts.server_name).end_object();
+    return r;
+  }
+
+  // POST /_synapse/admin/v1/users/{userId}/login {"valid_until_ms":N}: a token with no device.
+  reply admin_login(std::string_view target, const std::string& body, std::string_view authorization) {
+    if (opts.admin_token.empty()) return json_error(http::status::not_found, "M_UNRECOGNIZED", "Unrecognized request");
+    const auto bearer = bearer_token(authorization);
+    if (!bearer) return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
+    if (*bearer != opts.admin_token) {
+      std::lock_guard lock(mu);
+      if (tokens.contains(*bearer)) return json_error(http::status::forbidden, "M_FORBIDDEN", "You are not a server admin");
+      return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unknown access token");
+    }
+    target = target.substr(0, target.find('?'));
+    constexpr std::string_view prefix = "/_synapse/admin/v1/users/";
+    const auto segment = target.substr(prefix.size(), target.size() - prefix.size() - std::string_view{"/login"}.size());
+    const auto decoded = percent_decode(segment);
+    if (!decoded || !decoded->starts_with('@'))
+      return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid user ID");
+    const auto user_id = qualify(*decoded);
+    if (!user_id) return json_error(http::status::bad_request, "M_UNKNOWN", "Can only login local users");
+    const std::string admin = opts.admin_user_id.empty() ? "@admin:" + opts.server_name : opts.admin_user_id;
+    if (*user_id == admin)
+      return json_error(http::status::bad_request, "M_UNKNOWN", "Cannot use admin API to login as self");
+    std::optional<std::int64_t> valid_until;
+    if (!body.empty()) {
+      simdjson::dom::parser parser;
+      simdjson::dom::object doc;
+      if (parser.parse(body).get(doc)) return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
+      if (auto v = doc["valid_until_ms"]; v.error() != simdjson::NO_SUCH_FIELD && !v.is_null()) {
+        std::int64_t ms = 0;
+        if (v.get(ms)) return json_error(http::status::bad_request, "M_INVALID_PARAM", "valid_until_ms must be an integer");
+        valid_until = ms;
+      }
+    }
+    std::lock_guard lock(mu);
+    const std::string token = new_token_locked();
+    tokens.emplace(token, token_owner{*user_id, ""});
+    if (valid_until) valid_until_ms.emplace(token, *valid_until);
+    reply r;
+    json_writer(r.body).begin_object().member("access_token", token).end_object();
     return r;
   }
 
@@ -574,20 +952,40 @@ struct fake_homeserver::impl {
       return r;
     }
     const token_owner owner = t->second;
+    if (const auto until = valid_until_ms.find(token); until != valid_until_ms.end() && until->second <= now_ms()) {
+      reply r{http::status::unauthorized, {}};
+      json_writer(r.body)
+          .begin_object()
+          .member("errcode", "M_UNKNOWN_TOKEN")
+          .member("error", "Access token has expired")
+          .member("soft_logout", true)
+          .end_object();
+      return r;
+    }
     reply r;
     switch (ep) {
-      case endpoint::whoami:
-        json_writer(r.body)
-            .begin_object()
-            .member("user_id", owner.user_id)
-            .member("device_id", owner.device_id)
-            .member("is_guest", false)
-            .end_object();
+      case endpoint::whoami: {
+        json_writer w(r.body);
+        w.begin_object().member("user_id", owner.user_id);
+        if (!owner.device_id.empty()) w.member("device_id", owner.device_id);  // admin-minted: none
+        w.member("is_guest", false).end_object();
         return r;
+      }
       case endpoint::logout:
-        delete_device_locked(owner.user_id, owner.device_id);
+        if (owner.device_id.empty()) {  // a token without a device dies alone
+          tokens.erase(t);
+          valid_until_ms.erase(token);
+        } else {
+          delete_device_locked(owner.user_id, owner.device_id);
+        }
         break;
       default:  // logout_all
+        for (auto it2 = tokens.begin(); it2 != tokens.end();) {
+          if (it2->second.user_id == owner.user_id && it2->second.device_id.empty())
+            it2 = tokens.erase(it2);
+          else
+            ++it2;
+        }
         for (auto it = devices.lower_bound({owner.user_id, ""});
              it != devices.end() && it->first.first == owner.user_id;) {
           for (const auto& tok : it->second.tokens) tokens.erase(tok);
@@ -617,6 +1015,9 @@ struct fake_homeserver::impl {
   std::map<std::pair<std::string, std::string>, device> devices;  // (user, device) -> device
   std::unordered_map<std::string, token_owner> tokens;
   std::set<std::string> nonexistent;
+  std::set<std::string> registered;  // appservice: users that exist (/register, JWT logins)
+  std::unordered_map<std::string, std::int64_t> valid_until_ms;  // admin-minted token expiry
+  int registers = 0, admin_logins = 0;
   std::chrono::milliseconds latency{0};
   failure fail_next_kind = failure::none;
   int fail_next_count = 0;
@@ -693,6 +1094,29 @@ int fake_homeserver::whoami_count() const {
 int fake_homeserver::login_flows_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->login_flows;
+}
+int fake_homeserver::register_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->registers;
+}
+int fake_homeserver::admin_login_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->admin_logins;
+}
+void fake_homeserver::register_user(std::string user_id) {
+  auto full = impl_->qualify(user_id);
+  std::lock_guard lock(impl_->mu);
+  impl_->registered.insert(full ? std::move(*full) : std::move(user_id));
+}
+bool fake_homeserver::is_registered(const std::string& user_id) const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->registered.contains(user_id);
+}
+std::optional<std::int64_t> fake_homeserver::token_valid_until_ms(const std::string& token) const {
+  std::lock_guard lock(impl_->mu);
+  const auto it = impl_->valid_until_ms.find(token);
+  if (it == impl_->valid_until_ms.end()) return std::nullopt;
+  return it->second;
 }
 int fake_homeserver::device_count() const {
   std::lock_guard lock(impl_->mu);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,26 @@ struct fake_homeserver_options {
   bool flow_devture = true;   // advertise/accept com.devture.shared_secret_auth
   bool flow_password = true;  // advertise/accept m.login.password (with the HMAC as password)
   std::string tls_cert_file, tls_key_file;  // both set -> serve HTTPS instead of HTTP
+
+  // Synapse's native JWT login (org.matrix.login.jwt), enabled when jwt_algorithm is set.
+  // HS*: tokens are checked with jwt_secret; RS*/PS*/ES*/EdDSA: with jwt_public_key_pem (a
+  // PEM "PUBLIC KEY"). 120 s of clock skew; <jwt_subject_claim> must be the localpart;
+  // iss must be jwt_issuer and aud must hold one of jwt_audiences when those are set.
+  // Missing users are created. Rejections: 403 M_FORBIDDEN "JWT validation failed: <why>".
+  std::string jwt_algorithm, jwt_secret, jwt_public_key_pem;
+  std::string jwt_subject_claim = "sub";
+  std::string jwt_issuer;
+  std::vector<std::string> jwt_audiences;
+  // famedly's com.famedly.login.token, enabled when famedly_algorithm is set: the same
+  // checks with 60 s of skew, exp required, sub (localpart or user ID) = identifier.user;
+  // every rejection is the generic 403 "Invalid username or password". Creates users.
+  std::string famedly_algorithm, famedly_secret, famedly_public_key_pem;
+  // m.login.application_service and POST /register for it, enabled when as_token is set.
+  // A login for a user never registered answers 200 with a token that is dead at once.
+  std::string as_token;
+  // POST /_synapse/admin/v1/users/{userId}/login, enabled when admin_token is set; the
+  // admin is admin_user_id (default "@admin:<server_name>") and may not log in as itself.
+  std::string admin_token, admin_user_id;
   unsigned short port = 0;                  // 0 = ephemeral
 };
 
@@ -44,6 +65,10 @@ std::string fake_shared_secret_token(std::string_view secret, std::string_view f
 //   POST /logout/all     deletes every device of the token's user        (logout_count)
 //   GET  /account/whoami                                  (whoami_count)
 //   GET  /.well-known/matrix/client
+//   POST /register       appservice registration          (register_count)
+//   POST /_synapse/admin/v1/users/{userId}/login          (admin_login_count)
+// POST /login also takes org.matrix.login.jwt, com.famedly.login.token and
+// m.login.application_service when the options enable them (see fake_homeserver_options).
 // Anything else: 404 M_UNRECOGNIZED; a known path with the wrong method: 405 M_UNRECOGNIZED.
 // Counters count requests as they arrive, including those answered with a failure.
 //
@@ -79,6 +104,13 @@ class fake_homeserver {
   int logout_count() const;            // POST /logout and /logout/all requests received
   int whoami_count() const;            // GET /account/whoami requests received
   int login_flows_count() const;       // GET /login requests received
+  int register_count() const;          // POST /register requests received
+  int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
+  // Marks a user as registered (as an earlier POST /register would have).
+  void register_user(std::string user_id);
+  bool is_registered(const std::string& user_id) const;
+  // valid_until_ms of an admin-minted token (nullopt: unknown token or no expiry).
+  std::optional<std::int64_t> token_valid_until_ms(const std::string& token) const;
   int device_count() const;            // devices alive, all users
   int device_count(const std::string& user_id) const;
   bool token_is_live(const std::string& token) const;

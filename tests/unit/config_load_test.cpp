@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <regex>
 #include <string>
 #include <variant>
 
@@ -249,18 +250,18 @@ homeservers:
       secret_file: hs.secret
       secret: do-not-echo-me
 sessions:
-  refresh_margin: 60s
+  idle_timout: 60s
 log:
-  format: json
-clients: []
+  levl: info
+clientz: []
 )");
   EXPECT_FALSE(r.config);
   EXPECT_THAT(r.errors, ElementsAre("cfg.yaml:2: listen.unix_sockt: unknown key",
                                     "cfg.yaml:5: homeservers.example.com.urll: unknown key",
                                     "cfg.yaml:9: homeservers.example.com.login.secret: unknown key",
-                                    "cfg.yaml:11: sessions.refresh_margin: unknown key",
-                                    "cfg.yaml:13: log.format: unknown key",
-                                    "cfg.yaml:14: clients: unknown key"));
+                                    "cfg.yaml:11: sessions.idle_timout: unknown key",
+                                    "cfg.yaml:13: log.levl: unknown key",
+                                    "cfg.yaml:14: clientz: unknown key"));
   for (const auto& e : r.errors) EXPECT_THAT(e, Not(HasSubstr("do-not-echo-me")));
 }
 
@@ -377,12 +378,6 @@ TEST_F(ConfigLoad, LoginMethod) {
       "cfg.yaml:3: homeservers.example.com.login.method: required key is missing");
   EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method:\n"),
             "cfg.yaml:4: homeservers.example.com.login.method: a value is required");
-  for (const char* later : {"jwt", "appservice", "synapse_admin"}) {
-    EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: " +
-                           std::string{later} + "\n      algorithm: HS256\n"),
-              "cfg.yaml:4: homeservers.example.com.login.method: login method '" +
-                  std::string{later} + "' is not supported yet");
-  }
   EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: password\n"),
             "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
             "(expected shared_secret, jwt, appservice or synapse_admin)");
@@ -629,7 +624,7 @@ log:
           "cfg.yaml:11: homeservers.bad name: invalid server name (expected a host name, IPv4 "
           "address "
           "or [IPv6] address, optionally followed by :port)",
-          "cfg.yaml:12: homeservers.bad name.login.method: login method 'jwt' is not supported yet",
+          "cfg.yaml:12: homeservers.bad name.login.algorithm: required key is missing",
           "cfg.yaml:16: sessions.revoke_on_evict: expected a boolean (true or false), got "
           "'perhaps'",
           "cfg.yaml:18: log.level: expected one of trace, debug, info, warn, error, critical, off, "
@@ -680,13 +675,201 @@ TEST_F(ConfigLoad, LoadFileResolvesRelativeToTheConfigDirectory) {
   EXPECT_EQ(login.secret.reveal(), "s3cret-value");
 }
 
+// --- jwt, appservice and synapse_admin -------------------------------------------------------
+
+constexpr const char* login_head = "homeservers:\n  example.com:\n    login:\n";  // method on line 4
+
+TEST_F(ConfigLoad, JwtEveryKey) {
+  write("jwt.key", "-----BEGIN PRIVATE KEY-----\nnot-checked-here\n-----END PRIVATE KEY-----\n");
+  const auto cfg = load_ok(std::string{login_head} + R"(      method: jwt
+      flavor: synapse
+      algorithm: ES256
+      private_key_file: jwt.key
+      subject_claim: user
+      issuer: mxpuppetd
+      audiences: [matrix, other]
+      token_lifetime: 2m
+)");
+  const auto& j = std::get<mxp::config::jwt_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(j.flavor, mxp::config::jwt_flavor::synapse);
+  EXPECT_EQ(j.algorithm, "ES256");
+  EXPECT_THAT(j.key.reveal(), HasSubstr("not-checked-here"));
+  EXPECT_EQ(j.key_file, (dir_ / "jwt.key").string());
+  EXPECT_EQ(j.key_origin, "cfg.yaml:7: homeservers.example.com.login.private_key_file");
+  EXPECT_EQ(j.subject_claim, "user");
+  EXPECT_EQ(j.issuer, "mxpuppetd");
+  EXPECT_THAT(j.audiences, ElementsAre("matrix", "other"));
+  EXPECT_EQ(j.token_lifetime, 2min);
+}
+
+TEST_F(ConfigLoad, JwtDefaults) {
+  const auto cfg = load_ok(std::string{login_head} +
+                           "      method: jwt\n      algorithm: HS512\n      secret_file: hs.secret\n");
+  const auto& j = std::get<mxp::config::jwt_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(j.flavor, mxp::config::jwt_flavor::synapse);
+  EXPECT_EQ(j.key.reveal(), "s3cret-value");  // trailing newline stripped
+  EXPECT_EQ(j.subject_claim, "sub");
+  EXPECT_FALSE(j.issuer);
+  EXPECT_TRUE(j.audiences.empty());
+  EXPECT_EQ(j.token_lifetime, 60s);
+  const auto famedly = load_ok(std::string{login_head} +
+                               "      method: jwt\n      flavor: famedly\n      algorithm: HS256\n"
+                               "      secret_file: hs.secret\n      audiences: one\n");
+  const auto& f = std::get<mxp::config::jwt_login>(famedly.homeservers.at("example.com").login);
+  EXPECT_EQ(f.flavor, mxp::config::jwt_flavor::famedly);
+  EXPECT_THAT(f.audiences, ElementsAre("one"));
+}
+
+TEST_F(ConfigLoad, JwtErrors) {
+  write("pem.key", "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
+  const std::string head = std::string{login_head} + "      method: jwt\n";
+  const std::string p = "cfg.yaml:";
+  const std::string k = ": homeservers.example.com.login.";
+  EXPECT_EQ(single_error(head + "      flavor: matrix\n      algorithm: HS256\n      secret_file: hs.secret\n"),
+            p + "5" + k + "flavor: unknown flavor 'matrix' (expected synapse or famedly)");
+  EXPECT_EQ(single_error(head + "      algorithm: none\n      secret_file: hs.secret\n"),
+            p + "5" + k +
+                "algorithm: unknown algorithm 'none' (expected HS256, HS384, HS512, RS256, RS384, "
+                "RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)");
+  EXPECT_EQ(single_error(head + "      algorithm: hs256\n      secret_file: hs.secret\n"),
+            p + "5" + k +
+                "algorithm: unknown algorithm 'hs256' (expected HS256, HS384, HS512, RS256, RS384, "
+                "RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)");
+  EXPECT_EQ(single_error(head + "      algorithm: RS256\n"),
+            p + "5" + k + "private_key_file: required key is missing (algorithm RS256)");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n"),
+            p + "5" + k + "secret_file: required key is missing (algorithm HS256)");
+  EXPECT_EQ(single_error(head + "      algorithm: RS256\n      secret_file: hs.secret\n"),
+            p + "6" + k + "secret_file: RS256 takes its key from private_key_file, not from secret_file");
+  EXPECT_EQ(single_error(head + "      algorithm: HS384\n      private_key_file: pem.key\n"),
+            p + "6" + k + "private_key_file: HS384 takes its key from secret_file, not from private_key_file");
+  EXPECT_EQ(single_error(head + "      algorithm: ES256\n      private_key_file: hs.secret\n"),
+            p + "6" + k + "private_key_file: ES256 needs a PEM private key, but '" +
+                (dir_ / "hs.secret").string() + "' holds no PEM text");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: pem.key\n"),
+            p + "6" + k + "secret_file: HS256 needs a shared secret, but '" +
+                (dir_ / "pem.key").string() + "' holds a PEM key or certificate");
+  EXPECT_EQ(single_error(head + "      algorithm: EdDSA\n      private_key_file: missing.pem\n"),
+            p + "6" + k + "private_key_file: cannot read '" + (dir_ / "missing.pem").string() +
+                "': No such file or directory");
+  write("empty", "\n");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: empty\n"),
+            p + "6" + k + "secret_file: file '" + (dir_ / "empty").string() + "' is empty");
+  EXPECT_EQ(single_error(head + "      flavor: famedly\n      algorithm: HS256\n      secret_file: hs.secret\n"
+                                "      subject_claim: user\n"),
+            p + "8" + k + "subject_claim: flavor famedly always reads the subject from 'sub'");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      token_lifetime: 500ms\n"),
+            p + "7" + k + "token_lifetime: must be at least 1s (JWT times are whole seconds)");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      audiences: {a: 1}\n"),
+            p + "7" + k + "audiences: expected a list of strings, got a map");
+  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      login_type: auto\n"),
+            p + "7" + k + "login_type: unknown key");
+}
+
+TEST_F(ConfigLoad, JwtErrorsNeverEchoTheSecret) {
+  write("hs.secret", "-----BEGIN-but-secret-material\n");
+  auto r = load(std::string{login_head} + "      method: jwt\n      algorithm: HS256\n      secret_file: hs.secret\n");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0], Not(HasSubstr("secret-material")));
+}
+
+TEST_F(ConfigLoad, AppserviceWithTokenFile) {
+  write("as.token", "as-token-value\n");
+  const auto cfg = load_ok(std::string{login_head} + "      method: appservice\n      as_token_file: as.token\n");
+  const auto& a = std::get<mxp::config::appservice_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(a.as_token.reveal(), "as-token-value");
+  EXPECT_EQ(a.as_token_file, (dir_ / "as.token").string());
+  EXPECT_TRUE(a.registration_file.empty());
+  EXPECT_TRUE(a.user_regexes.empty());
+}
+
+TEST_F(ConfigLoad, AppserviceWithRegistrationFile) {
+  write("registration.yaml", R"(id: telegram
+url: http://localhost:29317
+as_token: the-as-token
+hs_token: the-hs-token
+sender_localpart: telegrambot
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@telegram_.*:example\.com'
+    - regex: "@tg-.+"
+  aliases: []
+)");
+  const auto cfg = load_ok(std::string{login_head} +
+                           "      method: appservice\n      registration_file: registration.yaml\n");
+  const auto& a = std::get<mxp::config::appservice_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(a.as_token.reveal(), "the-as-token");
+  EXPECT_EQ(a.registration_file, (dir_ / "registration.yaml").string());
+  EXPECT_EQ(a.sender_localpart, "telegrambot");
+  EXPECT_THAT(a.user_regex_sources, ElementsAre("@telegram_.*:example\\.com", "@tg-.+"));
+  ASSERT_EQ(a.user_regexes.size(), 2u);
+  EXPECT_TRUE(std::regex_search("@telegram_123:example.com", a.user_regexes[0],
+                                std::regex_constants::match_continuous));
+}
+
+TEST_F(ConfigLoad, AppserviceErrors) {
+  const std::string head = std::string{login_head} + "      method: appservice\n";
+  const std::string k = "cfg.yaml:5: homeservers.example.com.login.";
+  const auto reg = (dir_ / "reg.yaml").string();
+  write("as.token", "t\n");
+  EXPECT_EQ(single_error(head),
+            "cfg.yaml:3: homeservers.example.com.login.as_token_file: required key is missing (or "
+            "give registration_file)");
+  EXPECT_EQ(single_error(head + "      as_token_file: as.token\n      registration_file: reg.yaml\n"),
+            "cfg.yaml:6: homeservers.example.com.login.registration_file: give either as_token_file "
+            "or registration_file, not both");
+  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
+            k + "registration_file: cannot read registration '" + reg + "': No such file or directory");
+  write("reg.yaml", "id: x\nnamespaces:\n  users: [{regex: '@a.*'}]\n");
+  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
+            k + "registration_file: registration '" + reg + "': as_token is missing or not a non-empty string");
+  write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users:\n    - regex: '@a(['\n");
+  auto e = single_error(head + "      registration_file: reg.yaml\n");
+  EXPECT_THAT(e, HasSubstr(k + "registration_file: registration '" + reg +
+                           "' line 4: namespaces.users[0].regex: '@a([' is not a regular expression"));
+  EXPECT_THAT(e, Not(HasSubstr("secret-as-token")));
+  write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: {regex: x}\n");
+  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
+            k + "registration_file: registration '" + reg + "' line 3: namespaces.users: expected a list, got a map");
+  write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: []\n");
+  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
+            k + "registration_file: registration '" + reg +
+                "': has no namespaces.users regex, so no user could be logged in");
+  write("reg.yaml", "as_token: secret-as-token\n  bad: [\n");
+  e = single_error(head + "      registration_file: reg.yaml\n");
+  EXPECT_THAT(e, HasSubstr(k + "registration_file: registration '" + reg + "' line "));
+  EXPECT_THAT(e, HasSubstr("not valid YAML"));
+  EXPECT_THAT(e, Not(HasSubstr("secret-as-token")));
+}
+
+TEST_F(ConfigLoad, SynapseAdmin) {
+  write("admin.token", "syt_admin\n");
+  auto cfg = load_ok(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: admin.token\n");
+  const auto& a = std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(a.admin_token.reveal(), "syt_admin");
+  EXPECT_EQ(a.admin_token_file, (dir_ / "admin.token").string());
+  EXPECT_EQ(a.token_lifetime, 24h);
+  cfg = load_ok(std::string{login_head} +
+                "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: 2h\n");
+  EXPECT_EQ(std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login).token_lifetime, 2h);
+  EXPECT_EQ(single_error(std::string{login_head} + "      method: synapse_admin\n"),
+            "cfg.yaml:3: homeservers.example.com.login.admin_token_file: required key is missing");
+  EXPECT_EQ(single_error(std::string{login_head} +
+                         "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: 30s\n"),
+            "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
+            "is replaced before it runs out)");
+  EXPECT_EQ(single_error(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: nope\n"),
+            "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '" +
+                (dir_ / "nope").string() + "': No such file or directory");
+}
+
 TEST_F(ConfigLoad, LoadFileErrorsNameTheFile) {
   const auto path =
       write("broken.yaml", "homeservers:\n  example.com:\n    login: {method: jwt}\n");
   EXPECT_THAT(load_config_file(path.string()).errors,
               ElementsAre(path.string() +
-                          ":3: homeservers.example.com.login.method: login method 'jwt' is not "
-                          "supported yet"));
+                          ":3: homeservers.example.com.login.algorithm: required key is missing"));
 }
 
 TEST_F(ConfigLoad, LoadFileThatDoesNotExist) {

@@ -22,7 +22,7 @@ TEST(UserId, ValidIds) {
 TEST(UserId, InvalidIds) {
   for (const char* bad : {"", "@", "alice:example.com", "@:example.com", "@alice", "@alice:", "@al ice:example.com",
                           "@alice:exa mple.com", "@alice:example.com:0", "@alice:example.com:99999",
-                          "@alice:example.com:80x", "@alice:[::1", "@alice:-bad.com", "@ali\x01ce:example.com",
+                          "@alice:example.com:80x", "@alice:[::1", "@alice:-bad.com", "@ali\x01" "ce:example.com",
                           "#room:example.com", "@alice:exa_mple.com"}) {
     EXPECT_FALSE(parse_user_id(bad)) << bad;
   }

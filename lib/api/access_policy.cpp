@@ -1,0 +1,81 @@
+// access_policy: peer credentials, glob matching and the per-request decision.
+#include "api/access_policy.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+
+namespace mxp::api {
+
+bool read_peer_credentials(int fd, peer_credentials& out) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) return false;
+  out.uid = cred.uid;
+  out.gid = cred.gid;
+  out.pid = cred.pid;
+  out.groups.clear();
+#ifdef SO_PEERGROUPS
+  gid_t groups[64];
+  len = sizeof groups;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+    out.groups.assign(groups, groups + len / sizeof(gid_t));
+  // ERANGE (more than 64 groups): only the primary gid takes part in matching.
+#endif
+  return true;
+}
+
+bool glob_match(std::string_view pattern, std::string_view text) noexcept {
+  // Iterative matcher with one backtrack point: linear for patterns with one '*', never exponential.
+  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p, ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+access_policy::access_policy(std::optional<std::vector<config::client_config>> clients)
+    : open_(!clients.has_value()) {
+  if (clients) clients_ = std::move(*clients);
+}
+
+bool access_policy::covers(const config::client_config& c, const peer_credentials& peer) const noexcept {
+  if (c.uid) return *c.uid == peer.uid;
+  if (c.gid)
+    return *c.gid == peer.gid || std::find(peer.groups.begin(), peer.groups.end(), *c.gid) != peer.groups.end();
+  return false;
+}
+
+access_decision access_policy::allows(const peer_credentials* peer, std::string_view user_id) const noexcept {
+  if (open_) return {true, nullptr};
+  if (!peer) return {false, nullptr};
+  access_decision d;
+  for (const auto& c : clients_) {
+    if (!covers(c, *peer)) continue;
+    if (!d.client) d.client = &c.name;
+    for (const auto& pattern : c.allow)
+      if (glob_match(pattern, user_id)) return {true, &c.name};
+  }
+  return d;
+}
+
+access_decision access_policy::admits(const peer_credentials* peer) const noexcept {
+  if (open_) return {true, nullptr};
+  if (!peer) return {false, nullptr};
+  for (const auto& c : clients_)
+    if (covers(c, *peer)) return {true, &c.name};
+  return {false, nullptr};
+}
+
+}  // namespace mxp::api

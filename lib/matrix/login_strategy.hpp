@@ -1,0 +1,56 @@
+// login_strategy: how one login method (jwt, appservice, synapse_admin) turns a user ID
+// into a login_grant, plus the request/answer helpers the strategies share. The
+// homeserver client owns the HTTP connection and hands it to its strategy per login.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/json_writer.hpp"
+#include "matrix/homeserver_client.hpp"
+#include "net/http_client.hpp"
+
+namespace mxp::matrix {
+
+class login_strategy {
+ public:
+  virtual ~login_strategy() = default;
+
+  virtual std::string_view method_name() const = 0;  // "jwt", "appservice", "synapse_admin"
+  virtual std::string login_type() const = 0;        // the wire type, e.g. "org.matrix.login.jwt"
+
+  // Logs `user_id` in over `http`, which the caller keeps alive until the call completes.
+  virtual boost::asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
+                                                                     std::string user_id) = 0;
+};
+
+// The strategy for config.login; nullptr for shared_secret, which homeserver_client
+// handles itself (it may have to read GET /login first). Throws std::runtime_error with a
+// "FILE:LINE: KEY: why" message when the config cannot be used (a key that does not fit the
+// JWT algorithm); the message never carries key material.
+std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config);
+
+// --- shared by the strategies ----------------------------------------------------------------
+
+// A transport failure (no HTTP answer) as an upstream_error.
+upstream_error transport_error(const net::http_failure& failure);
+
+// Reads a 200 answer of a login: access_token (required), user_id (must be `user_id` when
+// present; required unless `user_id_optional`), device_id and expires_in_ms (optional).
+// Any other status goes through classify_error_response with `diagnostic`.
+upstream_result<login_grant> read_login_answer(const net::http_response& answer,
+                                               const std::string& user_id, bool user_id_optional,
+                                               std::string diagnostic);
+
+// Writes the "device_id" and "initial_device_display_name" members every login sends, so
+// that a re-login replaces the device instead of adding one.
+struct device_fields {
+  explicit device_fields(const config::homeserver_config& config);
+  std::string device_id, display_name;
+};
+void write_device_members(json_writer& w, const device_fields& device);
+
+}  // namespace mxp::matrix
