@@ -2,6 +2,7 @@
 // in lib/client/ctl.cpp; this only wires it to the process.
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <string_view>
 #include <vector>
@@ -11,8 +12,13 @@
 int main(int argc, char** argv) {
   const std::vector<std::string_view> args(argv + 1, argv + argc);
   const char* env_socket = std::getenv("MXPUPPETD_SOCKET");
-  const mxp::client::ctl_context ctx{
-      std::cout, std::cerr, std::cin, env_socket ? env_socket : "", {}};
+  mxp::client::ctl_context ctx{std::cout, std::cerr, std::cin, env_socket ? env_socket : "", {}};
+  if (const char* bin = std::getenv("MXPUPPETD_BIN")) ctx.daemon_bin_from_env = bin;
+  if (const char* path = std::getenv("PATH")) ctx.search_path = path;
+  // check-config looks for mxpuppetd where this binary was installed.
+  std::error_code ec;
+  if (const auto self = std::filesystem::read_symlink("/proc/self/exe", ec); !ec)
+    ctx.self_dir = self.parent_path().string();
   try {
     return mxp::client::run_ctl(args, ctx);
   } catch (const std::exception& e) {

@@ -16,9 +16,11 @@
 #include <cstring>
 #include <string>
 
+#include "api/api_metrics.hpp"
 #include "api/http_api.hpp"
 #include "api/unix_server.hpp"
 #include "config/config.hpp"
+#include "core/log_format.hpp"
 #include "matrix/homeserver_client.hpp"
 #include "sessions/session_pool.hpp"
 #include "sd_notifier.hpp"
@@ -48,6 +50,23 @@ auto log_on_failure(const char* task) {
       spdlog::critical("{} failed: {}", task, e.what());
     }
   };
+}
+
+// The session pool's options from the `sessions:` section.
+mxp::sessions::pool_options pool_options_from(const mxp::config::daemon_config& config,
+                                              mxp::store::session_store* store,
+                                              mxp::sessions::pool_observer* observer) {
+  const auto& s = config.sessions;
+  mxp::sessions::pool_options o;
+  o.max_sessions = s.max;
+  o.idle_timeout = s.idle_timeout;
+  o.revoke_on_evict = s.revoke_on_evict;
+  o.store = store;
+  o.observer = observer;
+  o.renewal.refresh_margin_ms = s.refresh_margin.count();
+  o.renewal.validate_after_ms = s.validate_after ? s.validate_after->count() : 0;
+  o.background_refresh = s.refresh == mxp::config::refresh_policy::background;
+  return o;
 }
 
 }  // namespace
@@ -87,7 +106,10 @@ int main(int argc, char** argv) {
   }
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("mxpuppetd"));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (config.log.format == mxp::config::log_format::json)
+    spdlog::set_formatter(std::make_unique<mxp::json_log_formatter>());
+  else
+    spdlog::set_pattern(mxp::text_log_pattern);
   spdlog::set_level(spdlog::level::from_str(config.log.level));
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -110,17 +132,19 @@ int main(int argc, char** argv) {
       spdlog::info("session store {}: {} sessions read in {} ms", config.store.path, persisted.size(),
                    std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count());
     }
+    // Declared before the pool: the pool reports to it until the pool is gone.
+    mxp::api::api_metrics metrics;
     auto pool = std::make_unique<mxp::sessions::session_pool>(
         io.get_executor(),
-        mxp::sessions::pool_options{config.sessions.max, config.sessions.idle_timeout, config.sessions.revoke_on_evict,
-                                    {}, store.get()},
-        std::move(homeservers));
+        pool_options_from(config, store.get(), &metrics), std::move(homeservers));
+    metrics.attach(pool.get());
     if (!persisted.empty()) {
       const auto restored = pool->restore(std::move(persisted));
       spdlog::info("restored {} sessions ({} skipped: homeserver no longer configured)", restored.restored,
                    restored.skipped);
     }
     mxp::api::http_api api{*pool, config.listen.request_timeout};
+    api.set_metrics(&metrics);
     api.set_access_policy(std::make_shared<const mxp::api::access_policy>(config.clients));
     if (config.clients)
       spdlog::info("access control: {} client entr{}", config.clients->size(), config.clients->size() == 1 ? "y" : "ies");

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-jwt python3-cryptography
   curl
+  prometheus  # promtool: tests/e2e/metrics_test.cpp checks the /metrics exposition with it
 )
 missing=()
 for p in "${packages[@]}"; do

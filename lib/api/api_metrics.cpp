@@ -54,17 +54,18 @@ api_metrics::api_metrics()
       logins_(registry_.add_counter("mxpuppetd_logins_total",
                                     "Logins at homeservers, by homeserver, login method and result.",
                                     {"homeserver", "method", "result"})),
-      logouts_(registry_.add_counter("mxpuppetd_logouts_total", "Logouts at homeservers, by homeserver and result.",
-                                     {"homeserver", "result"})),
+      logouts_(registry_.add_counter("mxpuppetd_logouts_total",
+                                     "Logouts at homeservers, by homeserver, login method and result.",
+                                     {"homeserver", "method", "result"})),
       login_duration_(registry_.add_histogram("mxpuppetd_login_duration_seconds",
                                               "Time a login took, successful or not, by homeserver.", {"homeserver"},
                                               metrics::latency_buckets())),
       upstream_errors_(registry_.add_counter("mxpuppetd_upstream_errors_total",
-                                             "Failed homeserver operations (logins and logouts), by kind.",
+                                             "Failed homeserver operations (logins and logouts), by homeserver and kind.",
                                              {"homeserver", "kind"})),
       sessions_(registry_.add_gauge("mxpuppetd_sessions", "Sessions in the pool, by state.", {"state"})),
       homeserver_up_(registry_.add_gauge("mxpuppetd_homeserver_up",
-                                         "1 unless the last login attempt failed to reach the homeserver.",
+                                         "1 while the homeserver is reachable: 0 after its last request failed to reach it.",
                                          {"homeserver"})),
       logins_in_flight_(registry_.add_gauge("mxpuppetd_logins_in_flight", "Logins in flight, by homeserver.",
                                             {"homeserver"})) {
@@ -103,11 +104,28 @@ void api_metrics::on_logout(std::string_view homeserver, const matrix::upstream_
   try {
     const std::string hs{homeserver};
     const auto result = failure ? failure_kind(*failure) : std::string_view{"ok"};
-    logouts_.with({hs, std::string{result}}).inc();
+    logouts_.with({hs, std::string{method_of(homeserver)}, std::string{result}}).inc();
     if (failure) upstream_errors_.with({hs, std::string{result}}).inc();
   } catch (const std::exception& e) {
     spdlog::warn("metrics: {}", e.what());
   }
+}
+
+std::string_view api_metrics::method_of(std::string_view homeserver) {
+  auto it = methods_.find(homeserver);
+  if (it == methods_.end()) {  // first logout there, or a homeserver added by a reload
+    refresh_methods();
+    it = methods_.find(homeserver);
+    // Gone by a reload: remembered as unknown (until the next scrape) so its logouts do not ask the pool each.
+    if (it == methods_.end()) it = methods_.emplace(std::string{homeserver}, "unknown").first;
+  }
+  return it->second;
+}
+
+void api_metrics::refresh_methods() {
+  if (!pool_) return;
+  methods_.clear();
+  for (auto& hs : pool_->homeservers()) methods_.emplace(std::move(hs.server_name), std::move(hs.method));
 }
 
 void api_metrics::collect() {
@@ -119,9 +137,11 @@ void api_metrics::collect() {
   sessions_.with({"absent"}).set(static_cast<double>(s.absent));
   homeserver_up_.clear();  // homeservers can come and go with a reload
   logins_in_flight_.clear();
-  for (const auto& hs : pool_->homeservers()) {
+  methods_.clear();
+  for (auto& hs : pool_->homeservers()) {
     homeserver_up_.with({hs.server_name}).set(hs.healthy ? 1 : 0);
     logins_in_flight_.with({hs.server_name}).set(hs.logins_in_flight);
+    methods_.emplace(std::move(hs.server_name), std::move(hs.method));
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -73,6 +74,9 @@ class api_metrics final : public sessions::pool_observer {
   }
   metrics::counter& resolve_request(endpoint e, int status);
   void collect();
+  // The login method of a homeserver, for the logout series (the pool reports only the server name).
+  std::string_view method_of(std::string_view homeserver);
+  void refresh_methods();
 
   metrics::registry registry_;
   metrics::family<metrics::counter>& requests_family_;
@@ -87,6 +91,7 @@ class api_metrics final : public sessions::pool_observer {
   metrics::family<metrics::gauge>& logins_in_flight_;
   std::array<std::array<metrics::counter*, other_status + 1>, endpoint_count> requests_{};
   const sessions::session_pool* pool_ = nullptr;
+  std::map<std::string, std::string, std::less<>> methods_;  // homeserver -> login method, refreshed per scrape
 };
 
 }  // namespace mxp::api

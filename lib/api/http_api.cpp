@@ -254,14 +254,18 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
                                                    steady_clock::now() - started_)
                                                    .count()));
     w.key("sessions").begin_object().member("total", stats.total).member("active", stats.active)
-        .member("logging_in", stats.logging_in).member("revoking", stats.revoking).member("absent", stats.absent)
+        .member("logging_in", stats.logging_in).member("refreshing", stats.refreshing)
+        .member("validating", stats.validating).member("revoking", stats.revoking).member("absent", stats.absent)
         .end_object();
     w.key("homeservers").begin_array();
     for (const auto& hs : pool_.homeservers()) {
       w.begin_object().member("server_name", hs.server_name).member("url", hs.url).member("method", hs.method)
           .member("login_type", hs.login_type).member("logins_in_flight", hs.logins_in_flight)
           .member("logins_ok", hs.logins_ok).member("logins_failed", hs.logins_failed)
-          .member("logouts", hs.logouts).member("healthy", hs.healthy).end_object();
+          .member("logouts", hs.logouts).member("refreshes_ok", hs.refreshes_ok)
+          .member("refreshes_failed", hs.refreshes_failed).member("healthy", hs.healthy)
+          .member("circuit", sessions::to_string(hs.circuit)).member("consecutive_failures", hs.consecutive_failures)
+          .member("rate_limited", hs.rate_limited).end_object();
     }
     w.end_array().end_object();
     co_return;

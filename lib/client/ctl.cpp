@@ -3,11 +3,19 @@
 // except as the answer to `token`.
 #include "client/ctl.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
 #include <simdjson.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <istream>
 #include <limits>
 #include <optional>
@@ -17,7 +25,10 @@
 
 #include "client/percent_encoding.hpp"
 #include "client/unix_http_client.hpp"
+#include "core/duration.hpp"
 #include "core/json_writer.hpp"
+
+extern char** environ;
 
 namespace mxp::client {
 
@@ -39,8 +50,13 @@ struct options {
   bool help = false;
   bool version = false;
   std::optional<std::int64_t> min_valid_ms;
+  std::optional<std::string_view> homeserver;  // sessions, revoke --all-idle: only users of this server
+  bool all_idle = false;                        // revoke --all-idle
+  std::optional<std::int64_t> idle_for_ms;      // revoke --all-idle --idle-for DURATION
   std::vector<std::string_view> positional;
 };
+
+constexpr std::int64_t default_idle_for_ms = 3'600'000;  // revoke --all-idle: 1h
 
 // Non-negative decimal integer, no sign, no spaces.
 std::optional<std::int64_t> parse_non_negative(std::string_view s) {
@@ -100,6 +116,17 @@ options parse_options(std::span<const std::string_view> args, const ctl_context&
         throw usage_error{
             fmt::format("--min-valid-ms needs a non-negative number of milliseconds, not '{}'", v)};
       }
+    } else if (name == "--homeserver") {
+      o.homeserver = value();
+      if (o.homeserver->empty()) throw usage_error{"--homeserver needs a server name such as example.org"};
+    } else if (name == "--all-idle") {
+      no_value();
+      o.all_idle = true;
+    } else if (name == "--idle-for") {
+      const std::string_view v = value();
+      const auto d = parse_duration(v);
+      if (!d) throw usage_error{fmt::format("--idle-for needs a duration such as 30m, 1h or 7d, not '{}'", v)};
+      o.idle_for_ms = d->count();
     } else {
       throw usage_error{fmt::format("unknown option '{}'", name)};
     }
@@ -180,16 +207,21 @@ void print_table(std::ostream& out, const std::vector<std::vector<std::string>>&
   }
 }
 
+std::string user_path(std::string_view user, std::string_view tail) {
+  return fmt::format("/v1/users/{}/{}", percent_encode_path_segment(user), tail);
+}
+
 class command_runner {
  public:
   command_runner(const ctl_context& ctx, const options& o) : ctx_(ctx), opts_(o) {}
 
-  int run(std::string_view method, const std::string& target, std::string_view body,
-          int (command_runner::*print)(dom::element)) {
-    unix_http_client client{opts_.socket, ctx_.timeout};
-    http_response resp;
+  // One request on this command's connection; nullopt once an answer came (any status),
+  // else the exit code, the reason already on stderr.
+  std::optional<int> exchange(std::string_view method, const std::string& target, std::string_view body,
+                              http_response& resp) {
+    if (!client_) client_.emplace(opts_.socket, ctx_.timeout);
     try {
-      resp = client.request(method, target, body);
+      resp = client_->request(method, target, body);
     } catch (const std::system_error& e) {
       ctx_.err << "mxpuppetctl: cannot reach mxpuppetd: " << e.what() << hint(e.code()) << '\n';
       return code(ctl_exit::unreachable);
@@ -197,6 +229,13 @@ class command_runner {
       ctx_.err << "mxpuppetctl: mxpuppetd at " << opts_.socket << " sent a " << e.what() << '\n';
       return code(ctl_exit::bad_answer);
     }
+    return std::nullopt;
+  }
+
+  int run(std::string_view method, const std::string& target, std::string_view body,
+          int (command_runner::*print)(dom::element)) {
+    http_response resp;
+    if (const auto failed = exchange(method, target, body, resp)) return *failed;
 
     dom::element doc;
     const auto parse_error = parser_.parse(resp.body).get(doc);
@@ -205,7 +244,7 @@ class command_runner {
     if (parse_error) {
       return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
     }
-    if (opts_.json) {
+    if (opts_.json && !opts_.homeserver) {
       ctx_.out << resp.body;
       if (resp.body.empty() || resp.body.back() != '\n') ctx_.out << '\n';
       return code(ctl_exit::ok);
@@ -240,17 +279,20 @@ class command_runner {
     if (!list || list->get_array().get(sessions) != simdjson::SUCCESS) {
       return bad_answer("no sessions array in the answer");
     }
-    if (sessions.size() == 0) {
-      ctx_.out << "no sessions\n";
-      return code(ctl_exit::ok);
-    }
     const std::int64_t now = now_ms();
     std::vector<std::vector<std::string>> rows{
         {"USER", "DEVICE", "METHOD", "STATE", "LAST_USED", "EXPIRES"}};
+    std::string filtered_json = R"({"sessions":[)";  // --json with --homeserver: the matching entries
     for (dom::element s : sessions) {
       dom::object so;
       if (s.get_object().get(so) != simdjson::SUCCESS)
         return bad_answer("a session is not a JSON object");
+      if (!on_chosen_homeserver(so)) continue;
+      if (opts_.json) {
+        if (filtered_json.back() != '[') filtered_json += ',';
+        filtered_json += simdjson::minify(s);
+        continue;
+      }
       auto text = [&](std::string_view key) {
         const auto v = member(so, key);
         return v ? text_of(*v) : std::string{"-"};
@@ -273,8 +315,105 @@ class command_runner {
       rows.push_back({text("user_id"), text("device_id"), text("method"), text("state"),
                       std::move(last_used), std::move(expires)});
     }
-    print_table(ctx_.out, rows);
+    if (opts_.json) {
+      ctx_.out << filtered_json << "]}\n";
+    } else if (rows.size() == 1) {
+      ctx_.out << "no sessions" << (opts_.homeserver ? " on " + printable(*opts_.homeserver) : "") << '\n';
+    } else {
+      print_table(ctx_.out, rows);
+    }
     return code(ctl_exit::ok);
+  }
+
+  // revoke --all-idle: DELETE, one by one, every active session unused for idle_for_ms or longer.
+  int revoke_idle(std::int64_t idle_for_ms) {
+    http_response resp;
+    if (const auto failed = exchange("GET", "/v1/sessions", {}, resp)) return *failed;
+    dom::element doc;
+    const auto parse_error = parser_.parse(resp.body).get(doc);
+    if (resp.status < 200 || resp.status > 299) return report_error(resp, parse_error ? nullptr : &doc);
+    if (parse_error) return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
+    dom::object o;
+    dom::array sessions;
+    if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
+    const auto list = member(o, "sessions");
+    if (!list || list->get_array().get(sessions) != simdjson::SUCCESS)
+      return bad_answer("no sessions array in the answer");
+
+    const std::int64_t now = now_ms();
+    struct idle_session {
+      std::string user_id;
+      std::int64_t idle_ms;
+    };
+    std::vector<idle_session> idle;  // copied out: the parser is reused for each answer below
+    for (dom::element s : sessions) {
+      dom::object so;
+      if (s.get_object().get(so) != simdjson::SUCCESS) return bad_answer("a session is not a JSON object");
+      const auto user = member(so, "user_id");
+      const auto state = member(so, "state");
+      const auto last_used = member(so, "last_used_at_ms");
+      const auto user_id = user ? as_string(*user) : std::nullopt;
+      const auto used_at = last_used ? as_int(*last_used) : std::nullopt;
+      if (!user_id || user_id->empty() || !used_at) continue;
+      if (!state || as_string(*state).value_or("") != "active") continue;  // logging in, revoking...: leave it
+      if (!on_chosen_homeserver(so) || now - *used_at < idle_for_ms) continue;
+      idle.push_back({std::string{*user_id}, now - *used_at});
+    }
+
+    const std::string scope = fmt::format("idle for {} or longer{}", human_duration(idle_for_ms),
+                                          opts_.homeserver ? " on " + printable(*opts_.homeserver) : "");
+    std::vector<std::string> revoked, gone, failed;
+    std::optional<int> transport_failure;
+    for (const auto& s : idle) {
+      http_response r;
+      if ((transport_failure = exchange("DELETE", user_path(s.user_id, "session"), {}, r))) {
+        failed.push_back(s.user_id);
+        break;  // the daemon went away: the rest would fail the same way
+      }
+      dom::element answer;
+      const bool parsed = parser_.parse(r.body).get(answer) == simdjson::SUCCESS;
+      if (r.status < 200 || r.status > 299) {
+        ctx_.err << "mxpuppetctl: revoke " << printable(s.user_id) << ": "
+                 << describe_error(r, parsed ? &answer : nullptr) << '\n';
+        failed.push_back(s.user_id);
+        continue;
+      }
+      dom::object ao;
+      const auto flag = parsed && answer.get_object().get(ao) == simdjson::SUCCESS ? member(ao, "revoked")
+                                                                                   : std::nullopt;
+      if (!flag || !flag->is_bool()) {
+        ctx_.err << "mxpuppetctl: revoke " << printable(s.user_id) << ": malformed answer from mxpuppetd\n";
+        failed.push_back(s.user_id);
+      } else if (flag->get_bool().value_unsafe()) {
+        revoked.push_back(s.user_id);
+        if (!opts_.json)
+          ctx_.out << "revoked " << printable(s.user_id) << " (idle " << human_duration(s.idle_ms) << ")\n";
+      } else {
+        gone.push_back(s.user_id);  // ended between the listing and the DELETE
+      }
+    }
+
+    if (opts_.json) {
+      std::string out;
+      json_writer w{out};
+      w.begin_object();
+      for (const auto& [key, users] : {std::pair{"revoked", &revoked}, std::pair{"gone", &gone},
+                                       std::pair{"failed", &failed}}) {
+        w.key(key).begin_array();
+        for (const auto& u : *users) w.value(u);
+        w.end_array();
+      }
+      w.end_object();
+      ctx_.out << out << '\n';
+    } else if (idle.empty()) {
+      ctx_.out << "no active sessions " << scope << '\n';
+    } else {
+      ctx_.out << fmt::format("revoked {} of {} sessions {}", revoked.size(), idle.size(), scope);
+      if (!failed.empty()) ctx_.out << fmt::format(" ({} failed)", failed.size());
+      ctx_.out << '\n';
+    }
+    if (transport_failure) return *transport_failure;
+    return failed.empty() ? code(ctl_exit::ok) : code(ctl_exit::daemon_error);
   }
 
   int print_status(dom::element doc) {
@@ -323,6 +462,13 @@ class command_runner {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
+  }
+
+  bool on_chosen_homeserver(dom::object session) const {
+    if (!opts_.homeserver) return true;
+    const auto user = member(session, "user_id");
+    const auto id = user ? as_string(*user) : std::nullopt;
+    return id && server_name_of(*id) == *opts_.homeserver;
   }
 
   int bad_answer(std::string_view why) {
@@ -381,23 +527,19 @@ class command_runner {
     print_table(ctx_.out, rows, "  ");
   }
 
-  int report_error(const http_response& resp, const dom::element* doc) {
+  static std::optional<std::string_view> errcode_of(const dom::element* doc, dom::object& o) {
+    if (!doc || doc->get_object().get(o) != simdjson::SUCCESS) return std::nullopt;
+    const auto e = member(o, "errcode");
+    return e ? as_string(*e) : std::nullopt;
+  }
+
+  // "ERRCODE: error (details)", or a note that the answer had no Matrix-style error.
+  static std::string describe_error(const http_response& resp, const dom::element* doc) {
     dom::object o;
-    std::optional<std::string_view> errcode;
-    if (doc && doc->get_object().get(o) == simdjson::SUCCESS) {
-      if (const auto e = member(o, "errcode")) errcode = as_string(*e);
-    }
-    if (!errcode) {
-      // Not the Matrix-style error we expect; do not echo the body.
-      ctx_.err << "mxpuppetctl: mxpuppetd answered HTTP " << resp.status
-               << " without an error description\n";
-      return code(ctl_exit::daemon_error);
-    }
-    if (opts_.json) {
-      ctx_.out << resp.body;
-      if (resp.body.back() != '\n') ctx_.out << '\n';
-    }
-    std::string line = fmt::format("mxpuppetctl: {}", printable(*errcode));
+    const auto errcode = errcode_of(doc, o);
+    // Not the Matrix-style error we expect; do not echo the body.
+    if (!errcode) return fmt::format("mxpuppetd answered HTTP {} without an error description", resp.status);
+    std::string line = printable(*errcode);
     if (const auto e = member(o, "error")) line += ": " + text_of(*e);
     std::string details;
     for (const std::string_view k : {"retry_after_ms", "upstream_status", "upstream_errcode"}) {
@@ -406,18 +548,24 @@ class command_runner {
       }
     }
     if (!details.empty()) line += " (" + details + ")";
-    ctx_.err << line << '\n';
+    return line;
+  }
+
+  int report_error(const http_response& resp, const dom::element* doc) {
+    dom::object o;
+    if (opts_.json && errcode_of(doc, o)) {
+      ctx_.out << resp.body;
+      if (resp.body.back() != '\n') ctx_.out << '\n';
+    }
+    ctx_.err << "mxpuppetctl: " << describe_error(resp, doc) << '\n';
     return code(ctl_exit::daemon_error);
   }
 
   const ctl_context& ctx_;
   const options& opts_;
   dom::parser parser_;
+  std::optional<unix_http_client> client_;  // opened by the first request, reused by the next
 };
-
-std::string user_path(std::string_view user, std::string_view tail) {
-  return fmt::format("/v1/users/{}/{}", percent_encode_path_segment(user), tail);
-}
 
 void expect_args(const options& o, std::size_t n, std::string_view synopsis) {
   if (o.positional.size() != n + 1) {
@@ -426,12 +574,118 @@ void expect_args(const options& o, std::size_t n, std::string_view synopsis) {
   }
 }
 
+bool executable(const std::string& path) {
+  return !path.empty() && ::access(path.c_str(), X_OK) == 0;
+}
+
+// $MXPUPPETD_BIN, else the mxpuppetd installed next to mxpuppetctl, else one on PATH; "" if none.
+std::string find_daemon(const ctl_context& ctx) {
+  if (!ctx.daemon_bin_from_env.empty()) return ctx.daemon_bin_from_env;
+  if (!ctx.self_dir.empty() && executable(ctx.self_dir + "/mxpuppetd")) return ctx.self_dir + "/mxpuppetd";
+  std::string_view path = ctx.search_path;
+  while (!path.empty()) {
+    const auto colon = path.find(':');
+    const auto dir = path.substr(0, colon);
+    path = colon == std::string_view::npos ? std::string_view{} : path.substr(colon + 1);
+    if (dir.empty()) continue;  // an empty entry would mean the working directory: not for this
+    if (auto candidate = std::string{dir} + "/mxpuppetd"; executable(candidate)) return candidate;
+  }
+  return {};
+}
+
+// check-config FILE: runs `mxpuppetd --check-config -c FILE` and passes its output and verdict on.
+int check_config(const ctl_context& ctx, const std::string& file) {
+  const auto daemon = find_daemon(ctx);
+  if (daemon.empty()) {
+    ctx.err << "mxpuppetctl: cannot find mxpuppetd next to mxpuppetctl or on PATH (MXPUPPETD_BIN names it)\n";
+    return code(ctl_exit::unreachable);
+  }
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
+    ctx.err << "mxpuppetctl: pipe: " << std::strerror(errno) << '\n';
+    return code(ctl_exit::unreachable);
+  }
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ctx.err << "mxpuppetctl: pipe: " << std::strerror(errno) << '\n';
+    ::close(out_pipe[0]), ::close(out_pipe[1]);
+    return code(ctl_exit::unreachable);
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);  // dup2 drops O_CLOEXEC
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+  std::string arg0 = daemon, arg1 = "--check-config", arg2 = "-c", arg3 = file;
+  char* argv[] = {arg0.data(), arg1.data(), arg2.data(), arg3.data(), nullptr};
+  pid_t pid = -1;
+  const int spawned = ::posix_spawn(&pid, daemon.c_str(), &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (spawned != 0) {
+    ::close(out_pipe[0]), ::close(err_pipe[0]);
+    ctx.err << "mxpuppetctl: cannot run " << daemon << ": " << std::strerror(spawned) << '\n';
+    return code(ctl_exit::unreachable);
+  }
+
+  // Both pipes until EOF, within the deadline (a secret file could be a FIFO nobody writes).
+  const auto deadline = std::chrono::steady_clock::now() + ctx.timeout;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::ostream* sinks[2] = {&ctx.out, &ctx.err};
+  bool timed_out = false;
+  while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    const int n = ::poll(fds, 2, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[4096];
+      const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;  // poll ignores negative descriptors
+        continue;
+      }
+      sinks[i]->write(buf, got);
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    ctx.err << "mxpuppetctl: " << daemon << " --check-config did not finish within " << human_duration(ctx.timeout.count())
+            << '\n';
+    return code(ctl_exit::unreachable);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return code(ctl_exit::ok);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 2)  // 2: the configuration is invalid (errors printed)
+    ctx.err << "mxpuppetctl: " << daemon << " --check-config failed ("
+            << (WIFEXITED(status) ? fmt::format("exit status {}", WEXITSTATUS(status))
+                                  : fmt::format("signal {}", WTERMSIG(status)))
+            << ")\n";
+  return code(ctl_exit::daemon_error);
+}
+
 void expect_user(std::string_view user) {
   if (user.empty())
     throw usage_error{"USER must not be empty (a Matrix user ID like @alice:example.org)"};
 }
 
 }  // namespace
+
+std::string_view server_name_of(std::string_view user_id) {
+  const auto colon = user_id.find(':');
+  return colon == std::string_view::npos ? std::string_view{} : user_id.substr(colon + 1);
+}
 
 std::string human_duration(std::int64_t ms) {
   if (ms < 1000) return fmt::format("{}ms", std::max<std::int64_t>(ms, 0));
@@ -464,10 +718,18 @@ Commands:
       one. TOKEN "-" reads it from standard input (keeps it out of ps).
   revoke USER
       Log USER's session out at the homeserver and forget it.
-  sessions
-      List the sessions (never their tokens).
+  revoke --all-idle [--idle-for DURATION] [--homeserver SERVER]
+      Revoke every active session unused for DURATION (default 1h; e.g.
+      30m, 12h, 7d) or longer, one at a time.
+  sessions [--homeserver SERVER]
+      List the sessions (never their tokens), or only those of users on
+      SERVER (the part of the user ID after the first ':').
   status
       Version, uptime, session counts and homeserver health.
+  check-config FILE
+      Validate a configuration file with `mxpuppetd --check-config` (the
+      mxpuppetd next to mxpuppetctl, else on PATH; MXPUPPETD_BIN overrides).
+      Exit status 0 when valid, 1 when not (errors on stderr).
 
 Options:
   -s, --socket PATH  daemon socket; default $MXPUPPETD_SOCKET, else
@@ -481,7 +743,7 @@ Exit status:
   1  the daemon answered with an error (errcode and message on stderr)
   2  usage error
   3  cannot reach the daemon (socket missing, connection refused,
-     permission denied, timeout)
+     permission denied, timeout); check-config: mxpuppetd not found
   4  the daemon's answer is malformed
 )",
       default_socket_path);
@@ -503,6 +765,10 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
     const std::string_view command = o.positional.front();
     if (o.min_valid_ms && command != "token")
       throw usage_error{"--min-valid-ms only goes with the token command"};
+    if (o.all_idle && command != "revoke") throw usage_error{"--all-idle only goes with the revoke command"};
+    if (o.idle_for_ms && !o.all_idle) throw usage_error{"--idle-for only goes with revoke --all-idle"};
+    if (o.homeserver && command != "sessions" && !o.all_idle)
+      throw usage_error{"--homeserver only goes with sessions and revoke --all-idle"};
 
     command_runner runner{ctx, o};
     if (command == "token") {
@@ -526,19 +792,28 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
       return runner.run("POST", user_path(o.positional[1], "invalidate"), body,
                         &command_runner::print_invalidated);
     }
+    if (command == "revoke" && o.all_idle) {
+      expect_args(o, 0, "revoke --all-idle [--idle-for DURATION] [--homeserver SERVER]");
+      return runner.revoke_idle(o.idle_for_ms.value_or(default_idle_for_ms));
+    }
     if (command == "revoke") {
-      expect_args(o, 1, "revoke USER");
+      expect_args(o, 1, "revoke USER  or  revoke --all-idle [--idle-for DURATION]");
       expect_user(o.positional[1]);
       return runner.run("DELETE", user_path(o.positional[1], "session"), {},
                         &command_runner::print_revoked);
     }
     if (command == "sessions") {
-      expect_args(o, 0, "sessions");
+      expect_args(o, 0, "sessions [--homeserver SERVER]");
       return runner.run("GET", "/v1/sessions", {}, &command_runner::print_sessions);
     }
     if (command == "status") {
       expect_args(o, 0, "status");
       return runner.run("GET", "/v1/status", {}, &command_runner::print_status);
+    }
+    if (command == "check-config") {
+      expect_args(o, 1, "check-config FILE");
+      if (o.positional[1].empty()) throw usage_error{"FILE must not be empty"};
+      return check_config(ctx, std::string{o.positional[1]});
     }
     throw usage_error{fmt::format("unknown command '{}'", printable(command))};
   } catch (const usage_error& e) {

@@ -20,6 +20,7 @@ enum class ctl_exit : int {
   unreachable = 3,   // socket missing, connection refused, permission denied, timeout
   bad_answer = 4,    // the daemon's answer is not the HTTP/JSON we expect
 };
+// check-config uses the same codes: 0 valid, 1 invalid (errors on stderr), 3 mxpuppetd not found or not runnable.
 
 inline constexpr std::string_view default_socket_path = "/run/mxpuppetd/mxpuppetd.sock";
 
@@ -30,6 +31,11 @@ struct ctl_context {
   std::string socket_from_env;           // MXPUPPETD_SOCKET, "" when unset
   std::function<std::int64_t()> now_ms;  // wall clock, ms since the Unix epoch; empty: system_clock
   std::chrono::milliseconds timeout = std::chrono::seconds(35);
+  // check-config runs `mxpuppetd --check-config`: $MXPUPPETD_BIN when set, else the
+  // mxpuppetd in this program's directory (self_dir; "" if unknown), else one on search_path.
+  std::string daemon_bin_from_env;  // MXPUPPETD_BIN, "" when unset
+  std::string self_dir;
+  std::string search_path;  // PATH
 };
 
 // Runs mxpuppetctl with `args` (argv without argv[0]); returns the exit code.
@@ -40,5 +46,8 @@ std::string ctl_usage();
 // Human form of a duration, two units at most: 250ms, 45s, 3m 20s, 2h 5m, 3d 4h.
 // Negative values print as 0ms.
 std::string human_duration(std::int64_t ms);
+
+// The server name of a Matrix user ID (after the first ':'; it may carry a port), "" if none.
+std::string_view server_name_of(std::string_view user_id);
 
 }  // namespace mxp::client

@@ -340,6 +340,8 @@ class loader {
     load_result result;
     for (auto& e : errors_) result.errors.push_back(std::move(e.text));
     result.warnings = std::move(warnings_);
+    // Homeserver clients decide per login whether to ask for a refresh token.
+    for (auto& [_, hs] : cfg.homeservers) hs.request_refresh_token = cfg.sessions.refresh_tokens;
     if (result.errors.empty()) result.config = std::move(cfg);
     return result;
   }
@@ -1083,6 +1085,25 @@ class loader {
             {"revoke_on_evict", false, [&](const field& f) { read_bool(f, s.revoke_on_evict); }},
             {"revoke_on_shutdown", false,
              [&](const field& f) { read_bool(f, s.revoke_on_shutdown); }},
+            {"refresh_tokens", false, [&](const field& f) { read_bool(f, s.refresh_tokens); }},
+            {"refresh_margin", false, [&](const field& f) { read_duration(f, s.refresh_margin); }},
+            {"refresh", false,
+             [&](const field& f) {
+               auto v = get_string(f);
+               if (!v) return;
+               if (*v == "on_demand")
+                 s.refresh = refresh_policy::on_demand;
+               else if (*v == "background")
+                 s.refresh = refresh_policy::background;
+               else
+                 error(f, "expected on_demand or background, got " + echoed(*v));
+             }},
+            {"validate_after", false,
+             [&](const field& f) {
+               milliseconds d{};
+               read_duration(f, d);
+               if (d.count() > 0) s.validate_after = d;
+             }},
         });
   }
 
@@ -1115,6 +1136,17 @@ class loader {
                       return;
                     }
                     l.level = std::move(*s);
+                  }},
+                 {"format", false,
+                  [&](const field& f) {
+                    auto s = get_string(f);
+                    if (!s) return;
+                    if (*s == "text")
+                      l.format = log_format::text;
+                    else if (*s == "json")
+                      l.format = log_format::json;
+                    else
+                      error(f, "expected text or json, got " + echoed(*s));
                   }},
              });
   }

@@ -84,6 +84,7 @@ struct homeserver_config {
   milliseconds request_timeout{std::chrono::seconds{20}};  // one homeserver request
   milliseconds connect_timeout{std::chrono::seconds{10}};  // TCP connect + TLS handshake
   std::size_t max_response_bytes = 1024 * 1024;             // body limit for answers
+  bool request_refresh_token = false;  // copied from sessions.refresh_tokens at load
 };
 
 struct listen_config {
@@ -99,19 +100,39 @@ struct listen_config {
   std::size_t max_connections = 1024;
 };
 
+// When tokens that expire are renewed.
+enum class refresh_policy {
+  on_demand,   // when a request finds less than refresh_margin left (that request waits)
+  background,  // a timer renews sessions in use before they get within the margin
+};
+
 struct sessions_config {
   std::size_t max = 100'000;
   milliseconds idle_timeout{std::chrono::hours{24 * 7}};
   bool revoke_on_evict = true;
   bool revoke_on_shutdown = false;
+  // Logins ask for a refresh token (Matrix v1.3, "refresh_token": true in the body).
+  bool refresh_tokens = false;
+  // A token with less than this left is renewed before it is handed out.
+  milliseconds refresh_margin{std::chrono::seconds{60}};
+  refresh_policy refresh = refresh_policy::on_demand;
+  // A session unused for longer than this is checked with whoami before it is handed out; unset: never.
+  std::optional<milliseconds> validate_after;
 };
 
 struct store_config {
   std::string path;  // SQLite file for sessions; empty: sessions live in memory only
 };
 
+// How log lines are written to stderr.
+enum class log_format {
+  text,  // "2024-05-01T12:00:00.000 info message"
+  json,  // one object per line: {"time":"...","level":"info","message":"..."}
+};
+
 struct log_config {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
+  log_format format = log_format::text;
 };
 
 // One `clients:` entry: which peers it covers (exactly one of uid, gid, user, group;

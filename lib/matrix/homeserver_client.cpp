@@ -28,6 +28,8 @@ namespace {
 
 constexpr std::string_view devture_type = "com.devture.shared_secret_auth";
 constexpr std::string_view password_type = "m.login.password";
+constexpr std::string_view refresh_v3 = "/_matrix/client/v3/refresh";
+constexpr std::string_view refresh_v1 = "/_matrix/client/v1/refresh";
 
 // Reads a JSON object's string member; nullopt when absent or not a string.
 std::optional<std::string> string_member(simdjson::dom::element obj, std::string_view key) {
@@ -46,17 +48,11 @@ upstream_error bad_response(int status, std::string diagnostic) {
   return {errc::upstream_bad_response, status, {}, {}, std::nullopt, std::move(diagnostic)};
 }
 
-upstream_error from_transport(const net::http_failure& f) {
-  upstream_error e;
-  e.code = f.code.category() == mxp_category() ? f.code : make_error_code(errc::upstream_unavailable);
-  e.diagnostic = f.diagnostic;
-  return e;
-}
 
 class matrix_homeserver final : public homeserver_client {
  public:
   matrix_homeserver(asio::any_io_executor executor, const config::homeserver_config& config)
-      : executor_(std::move(executor)), config_(config) {
+      : executor_(std::move(executor)), config_(config), device_(config) {
     http_options_.ca_file = config.ca_file;
     http_options_.request_timeout = config.request_timeout;
     http_options_.connect_timeout = config.connect_timeout;
@@ -92,39 +88,58 @@ class matrix_homeserver final : public homeserver_client {
     w.begin_object().member("type", std::string_view{resolved_login_type_});
     w.key("identifier").begin_object().member("type", "m.id.user").member("user", user_id).end_object();
     w.member(resolved_login_type_ == devture_type ? "token" : "password", hmac.reveal());
-    w.member("device_id", config_.device_id);
-    w.member("initial_device_display_name", config_.device_display_name);
+    write_device_members(w, device_);
     w.end_object();
     secret_string body_secret{std::move(body)};  // the body carries the HMAC: wipe it after use
 
     net::http_request request{.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{from_transport(answer.error())};
-    if (answer->status != 200)
-      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
-                                                   fmt::format("login of {}", user_id))};
-    simdjson::dom::element doc;
-    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object())
-      co_return unexpected{bad_response(200, "login answer is not a JSON object")};
-    login_grant grant;
-    auto token = string_member(doc, "access_token");
-    auto who = string_member(doc, "user_id");
-    if (!token || token->empty() || !who)
-      co_return unexpected{bad_response(200, "login answer lacks access_token or user_id")};
-    if (*who != user_id)
-      co_return unexpected{bad_response(200, fmt::format("homeserver logged in {} instead of {}", *who, user_id))};
-    grant.access_token = secret_string{std::move(*token)};
-    grant.user_id = std::move(*who);
-    grant.device_id = string_member(doc, "device_id");
-    grant.expires_in_ms = int_member(doc, "expires_in_ms");
-    co_return grant;
+    if (!answer) co_return unexpected{transport_error(answer.error())};
+    co_return read_login_answer(*answer, user_id, false, fmt::format("login of {}", user_id));
+  }
+
+  asio::awaitable<upstream_result<refresh_grant>> refresh(secret_string refresh_token) override {
+    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    std::string body;
+    json_writer{body}.begin_object().member("refresh_token", refresh_token.reveal()).end_object();
+    secret_string body_secret{std::move(body)};
+    for (;;) {
+      // replay_safe = false: a refresh whose answer was lost may have rotated the token already.
+      net::http_request request{.method = "POST", .target = refresh_path_, .body = body_secret.reveal(),
+                                .replay_safe = false};
+      auto answer = co_await http_->request(std::move(request));
+      if (!answer) co_return unexpected{transport_error(answer.error())};
+      if (answer->status != 200) {
+        auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "refresh");
+        // Older Synapse serves refresh only under /v1; an unrecognised endpoint processed nothing.
+        if ((answer->status == 400 || answer->status == 404) && e.errcode == "M_UNRECOGNIZED" &&
+            refresh_path_ == refresh_v3) {
+          refresh_path_ = refresh_v1;
+          continue;
+        }
+        co_return unexpected{std::move(e)};
+      }
+      simdjson::dom::element doc;
+      std::string_view token;
+      if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object() ||
+          doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
+        co_return unexpected{bad_response(200, "refresh answer lacks access_token")};
+      refresh_grant grant;
+      grant.access_token = secret_string{std::string{token}};
+      if (auto next = string_member(doc, "refresh_token")) grant.refresh_token = secret_string{std::move(*next)};
+      if (auto ms = int_member(doc, "expires_in_ms")) {
+        if (*ms <= 0) co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
+        grant.expires_in_ms = *ms;
+      }
+      co_return grant;
+    }
   }
 
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
     if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
     net::http_request request{.method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status == 200) co_return logout_outcome{true};
     auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "logout");
     if (answer->status == 401 && e.errcode == "M_UNKNOWN_TOKEN") co_return logout_outcome{false};
@@ -135,7 +150,7 @@ class matrix_homeserver final : public homeserver_client {
     if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
     net::http_request request{.method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status != 200)
       co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
     simdjson::dom::element doc;
@@ -197,7 +212,7 @@ class matrix_homeserver final : public homeserver_client {
   asio::awaitable<upstream_result<std::string>> choose_login_type() {
     net::http_request request{.method = "GET", .target = "/_matrix/client/v3/login"};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{from_transport(answer.error())};
+    if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status != 200)
       co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
                                                    "reading login flows")};
@@ -231,6 +246,8 @@ class matrix_homeserver final : public homeserver_client {
   std::unique_ptr<net::http_client> http_;
   std::unique_ptr<login_strategy> strategy_;  // null for shared_secret, handled above
   std::string resolved_login_type_;
+  device_fields device_;
+  std::string refresh_path_{refresh_v3};  // becomes v1 once the homeserver refused v3
   simdjson::dom::parser parser_;
 };
 

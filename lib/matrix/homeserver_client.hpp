@@ -40,6 +40,14 @@ struct login_grant {
   std::string user_id;
   std::optional<std::string> device_id;        // none for admin-minted tokens
   std::optional<std::int64_t> expires_in_ms;   // none: does not expire
+  secret_string refresh_token;                 // empty: the homeserver gave none
+};
+
+// What POST /refresh gives: a new access token (same device) and usually a new refresh token.
+struct refresh_grant {
+  secret_string access_token;
+  secret_string refresh_token;                // empty: keep using the old one
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
 };
 
 struct logout_outcome {
@@ -56,6 +64,10 @@ class homeserver_client {
   virtual const std::string& base_url() const = 0;   // empty until discovered
 
   virtual boost::asio::awaitable<upstream_result<login_grant>> login(std::string user_id) = 0;
+  // Exchanges a refresh token (sent once, never replayed: a lost answer may have rotated it).
+  // Tries /v3/refresh and falls back to /v1/refresh for good when the homeserver does not
+  // know v3 (older Synapse: 400 M_UNRECOGNIZED).
+  virtual boost::asio::awaitable<upstream_result<refresh_grant>> refresh(secret_string refresh_token) = 0;
   // Logging out a token deletes its device (Synapse) and so every token of that device.
   virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) = 0;
   // Returns the user ID the token belongs to.

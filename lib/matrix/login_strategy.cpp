@@ -67,17 +67,24 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
   grant.user_id = user_id;
   if (std::string_view device; doc["device_id"].get_string().get(device) == simdjson::SUCCESS)
     grant.device_id = std::string{device};
-  if (std::int64_t ms = 0; doc["expires_in_ms"].get_int64().get(ms) == simdjson::SUCCESS)
+  if (std::int64_t ms = 0; doc["expires_in_ms"].get_int64().get(ms) == simdjson::SUCCESS) {
+    if (ms <= 0) return bad("expires_in_ms is not positive");
     grant.expires_in_ms = ms;
+  }
+  if (std::string_view refresh; doc["refresh_token"].get_string().get(refresh) == simdjson::SUCCESS)
+    grant.refresh_token = secret_string{std::string{refresh}};
   return grant;
 }
 
 device_fields::device_fields(const config::homeserver_config& config)
-    : device_id(config.device_id), display_name(config.device_display_name) {}
+    : device_id(config.device_id),
+      display_name(config.device_display_name),
+      request_refresh_token(config.request_refresh_token) {}
 
 void write_device_members(json_writer& w, const device_fields& device) {
   w.member("device_id", device.device_id);
   w.member("initial_device_display_name", device.display_name);
+  if (device.request_refresh_token) w.member("refresh_token", true);
 }
 
 }  // namespace mxp::matrix

@@ -46,10 +46,12 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
                                                std::string diagnostic);
 
 // Writes the "device_id" and "initial_device_display_name" members every login sends, so
-// that a re-login replaces the device instead of adding one.
+// that a re-login replaces the device instead of adding one, and "refresh_token": true
+// when sessions.refresh_tokens is on (a JSON boolean: Synapse ignores anything else).
 struct device_fields {
   explicit device_fields(const config::homeserver_config& config);
   std::string device_id, display_name;
+  bool request_refresh_token = false;
 };
 void write_device_members(json_writer& w, const device_fields& device);
 

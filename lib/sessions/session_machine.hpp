@@ -3,8 +3,12 @@
 // perform the steps it returns; tests drive it directly with made-up times.
 //
 //   absent --token request--> logging_in --ok--> active --invalidate--> revoking --> absent
-//      ^                          |                 |  \--revoke/evict--> revoking --> gone
-//      +-------- login failed ----+                 +-- too close to expiry: log out, log in again
+//      ^                          |   ^             |  \--revoke/evict--> revoking --> gone
+//      +-------- login failed ----+   |             +-- within the refresh margin --> refreshing
+//                                     |             |     refreshing --ok--> active
+//                                     +-------------+---- refresh failed (log the old token out, log in)
+//                                                   +-- idle past validate_after --> validating (whoami)
+//                                                         validating --alive--> active, --dead--> logging_in
 //
 // Synapse facts it encodes: logging in again with the same device_id does not
 // kill the device's older tokens, and logging out any token of the device kills
@@ -22,21 +26,34 @@
 
 namespace mxp::sessions {
 
-enum class session_state : std::uint8_t { absent, logging_in, active, revoking, gone };
+enum class session_state : std::uint8_t { absent, logging_in, active, refreshing, validating, revoking, gone };
 std::string_view to_string(session_state s) noexcept;
 
 struct session_token {
   secret_string access_token;
   std::optional<std::string> device_id;
   std::optional<std::int64_t> expires_at_ms;  // wall clock; none: does not expire
+  secret_string refresh_token;                // empty: renewed by a new login instead
+  std::int64_t lifetime_ms = 0;               // expires_in_ms as granted; 0: unknown
 };
+
+// How the pool wants tokens renewed; the same for every session, passed with each event.
+struct renewal_policy {
+  std::int64_t refresh_margin_ms = 0;       // renew a token with less than this left
+  std::int64_t validate_after_ms = 0;       // whoami a session idle for longer; 0: never
+};
+
+// What the homeserver's whoami said of a token that was being validated.
+enum class validation : std::uint8_t { alive, dead, unknown };
 
 // What a caller asking for a token must do next.
 enum class token_step : std::uint8_t {
   hand_out,     // the current token is good for long enough: return it
   start_login,  // this caller starts the login (logging out pending_logout() first), then waits
+  start_renewal,  // this caller starts the refresh or validation task (state() says which), then waits
   wait,         // an operation is under way: wait for the next change, then ask again
   fail,         // the login this caller waited for failed: report that failure
+  too_short,    // a token just granted is still valid for less than min_valid_ms: report that
   gone,         // the session is being dropped: look the user up again
 };
 
@@ -52,8 +69,20 @@ class session_machine {
 
   // --- events -------------------------------------------------------------
   // `waited_for` is the flight() value the caller saw before it waited (0 if it did not).
-  token_step on_token_request(std::int64_t now_ms, std::int64_t min_valid_ms, std::uint32_t waited_for);
+  token_step on_token_request(std::int64_t now_ms, std::int64_t min_valid_ms, std::uint32_t waited_for,
+                              const renewal_policy& policy = {});
   void on_login_succeeded(session_token token, std::int64_t now_ms);
+  // refreshing -> active with the new token (an empty refresh token keeps the old one).
+  void on_refresh_succeeded(session_token token, std::int64_t now_ms);
+  // refreshing -> logging_in in the same flight: the old access token may still be live, so
+  // it becomes pending_logout(); the caller goes on with the login.
+  void on_refresh_failed();
+  // validating -> active (alive, or unknown: the homeserver could not say), or for a dead
+  // token -> refreshing when it has a refresh token, else logging_in; same flight either way.
+  void on_validated(validation outcome);
+  // Background policy: true (and refreshing) when an active refreshable token is within twice
+  // the margin, so that it is renewed before any request has to wait for it.
+  bool start_background_refresh(std::int64_t now_ms, const renewal_policy& policy);
   void on_login_failed();
   void on_pending_logout_done() { pending_logout_.wipe(); }
   // True when `token` was the current one: the session moves to revoking and the
@@ -78,11 +107,26 @@ class session_machine {
   const secret_string& token_to_log_out() const noexcept { return logout_token_; }
   std::int64_t created_at_ms() const noexcept { return created_at_ms_; }
   std::int64_t last_used_at_ms() const noexcept { return last_used_at_ms_; }
-  bool busy() const noexcept { return state_ == session_state::logging_in || state_ == session_state::revoking; }
-  // Valid for at least min_valid_ms more at now_ms?
+  bool busy() const noexcept {
+    return state_ == session_state::logging_in || state_ == session_state::refreshing ||
+           state_ == session_state::validating || state_ == session_state::revoking;
+  }
+  // The margin actually used: at most half the token's lifetime, so that a homeserver
+  // issuing tokens shorter than the margin does not make every request renew.
+  std::int64_t effective_margin(const renewal_policy& p) const noexcept {
+    return token_.lifetime_ms > 0 ? std::min(p.refresh_margin_ms, token_.lifetime_ms / 2) : p.refresh_margin_ms;
+  }
+  // Valid for at least min_valid_ms more at now_ms? (The current token, in active or refreshing.)
   bool usable(std::int64_t now_ms, std::int64_t min_valid_ms) const noexcept {
-    return state_ == session_state::active &&
+    return (state_ == session_state::active || state_ == session_state::refreshing) &&
            (!token_.expires_at_ms || *token_.expires_at_ms - now_ms >= std::max<std::int64_t>(min_valid_ms, 1));
+  }
+  // Would on_token_request hand the current token out without starting anything? (No side effects:
+  // the pool's fast path.)
+  bool ready_for(std::int64_t now_ms, std::int64_t min_valid_ms, const renewal_policy& p) const noexcept {
+    if (!usable(now_ms, std::max<std::int64_t>(min_valid_ms, effective_margin(p)))) return false;
+    return state_ != session_state::active || p.validate_after_ms <= 0 ||
+           now_ms - last_used_at_ms_ <= p.validate_after_ms;
   }
   void touch(std::int64_t now_ms) noexcept { last_used_at_ms_ = std::max(last_used_at_ms_, now_ms); }
 
@@ -96,6 +140,7 @@ class session_machine {
   bool forget_after_logout_ = false;  // revoking for revoke/evict (-> gone) vs invalidate (-> absent)
   std::uint32_t flight_ = 0;          // bumped when a login or logout starts
   std::uint32_t failed_flight_ = 0;   // the flight whose login failed last
+  std::uint32_t granted_flight_ = 0;  // the flight that granted the current token
   std::int64_t created_at_ms_;
   std::int64_t last_used_at_ms_;
   session_token token_;

@@ -9,9 +9,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/intrusive/list.hpp>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <random>
 #include <unordered_map>
 
 #include "core/errc.hpp"
@@ -27,10 +29,10 @@ namespace {
 
 struct homeserver_state {
   homeserver_entry entry;
+  homeserver_health health;
   unsigned logins_in_flight = 0;
   wait_queue login_slot_freed;
-  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0;
-  bool healthy = true;
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0, refreshes_failed = 0;
 };
 
 // One user's session. Shared with the tasks working on it, so that a session
@@ -43,6 +45,10 @@ struct session_entry : boost::intrusive::list_base_hook<> {
   session_machine machine;
   wait_queue changed;                        // notified after every login/logout outcome
   std::unique_ptr<pool_error> last_failure;  // what the last failed operation said
+  // While its login waits out a 429 or a backoff: when it will try again (steady ms), so that
+  // callers whose deadline comes first get their answer now instead of a timeout later.
+  std::int64_t retry_at_ms = 0;
+  unsigned waiters = 0;  // callers waiting on `changed` for a token
 };
 
 pool_error local_error(errc code, std::string diagnostic) {
@@ -55,6 +61,17 @@ pool_error local_error(errc code, std::string diagnostic) {
 bool is_unreachable(const pool_error& e) {
   return e.code == errc::upstream_unavailable || e.code == errc::upstream_timeout ||
          e.code == errc::discovery_failed;
+}
+
+// Worth another try after a backoff: no answer, or the homeserver's own 5xx.
+bool is_transient(const pool_error& e) { return is_unreachable(e) || e.http_status >= 500; }
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+std::int64_t elapsed_ms(steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - since).count();
 }
 
 std::int64_t system_now_ms() {
@@ -77,7 +94,9 @@ struct session_pool::impl {
   std::size_t tasks = 0;
   wait_queue task_finished;
   bool stopping = false;
+  wait_queue stop_requested;  // wakes tasks sleeping through a backoff at shutdown
   std::optional<asio::steady_timer> maintenance_timer;
+  std::minstd_rand jitter_source{std::random_device{}()};
 
   ~impl() { lru.clear(); }
 
@@ -140,6 +159,8 @@ struct session_pool::impl {
       row.access_token = m.token().access_token;
       row.device_id = m.token().device_id;
       row.expires_at_ms = m.token().expires_at_ms;
+      row.refresh_token = m.token().refresh_token;
+      row.lifetime_ms = m.token().lifetime_ms;
     }
     row.pending_logout = std::move(pending);
     row.created_at_ms = m.created_at_ms();
@@ -173,9 +194,10 @@ struct session_pool::impl {
     });
   }
 
-  asio::awaitable<void> login_task(std::shared_ptr<session_entry> e) {
+  // Works a session out of logging_in, refreshing or validating (whichever the machine is
+  // in), then wakes its waiters. At most max_concurrent_logins of these run per homeserver.
+  asio::awaitable<void> session_task(std::shared_ptr<session_entry> e) {
     auto& hs = *e->homeserver;
-    auto& client = *hs.entry.client;
     while (hs.logins_in_flight >= hs.entry.max_concurrent_logins)
       co_await hs.login_slot_freed.wait(steady_clock::time_point::max());
     ++hs.logins_in_flight;
@@ -187,57 +209,183 @@ struct session_pool::impl {
       }
     } slot{hs};
 
+    if (e->machine.state() == session_state::validating) co_await validate(*e);
+    if (e->machine.state() == session_state::refreshing) co_await refresh(*e);
+    if (e->machine.state() == session_state::logging_in) co_await log_in(*e);
+    e->changed.notify_all();
+  }
+
+  // validating: whoami; a dead token moves the machine on to refreshing or logging_in.
+  asio::awaitable<void> validate(session_entry& e) {
+    auto& client = *e.homeserver->entry.client;
+    const auto started = steady_clock::now();
+    validation outcome = validation::unknown;
+    std::string detail;
+    try {
+      auto who = co_await client.whoami(e.machine.token().access_token);
+      if (who) {
+        outcome = *who == e.user_id ? validation::alive : validation::dead;
+        if (outcome == validation::dead) detail = "token belongs to another user";
+      } else if (who.error().http_status == 401) {
+        outcome = validation::dead;
+        detail = who.error().errcode;
+      } else {
+        detail = who.error().code.message();
+      }
+    } catch (const std::exception& ex) {
+      detail = ex.what();
+    }
+    static constexpr std::string_view names[] = {"alive", "dead", "unknown"};
+    spdlog::info("validate user={} homeserver={} result={} duration_ms={} detail=\"{}\"", e.user_id,
+                 client.server_name(), names[static_cast<int>(outcome)], elapsed_ms(started), detail);
+    e.machine.on_validated(outcome);  // unknown: handed out, the homeserver could not say otherwise
+  }
+
+  // refreshing: one POST /refresh, never replayed; any failure falls back to a login.
+  asio::awaitable<void> refresh(session_entry& e) {
+    auto& hs = *e.homeserver;
+    auto& client = *hs.entry.client;
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
-    try {
-      if (e->machine.has_pending_logout()) {
-        // The previous token may still be live: it must die before a new login on the same device.
-        auto out = co_await client.logout(e->machine.pending_logout());
-        if (out) {
-          e->machine.on_pending_logout_done();
-          ++hs.logouts;
-          if (options.observer) options.observer->on_logout(client.server_name(), nullptr);
-        } else {
-          failure = std::move(out).error();
-        }
-      }
-      if (!failure) {
-        auto grant = co_await client.login(e->user_id);
+    if (hs.health.admit(steady_ms()) != admission::go) {
+      failure = local_error(errc::upstream_unavailable, "homeserver is backing off");
+    } else {
+      try {
+        auto grant = co_await client.refresh(e.machine.token().refresh_token);
         if (grant) {
           const auto now_ms = now();
-          session_token token{std::move(grant->access_token), std::move(grant->device_id), std::nullopt};
+          session_token token{std::move(grant->access_token), std::nullopt, std::nullopt,
+                              std::move(grant->refresh_token), grant->expires_in_ms.value_or(0)};
           if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
-          e->machine.on_login_succeeded(std::move(token), now_ms);
-          // Durable before any caller sees it: a restart must find this token, not add a device.
-          co_await persist(row_of(*e, {}));
-          e->last_failure.reset();
-          ++hs.logins_ok;
-          hs.healthy = true;
+          e.machine.on_refresh_succeeded(std::move(token), now_ms);
+          co_await persist(row_of(e, {}));  // the old refresh token is dead now: durable first
+          hs.health.on_success();
+          ++hs.refreshes_ok;
         } else {
           failure = std::move(grant).error();
         }
+      } catch (const std::exception& ex) {
+        failure = local_error(errc::upstream_unavailable, ex.what());
       }
-    } catch (const std::exception& ex) {
-      failure = local_error(errc::upstream_unavailable, ex.what());
     }
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count();
+    if (options.observer)
+      options.observer->on_refresh(client.server_name(), steady_clock::now() - started, failure ? &*failure : nullptr);
+    if (!failure) {
+      spdlog::info("refresh user={} homeserver={} result=ok duration_ms={}", e.user_id, client.server_name(),
+                   elapsed_ms(started));
+      co_return;
+    }
+    ++hs.refreshes_failed;
+    spdlog::warn("refresh user={} homeserver={} result={} duration_ms={} upstream_status={} upstream_errcode={} "
+                 "detail=\"{}\": logging in again",
+                 e.user_id, client.server_name(), failure->code.message(), elapsed_ms(started), failure->http_status,
+                 failure->errcode, failure->diagnostic);
+    e.machine.on_refresh_failed();
+  }
+
+  // logging_in: logs a possibly live old token out, then logs in; waits out 429s and backs
+  // off after 5xx/network failures while callers still wait, up to max_login_attempts.
+  asio::awaitable<void> log_in(session_entry& e) {
+    auto& hs = *e.homeserver;
+    auto& client = *hs.entry.client;
+    const auto started = steady_clock::now();
+    std::optional<pool_error> failure;
+    unsigned attempts = 0;
+    while (!stopping) {
+      const auto now_steady = steady_ms();
+      const auto admitted = hs.health.admit(now_steady);
+      if (admitted == admission::fail_fast) {
+        // After a try of its own, the caller hears what that try met; otherwise that the circuit is open.
+        if (!failure)
+          failure = local_error(errc::upstream_unavailable,
+                                fmt::format("homeserver unreachable ({} failures in a row): failing fast for {} ms",
+                                            hs.health.consecutive_failures(), hs.health.not_before_ms() - now_steady));
+        break;
+      }
+      if (admitted == admission::wait) {
+        if (attempts > 0 && e.waiters == 0) break;  // nobody waits any more: report the last failure
+        if (!e.last_failure || attempts == 0) {  // the pause is someone else's: say why this one waits
+          auto why = hs.health.rate_limited(now_steady)
+                         ? local_error(errc::upstream_rate_limited, "homeserver rate limit: logins paused")
+                         : local_error(errc::upstream_unavailable, "homeserver failing: backing off");
+          if (why.code == errc::upstream_rate_limited) why.retry_after_ms = hs.health.not_before_ms() - now_steady;
+          e.last_failure = std::make_unique<pool_error>(std::move(why));
+        }
+        e.retry_at_ms = hs.health.not_before_ms();
+        e.changed.notify_all();  // waiters whose deadline comes first answer now
+        co_await stop_requested.wait(steady_clock::now() + std::chrono::milliseconds{e.retry_at_ms - now_steady});
+        continue;
+      }
+      e.retry_at_ms = 0;
+      ++attempts;
+      failure = co_await attempt_login(e);
+      if (!failure) {
+        hs.health.on_success();
+        break;
+      }
+      e.last_failure = std::make_unique<pool_error>(*failure);
+      if (failure->code == errc::upstream_rate_limited) {
+        hs.health.on_rate_limited(steady_ms(), failure->retry_after_ms.value_or(0));
+        spdlog::info("login user={} homeserver={}: rate limited, retrying in {} ms", e.user_id, client.server_name(),
+                     hs.health.not_before_ms() - steady_ms());
+        continue;
+      }
+      if (!is_transient(*failure)) {
+        hs.health.on_success();  // it answered, and refused: trying again would not help
+        break;
+      }
+      hs.health.on_unreachable(steady_ms(), std::uniform_real_distribution<double>{0, 1}(jitter_source));
+      if (attempts >= options.max_login_attempts) break;
+    }
+    e.retry_at_ms = 0;
+    if (!failure && e.machine.state() == session_state::logging_in && stopping)
+      failure = local_error(errc::shutting_down, "daemon is shutting down");
     if (options.observer)
       options.observer->on_login(client.server_name(), client.method_name(), steady_clock::now() - started,
                                  failure ? &*failure : nullptr);
     if (failure) {
       ++hs.logins_failed;
-      hs.healthy = !is_unreachable(*failure);
-      spdlog::warn("login user={} homeserver={} method={} result={} duration_ms={} upstream_status={} "
+      spdlog::warn("login user={} homeserver={} method={} result={} duration_ms={} attempts={} upstream_status={} "
                    "upstream_errcode={} upstream_error=\"{}\" detail=\"{}\"",
-                   e->user_id, client.server_name(), client.method_name(), failure->code.message(), ms,
-                   failure->http_status, failure->errcode, failure->error, failure->diagnostic);
-      e->last_failure = std::make_unique<pool_error>(std::move(*failure));
-      e->machine.on_login_failed();
+                   e.user_id, client.server_name(), client.method_name(), failure->code.message(),
+                   elapsed_ms(started), attempts, failure->http_status, failure->errcode, failure->error,
+                   failure->diagnostic);
+      e.last_failure = std::make_unique<pool_error>(std::move(*failure));
+      e.machine.on_login_failed();
     } else {
-      spdlog::info("login user={} homeserver={} method={} result=ok duration_ms={}", e->user_id,
-                   client.server_name(), client.method_name(), ms);
+      ++hs.logins_ok;
+      e.last_failure.reset();
+      spdlog::info("login user={} homeserver={} method={} result=ok duration_ms={} attempts={}", e.user_id,
+                   client.server_name(), client.method_name(), elapsed_ms(started), attempts);
     }
-    e->changed.notify_all();
+  }
+
+  // One try: the pending logout (if any), then the login; the token is durable before anyone sees it.
+  asio::awaitable<std::optional<pool_error>> attempt_login(session_entry& e) {
+    auto& hs = *e.homeserver;
+    auto& client = *hs.entry.client;
+    try {
+      if (e.machine.has_pending_logout()) {
+        // The previous token may still be live: it must die before a new login on the same device.
+        auto out = co_await client.logout(e.machine.pending_logout());
+        if (!out) co_return std::move(out).error();
+        e.machine.on_pending_logout_done();
+        ++hs.logouts;
+        if (options.observer) options.observer->on_logout(client.server_name(), nullptr);
+      }
+      auto grant = co_await client.login(e.user_id);
+      if (!grant) co_return std::move(grant).error();
+      const auto now_ms = now();
+      session_token token{std::move(grant->access_token), std::move(grant->device_id), std::nullopt,
+                          std::move(grant->refresh_token), grant->expires_in_ms.value_or(0)};
+      if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
+      e.machine.on_login_succeeded(std::move(token), now_ms);
+      // Durable before any caller sees it: a restart must find this token, not add a device.
+      co_await persist(row_of(e, {}));
+      co_return std::nullopt;
+    } catch (const std::exception& ex) {
+      co_return local_error(errc::upstream_unavailable, ex.what());
+    }
   }
 
   asio::awaitable<void> logout_task(std::shared_ptr<session_entry> e, bool forget_even_if_unconfirmed) {
@@ -289,6 +437,7 @@ session_pool::session_pool(asio::any_io_executor executor, pool_options options,
   for (auto& [name, entry] : homeservers) {
     auto state = std::make_unique<homeserver_state>();
     state->entry = std::move(entry);
+    state->health = homeserver_health{impl_->options.health};
     if (state->entry.max_concurrent_logins == 0) state->entry.max_concurrent_logins = 1;
     impl_->homeservers.emplace(name, std::move(state));
   }
@@ -319,7 +468,8 @@ session_pool::restore_result session_pool::restore(std::vector<store::stored_ses
       continue;
     }
     auto e = std::make_shared<session_entry>(std::move(row.user_id), hs->second.get(), row.created_at_ms);
-    e->machine.restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms},
+    e->machine.restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms,
+                        std::move(row.refresh_token), row.lifetime_ms},
                        std::move(row.pending_logout), row.created_at_ms, row.last_used_at_ms);
     self.sessions.emplace(e->user_id, e);
     self.lru.push_front(*e);  // rows come oldest first: the newest ends up in front
@@ -333,7 +483,7 @@ std::optional<token_view> session_pool::find_ready(std::string_view user_id, std
   if (it == impl_->sessions.end()) return std::nullopt;
   auto& e = *it->second;
   const auto now = impl_->now();
-  if (!e.machine.usable(now, min_valid_ms)) return std::nullopt;
+  if (!e.machine.ready_for(now, min_valid_ms, impl_->options.renewal)) return std::nullopt;
   e.machine.touch(now);
   impl_->touch(e);
   if (impl_->options.observer) impl_->options.observer->on_token_lookup(true);
@@ -352,27 +502,45 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
   for (;;) {
     if (self.stopping) co_return unexpected{local_error(errc::shutting_down, "daemon is shutting down")};
     auto e = self.find_or_create(user_id, hs);
-    switch (e->machine.on_token_request(self.now(), min_valid_ms, waited_for)) {
+    switch (e->machine.on_token_request(self.now(), min_valid_ms, waited_for, self.options.renewal)) {
       case token_step::hand_out:
         self.touch(*e);
         if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(true);
         co_return self.view(*e);
       case token_step::fail:
         co_return unexpected{e->last_failure ? *e->last_failure : local_error(errc::upstream_unavailable, "login failed")};
+      case token_step::too_short:
+        co_return unexpected{local_error(
+            errc::invalid_request, fmt::format("min_valid_ms={} is longer than the tokens this homeserver grants",
+                                               min_valid_ms))};
       case token_step::gone:
         waited_for = 0;
         continue;
       case token_step::start_login:
+      case token_step::start_renewal:
         self.touch(*e);
-        self.spawn(self.login_task(e));
+        waited_for = e->machine.flight();
+        // co_spawn dispatches: a task that never suspends (failing fast) is over already.
+        self.spawn(self.session_task(e));
+        if (!e->machine.busy() || e->machine.flight() != waited_for) continue;
         [[fallthrough]];
-      case token_step::wait:
+      case token_step::wait: {
         if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(false);
         looked_up = true;
+        // A login waiting out a 429 or a backoff past this caller's deadline: answer now.
+        if (e->retry_at_ms > 0 && e->last_failure &&
+            steady_clock::now() + std::chrono::milliseconds{e->retry_at_ms - steady_ms()} > deadline) {
+          auto failure = *e->last_failure;
+          if (failure.code == errc::upstream_rate_limited) failure.retry_after_ms = e->retry_at_ms - steady_ms();
+          co_return unexpected{std::move(failure)};
+        }
         waited_for = e->machine.flight();
-        if (!co_await e->changed.wait(deadline))
-          co_return unexpected{local_error(errc::deadline_exceeded, "no token within the request deadline")};
+        ++e->waiters;
+        const bool woken = co_await e->changed.wait(deadline);
+        --e->waiters;
+        if (!woken) co_return unexpected{local_error(errc::deadline_exceeded, "no token within the request deadline")};
         continue;
+      }
     }
   }
 }
@@ -428,6 +596,18 @@ asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string use
   }
 }
 
+std::size_t session_pool::refresh_due() {
+  auto& self = *impl_;
+  const auto now = self.now();
+  // Every session that idle eviction keeps counts as in use. Collected first: a spawned task
+  // may run at once and must not find the list half walked.
+  std::vector<std::shared_ptr<session_entry>> due;
+  for (auto& e : self.lru)
+    if (e.machine.start_background_refresh(now, self.options.renewal)) due.push_back(self.sessions.at(e.user_id));
+  for (auto& e : due) self.spawn(self.session_task(std::move(e)));
+  return due.size();
+}
+
 std::size_t session_pool::evict_idle() {
   auto& self = *impl_;
   const auto cutoff = self.now() - self.options.idle_timeout.count();
@@ -444,20 +624,28 @@ std::size_t session_pool::evict_idle() {
 asio::awaitable<void> session_pool::run_maintenance() {
   auto& self = *impl_;
   auto& timer = self.maintenance_timer.emplace(self.executor);
-  const auto period = std::clamp<std::chrono::milliseconds>(self.options.idle_timeout / 4, std::chrono::seconds{1},
-                                                            std::chrono::seconds{60});
+  auto period = std::clamp<std::chrono::milliseconds>(self.options.idle_timeout / 4, std::chrono::seconds{1},
+                                                      std::chrono::seconds{60});
+  // Background refresh looks often enough to catch every token between twice the margin and the margin.
+  if (self.options.background_refresh)
+    period = std::clamp<std::chrono::milliseconds>(
+        std::chrono::milliseconds{self.options.renewal.refresh_margin_ms / 4}, std::chrono::milliseconds{100}, period);
   while (!self.stopping) {
     timer.expires_after(period);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (self.stopping) break;
     if (auto n = evict_idle(); n > 0) spdlog::info("evicted {} idle sessions", n);
+    if (self.options.background_refresh) {
+      if (auto n = refresh_due(); n > 0) spdlog::debug("background refresh of {} sessions", n);
+    }
   }
 }
 
 asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadline) {
   auto& self = *impl_;
   self.stopping = true;
+  self.stop_requested.notify_all();
   if (self.maintenance_timer) self.maintenance_timer->cancel();
   if (revoke_all) {
     std::vector<std::shared_ptr<session_entry>> all;
@@ -488,8 +676,14 @@ std::vector<homeserver_status> session_pool::homeservers() const {
   std::vector<homeserver_status> out;
   for (const auto& [name, hs] : impl_->homeservers) {
     const auto& c = *hs->entry.client;
-    out.push_back({name, c.base_url(), std::string{c.method_name()}, c.login_type(), hs->logins_in_flight,
-                   hs->logins_ok, hs->logins_failed, hs->logouts, hs->healthy});
+    const auto now = steady_ms();
+    homeserver_status st{name, c.base_url(), std::string{c.method_name()}, c.login_type(), hs->logins_in_flight,
+                         hs->logins_ok, hs->logins_failed, hs->logouts, hs->refreshes_ok, hs->refreshes_failed};
+    st.consecutive_failures = hs->health.consecutive_failures();
+    st.healthy = st.consecutive_failures == 0;
+    st.circuit = hs->health.circuit(now);
+    st.rate_limited = hs->health.rate_limited(now);
+    out.push_back(std::move(st));
   }
   return out;
 }
@@ -501,6 +695,8 @@ pool_stats session_pool::stats() const {
     switch (e->machine.state()) {
       case session_state::active: ++s.active; break;
       case session_state::logging_in: ++s.logging_in; break;
+      case session_state::refreshing: ++s.refreshing; break;
+      case session_state::validating: ++s.validating; break;
       case session_state::revoking: ++s.revoking; break;
       default: ++s.absent; break;
     }

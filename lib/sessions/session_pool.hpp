@@ -19,6 +19,7 @@
 
 #include "core/expected.hpp"
 #include "matrix/homeserver_client.hpp"
+#include "sessions/homeserver_health.hpp"
 #include "sessions/pool_observer.hpp"
 #include "sessions/session_machine.hpp"
 #include "store/session_store.hpp"
@@ -39,6 +40,14 @@ struct pool_options {
   store::session_store* store = nullptr;
   // Metrics hook (cache hits, logins, logouts); nullptr: none. Must outlive the pool.
   pool_observer* observer = nullptr;
+  // Refresh margin and whoami validation of idle sessions.
+  renewal_policy renewal;
+  // sessions.refresh: background renews tokens in use before they reach the margin.
+  bool background_refresh = false;
+  // Backoff, rate-limit pause and circuit breaker per homeserver.
+  health_options health;
+  // Login attempts one task makes on 5xx and network failures before its callers hear of it.
+  unsigned max_login_attempts = 3;
 };
 
 struct homeserver_entry {
@@ -68,12 +77,15 @@ struct session_info {
 struct homeserver_status {
   std::string server_name, url, method, login_type;
   unsigned logins_in_flight = 0;
-  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0;
-  bool healthy = true;  // false after the last login attempt failed to reach it
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0, refreshes_failed = 0;
+  bool healthy = true;  // false while the last requests failed to reach it
+  circuit_state circuit = circuit_state::closed;
+  unsigned consecutive_failures = 0;
+  bool rate_limited = false;  // pausing for a 429's retry_after_ms
 };
 
 struct pool_stats {
-  std::size_t total = 0, active = 0, logging_in = 0, revoking = 0, absent = 0;
+  std::size_t total = 0, active = 0, logging_in = 0, refreshing = 0, validating = 0, revoking = 0, absent = 0;
 };
 
 class session_pool {
@@ -106,6 +118,8 @@ class session_pool {
 
   // Evicts sessions idle for longer than idle_timeout (logging them out in the background).
   std::size_t evict_idle();
+  // Background policy: starts a refresh for every session within twice the margin; returns how many.
+  std::size_t refresh_due();
   // Runs evict_idle() periodically until stop().
   boost::asio::awaitable<void> run_maintenance();
   // Stops maintenance, optionally revokes every session, and waits for background work.

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace mxp::store {
@@ -124,11 +125,20 @@ struct session_store::impl {
     exec("PRAGMA synchronous=FULL");  // a token is handed out only once its row survives a crash
     exec("CREATE TABLE IF NOT EXISTS sessions ("
          " user_id TEXT PRIMARY KEY, access_token TEXT, device_id TEXT, expires_at_ms INTEGER,"
-         " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL"
+         " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL,"
+         " refresh_token TEXT, lifetime_ms INTEGER"
          ") WITHOUT ROWID");
+    // A database written before refresh tokens were kept gains the columns (NULL: none).
+    for (const char* column : {"refresh_token TEXT", "lifetime_ms INTEGER"}) {
+      const auto sql = fmt::format("ALTER TABLE sessions ADD COLUMN {}", column);
+      if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK &&
+          std::string_view{sqlite3_errmsg(db)}.find("duplicate column") == std::string_view::npos)
+        fail(sql);
+    }
     if (sqlite3_prepare_v2(db,
                            "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
-                           " pending_logout, created_at_ms, last_used_at_ms) VALUES (?,?,?,?,?,?,?)",
+                           " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms)"
+                           " VALUES (?,?,?,?,?,?,?,?,?)",
                            -1, &upsert.stmt, nullptr) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE user_id = ?", -1, &remove.stmt, nullptr) != SQLITE_OK)
       fail("cannot prepare statements");
@@ -146,6 +156,8 @@ struct session_store::impl {
       bind_text(s, 5, r.pending_logout.reveal());
       sqlite3_bind_int64(s, 6, r.created_at_ms);
       sqlite3_bind_int64(s, 7, r.last_used_at_ms);
+      bind_text(s, 8, r.refresh_token.reveal());
+      if (r.lifetime_ms > 0) sqlite3_bind_int64(s, 9, r.lifetime_ms); else sqlite3_bind_null(s, 9);
     } else if (op.what == write_op::kind::erase) {
       s = remove.stmt;
       bind_text(s, 1, r.user_id, false);
@@ -232,7 +244,7 @@ std::vector<stored_session> session_store::load_all() {
   statement select;
   if (sqlite3_prepare_v2(impl_->db,
                          "SELECT user_id, access_token, device_id, expires_at_ms, pending_logout, created_at_ms,"
-                         " last_used_at_ms FROM sessions ORDER BY last_used_at_ms",
+                         " last_used_at_ms, refresh_token, lifetime_ms FROM sessions ORDER BY last_used_at_ms",
                          -1, &select.stmt, nullptr) != SQLITE_OK)
     impl_->fail("cannot read sessions");
   int rc;
@@ -245,6 +257,8 @@ std::vector<stored_session> session_store::load_all() {
     s.pending_logout = secret_string{column_text(select.stmt, 4)};
     s.created_at_ms = sqlite3_column_int64(select.stmt, 5);
     s.last_used_at_ms = sqlite3_column_int64(select.stmt, 6);
+    s.refresh_token = secret_string{column_text(select.stmt, 7)};
+    s.lifetime_ms = sqlite3_column_int64(select.stmt, 8);  // NULL reads as 0
     out.push_back(std::move(s));
   }
   if (rc != SQLITE_DONE) impl_->fail("cannot read sessions");

@@ -26,6 +26,8 @@ struct stored_session {
   std::optional<std::string> device_id;
   std::optional<std::int64_t> expires_at_ms;
   secret_string pending_logout;               // a token to log out before the next login
+  secret_string refresh_token;                // empty: none
+  std::int64_t lifetime_ms = 0;               // expires_in_ms as granted; 0: unknown
   std::int64_t created_at_ms = 0;
   std::int64_t last_used_at_ms = 0;
 };

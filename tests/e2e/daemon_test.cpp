@@ -236,31 +236,48 @@ TEST_F(daemon_fixture, ErrorsAreAnsweredAsDesignSays) {
   r = c.request("POST", "/v1/users/@alice:localhost/invalidate", "not json");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(json_string(r.body, "errcode"), "M_BAD_JSON");
-  hs->fail_next(1, failure::rate_limited, 7000);
-  r = c.request("GET", "/v1/users/@limited:localhost/token");
-  EXPECT_EQ(r.status, 429);
-  EXPECT_EQ(json_string(r.body, "errcode"), "M_LIMIT_EXCEEDED");
-  EXPECT_EQ(json_int(r.body, "retry_after_ms"), 7000);
   hs->fail_next(1, failure::garbage);
   r = c.request("GET", "/v1/users/@garbage:localhost/token");
   EXPECT_EQ(r.status, 502) << r.body;
   hs->fail_next(1, failure::wrong_json_shape);
   r = c.request("GET", "/v1/users/@shape:localhost/token");
   EXPECT_EQ(r.status, 502) << r.body;
-  hs->fail_next(1, failure::server_error);
-  r = c.request("GET", "/v1/users/@five:localhost/token");
+  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);
+  // A rate limit longer than the request deadline (5 s) is answered at once. It pauses every
+  // login to this homeserver (Synapse limits per IP too), but cached tokens are still served.
+  hs->fail_next(1, failure::rate_limited, 7000);
+  r = c.request("GET", "/v1/users/@limited:localhost/token");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(json_string(r.body, "errcode"), "M_LIMIT_EXCEEDED");
+  EXPECT_GT(json_int(r.body, "retry_after_ms"), 6900);
+  EXPECT_LE(json_int(r.body, "retry_after_ms"), 7000);
+  r = c.request("GET", "/v1/users/@other:localhost/token");  // paused too
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);
+}
+
+TEST_F(daemon_fixture, TransportFailuresAreRetriedWithBackoffThenAnswered) {
+  start_default();
+  unix_http_client c{socket};
+  hs->fail_next(1, failure::server_error);  // one 500: the retry after a backoff succeeds
+  EXPECT_EQ(get_token(c, "@once:localhost").status, 200);
+  EXPECT_EQ(hs->login_count(), 2);
+  hs->fail_next(3, failure::server_error);  // every try fails: the homeserver's answer is passed on
+  auto r = c.request("GET", "/v1/users/@five:localhost/token");
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_EQ(json_int(r.body, "upstream_status"), 500);
+  std::this_thread::sleep_for(1100ms);  // three failures opened the circuit for at most 1 s
   hs->fail_next(2, failure::drop_connection);  // a reused keep-alive connection is retried once
   r = c.request("GET", "/v1/users/@dropped:localhost/token");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_EQ(json_string(r.body, "errcode"), "MXP_UNAVAILABLE");
-  hs->fail_next(1, failure::hang);
+  std::this_thread::sleep_for(2100ms);
+  hs->fail_next(1, failure::hang);  // the probe times out (2 s) and the circuit opens again
   r = c.request("GET", "/v1/users/@hung:localhost/token");
   EXPECT_EQ(r.status, 504) << r.body;
   EXPECT_EQ(json_string(r.body, "errcode"), "MXP_TIMEOUT");
-  // After all that the daemon still serves.
-  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);
+  std::this_thread::sleep_for(4100ms);
+  EXPECT_EQ(get_token(c, "@alice:localhost").status, 200);  // recovered
 }
 
 TEST_F(daemon_fixture, HomeserverDownGivesFastUnavailableAndOthersKeepBeingServed) {

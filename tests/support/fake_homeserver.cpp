@@ -93,6 +93,8 @@ enum class endpoint {
   well_known,
   register_user,  // POST /register (appservice registration)
   admin_login,    // POST /_synapse/admin/v1/users/{userId}/login
+  refresh,        // POST /v1/refresh (and /v3/refresh when enabled)
+  refresh_v3,     // POST /v3/refresh
   wrong_method,
   unknown
 };
@@ -107,6 +109,8 @@ endpoint route(http::verb method, std::string_view target) {
       target.starts_with(admin) && target.ends_with("/login") &&
       target.size() > admin.size() + std::string_view{"/login"}.size())
     return is(http::verb::post, endpoint::admin_login);
+  if (target == "/_matrix/client/v1/refresh") return is(http::verb::post, endpoint::refresh);
+  if (target == "/_matrix/client/v3/refresh") return is(http::verb::post, endpoint::refresh_v3);
   for (std::string_view prefix : {"/_matrix/client/v3", "/_matrix/client/r0"}) {
     if (!target.starts_with(prefix)) continue;
     const auto rest = target.substr(prefix.size());
@@ -126,6 +130,7 @@ struct reply {
   http::status status = http::status::ok;
   std::string body;
   int retry_after_ms = -1;  // >= 0: send a Retry-After header
+  bool drop = false;        // done, but the answer is lost: close without writing it
 };
 
 reply json_error(http::status status, std::string_view errcode, std::string_view error) {
@@ -534,12 +539,16 @@ struct fake_homeserver::impl {
       }
 
       const bool keep_alive = req.keep_alive();
+      reply r = a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms) : answer(a.ep, req);
+      if (r.drop) {  // the work is done, the answer is lost on the way
+        boost::system::error_code ignored;
+        tcp_layer.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        tcp_layer.close();
+        co_return;
+      }
       http::response<http::string_body> res;
       res.version(req.version());
-      fill_response(
-          res,
-          a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms) : answer(a.ep, req),
-          keep_alive);
+      fill_response(res, std::move(r), keep_alive);
       tcp_layer.expires_after(write_timeout);
       auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
       in_flight.reset();
@@ -600,6 +609,18 @@ struct fake_homeserver::impl {
       case endpoint::admin_login:
         ++admin_logins;
         break;
+      case endpoint::refresh:
+      case endpoint::refresh_v3:
+        ++refreshes;
+        if (fail_next_refresh_count > 0 && fail_all_kind == failure::none &&
+            (a.ep == endpoint::refresh || opts.refresh_on_v3)) {
+          --fail_next_refresh_count;
+          if (fail_next_refresh_kind == failure::drop_connection)
+            lose_next_refresh_answer = true;  // rotated in answer(), then the connection drops
+          else
+            a.fail = fail_next_refresh_kind;
+        }
+        break;
       default:
         break;
     }
@@ -625,6 +646,12 @@ struct fake_homeserver::impl {
         return register_appservice_user(req.body(), req[http::field::authorization]);
       case endpoint::admin_login:
         return admin_login(req.target(), req.body(), req[http::field::authorization]);
+      case endpoint::refresh_v3:
+        if (!opts.refresh_on_v3)
+          return json_error(http::status::bad_request, "M_UNRECOGNIZED", "Unrecognized request");
+        return refresh(req.body());
+      case endpoint::refresh:
+        return refresh(req.body());
       case endpoint::logout:
       case endpoint::logout_all:
       case endpoint::whoami: {
@@ -704,6 +731,9 @@ struct fake_homeserver::impl {
     std::optional<std::string> display_name;
     if (std::string_view v; !doc["initial_device_display_name"].get(v))
       display_name = std::string(v);
+    bool wants_refresh = false;  // Synapse honours only a JSON boolean
+    if (doc["refresh_token"].get(wants_refresh)) wants_refresh = false;
+    login_wants_refresh = wants_refresh;  // read by issue_login_locked (server thread only)
 
     if (type == "org.matrix.login.jwt" && !opts.jwt_algorithm.empty())
       return jwt_login(doc, std::move(device_id), std::move(display_name));
@@ -776,13 +806,69 @@ struct fake_homeserver::impl {
     ++successful_logins;
 
     reply r;
-    json_writer(r.body)
-        .begin_object()
+    json_writer w(r.body);
+    w.begin_object()
         .member("user_id", user_id)
         .member("access_token", token)
         .member("home_server", opts.server_name)
-        .member("device_id", *device_id)
+        .member("device_id", *device_id);
+    if (login_wants_refresh && opts.refresh_access_lifetime_ms > 0) {
+      valid_until_ms[token] = now_ms() + opts.refresh_access_lifetime_ms;
+      const auto refresh_token = new_refresh_token_locked(user_id, *device_id);
+      w.member("refresh_token", refresh_token).member("expires_in_ms", opts.refresh_access_lifetime_ms);
+    }
+    w.end_object();
+    login_wants_refresh = false;
+    return r;
+  }
+
+  std::string new_refresh_token_locked(const std::string& user_id, const std::string& device_id) {
+    std::string rt;
+    do {
+      rt = "syr_" + random_string(rng, 20, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
+    } while (refresh_tokens.contains(rt));
+    refresh_tokens.emplace(rt, token_owner{user_id, device_id});
+    return rt;
+  }
+
+  // POST /refresh {"refresh_token": R}: a new access token on the same device and a new R.
+  reply refresh(const std::string& body) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    std::string_view presented;
+    if (parser.parse(body).get(root) || root["refresh_token"].get(presented))
+      return json_error(http::status::bad_request, "M_BAD_JSON", "refresh_token missing");
+    std::lock_guard lock(mu);
+    const auto it = refresh_tokens.find(std::string{presented});
+    if (it == refresh_tokens.end()) {
+      reply r{http::status::unauthorized, {}};
+      json_writer(r.body)
+          .begin_object()
+          .member("errcode", "M_UNKNOWN_TOKEN")
+          .member("error", "refresh token does not exist")
+          .member("soft_logout", false)
+          .end_object();
+      return r;
+    }
+    const token_owner owner = it->second;
+    refresh_tokens.erase(it);
+    const std::string token = new_token_locked();
+    devices[{owner.user_id, owner.device_id}].tokens.insert(token);
+    tokens.emplace(token, owner);
+    valid_until_ms[token] = now_ms() + opts.refresh_access_lifetime_ms;
+    const auto next = new_refresh_token_locked(owner.user_id, owner.device_id);
+    ++successful_refreshes;
+    reply r;
+    json_writer(r.body)
+        .begin_object()
+        .member("access_token", token)
+        .member("refresh_token", next)
+        .member("expires_in_ms", opts.refresh_access_lifetime_ms)
         .end_object();
+    if (lose_next_refresh_answer) {
+      lose_next_refresh_answer = false;
+      r.drop = true;
+    }
     return r;
   }
 
@@ -1000,8 +1086,13 @@ struct fake_homeserver::impl {
   void delete_device_locked(const std::string& user_id, const std::string& device_id) {
     const auto it = devices.find({user_id, device_id});
     if (it == devices.end()) return;
-    for (const auto& tok : it->second.tokens) tokens.erase(tok);
+    for (const auto& tok : it->second.tokens) {
+      tokens.erase(tok);
+      valid_until_ms.erase(tok);
+    }
     devices.erase(it);
+    std::erase_if(refresh_tokens,
+                  [&](const auto& kv) { return kv.second.user_id == user_id && kv.second.device_id == device_id; });
   }
 
   // ------------------------------------------------------------------ state
@@ -1017,7 +1108,12 @@ struct fake_homeserver::impl {
   std::set<std::string> nonexistent;
   std::set<std::string> registered;  // appservice: users that exist (/register, JWT logins)
   std::unordered_map<std::string, std::int64_t> valid_until_ms;  // admin-minted token expiry
-  int registers = 0, admin_logins = 0;
+  int registers = 0, admin_logins = 0, refreshes = 0, successful_refreshes = 0;
+  std::unordered_map<std::string, token_owner> refresh_tokens;  // refresh token -> device
+  bool login_wants_refresh = false;
+  int fail_next_refresh_count = 0;
+  failure fail_next_refresh_kind = failure::none;
+  bool lose_next_refresh_answer = false;
   std::chrono::milliseconds latency{0};
   failure fail_next_kind = failure::none;
   int fail_next_count = 0;
@@ -1103,6 +1199,15 @@ int fake_homeserver::admin_login_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->admin_logins;
 }
+int fake_homeserver::refresh_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->refreshes;
+}
+void fake_homeserver::fail_next_refresh(int count, failure kind) {
+  std::lock_guard lock(impl_->mu);
+  impl_->fail_next_refresh_count = kind == failure::none ? 0 : count;
+  impl_->fail_next_refresh_kind = kind;
+}
 void fake_homeserver::register_user(std::string user_id) {
   auto full = impl_->qualify(user_id);
   std::lock_guard lock(impl_->mu);
@@ -1133,7 +1238,9 @@ int fake_homeserver::device_count(const std::string& user_id) const {
 }
 bool fake_homeserver::token_is_live(const std::string& token) const {
   std::lock_guard lock(impl_->mu);
-  return impl_->tokens.contains(token);
+  if (!impl_->tokens.contains(token)) return false;
+  const auto until = impl_->valid_until_ms.find(token);
+  return until == impl_->valid_until_ms.end() || until->second > now_ms();  // expired: soft logout
 }
 std::optional<std::string> fake_homeserver::user_of_token(const std::string& token) const {
   std::lock_guard lock(impl_->mu);

@@ -52,6 +52,12 @@ struct fake_homeserver_options {
   // admin is admin_user_id (default "@admin:<server_name>") and may not log in as itself.
   std::string admin_token, admin_user_id;
   unsigned short port = 0;                  // 0 = ephemeral
+  // Refresh tokens (Matrix v1.3), when above 0: a login with "refresh_token": true gets an
+  // access token expiring after this long (then 401 M_UNKNOWN_TOKEN, soft_logout true) and a
+  // refresh token. POST /v1/refresh rotates both on the same device; the old access token
+  // stays valid until its own expiry; a used refresh token gives 401 M_UNKNOWN_TOKEN.
+  std::int64_t refresh_access_lifetime_ms = 0;
+  bool refresh_on_v3 = false;  // false: /v3/refresh answers 400 M_UNRECOGNIZED, as older Synapse
 };
 
 // Lowercase hex HMAC-SHA512(key = secret, msg = user ID): the shared-secret login
@@ -106,6 +112,10 @@ class fake_homeserver {
   int login_flows_count() const;       // GET /login requests received
   int register_count() const;          // POST /register requests received
   int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
+  int refresh_count() const;           // POST /v1/refresh (and /v3/refresh) requests received
+  // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the
+  // tokens, so the answer is lost; others: before).
+  void fail_next_refresh(int count, failure kind);
   // Marks a user as registered (as an earlier POST /register would have).
   void register_user(std::string user_id);
   bool is_registered(const std::string& user_id) const;
@@ -113,7 +123,7 @@ class fake_homeserver {
   std::optional<std::int64_t> token_valid_until_ms(const std::string& token) const;
   int device_count() const;            // devices alive, all users
   int device_count(const std::string& user_id) const;
-  bool token_is_live(const std::string& token) const;
+  bool token_is_live(const std::string& token) const;  // known and not expired
   std::optional<std::string> user_of_token(const std::string& token) const;
   std::optional<std::string> device_of_token(const std::string& token) const;
   // initial_device_display_name given when the device was created (nullopt if

@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -206,12 +207,19 @@ struct ctl_result {
 
 constexpr std::int64_t fixed_now = 1'700'000'000'000;
 
+// Where check-config finds mxpuppetd, as mxpuppetctl's main fills it in.
+struct daemon_lookup {
+  std::string from_env, self_dir, search_path;
+};
+
 ctl_result ctl(std::vector<std::string_view> args, std::string env_socket = {},
-               std::string stdin_text = {}, std::chrono::milliseconds timeout = 5s) {
+               std::string stdin_text = {}, std::chrono::milliseconds timeout = 5s,
+               daemon_lookup lookup = {}) {
   std::ostringstream out, err;
   std::istringstream in{stdin_text};
-  const mxp::client::ctl_context ctx{
-      out, err, in, std::move(env_socket), [] { return fixed_now; }, timeout};
+  const mxp::client::ctl_context ctx{out,     err, in, std::move(env_socket), [] { return fixed_now; },
+                                     timeout, std::move(lookup.from_env), std::move(lookup.self_dir),
+                                     std::move(lookup.search_path)};
   const int rc = mxp::client::run_ctl(args, ctx);
   return {rc, out.str(), err.str()};
 }
@@ -457,6 +465,18 @@ TEST(Ctl, UsageErrorsExit2) {
       {"--socket"},
       {"--socket", "", "status"},
       {"--json=yes", "status"},
+      {"sessions", "--homeserver"},
+      {"sessions", "--homeserver", ""},
+      {"token", "@a:x", "--homeserver", "x"},
+      {"revoke", "@a:x", "--homeserver", "x"},
+      {"status", "--all-idle"},
+      {"revoke", "--all-idle", "@a:x"},
+      {"revoke", "--idle-for", "1h", "@a:x"},
+      {"revoke", "--all-idle", "--idle-for", "soon"},
+      {"revoke", "--all-idle", "--idle-for", "-1h"},
+      {"check-config"},
+      {"check-config", ""},
+      {"check-config", "a.yaml", "b.yaml"},
   };
   for (const auto& args : cases) {
     const auto r = ctl(args, "/nonexistent/never-contacted.sock");
@@ -490,6 +510,207 @@ TEST(Ctl, HumanDuration) {
   EXPECT_EQ(human_duration(3 * 86'400'000 + 4 * 3'600'000 + 59'000), "3d 4h");
 }
 
+const std::string three_servers_sessions =
+    R"({"sessions":[)"
+    R"({"user_id":"@alice:example.org","device_id":"A","method":"shared_secret","last_used_at_ms":)" +
+    std::to_string(fixed_now - 2 * 3'600'000) + R"(,"expires_at_ms":null,"state":"active"},)"
+    R"({"user_id":"@bob:other.org","device_id":"B","method":"jwt","last_used_at_ms":)" +
+    std::to_string(fixed_now - 3 * 3'600'000) + R"(,"expires_at_ms":null,"state":"active"},)"
+    R"({"user_id":"@carol:example.org:8448","device_id":"C","method":"jwt","last_used_at_ms":)" +
+    std::to_string(fixed_now - 60'000) + R"(,"expires_at_ms":null,"state":"active"}]})";
+
+TEST(Ctl, SessionsOfOneHomeserver) {
+  canned_daemon d{200, three_servers_sessions};
+  auto r = ctl({"--socket", d.path(), "sessions", "--homeserver", "example.org"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "USER                DEVICE  METHOD         STATE   LAST_USED  EXPIRES\n"
+            "@alice:example.org  A       shared_secret  active  2h ago     never\n");
+  r = ctl({"--socket", d.path(), "sessions", "--homeserver=example.org:8448", "--json"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out, R"({"sessions":[{"user_id":"@carol:example.org:8448","device_id":"C","method":"jwt","last_used_at_ms":)" +
+                       std::to_string(fixed_now - 60'000) + R"(,"expires_at_ms":null,"state":"active"}]})" + "\n");
+  r = ctl({"--socket", d.path(), "sessions", "--homeserver", "nowhere.org"});
+  EXPECT_EQ(r.out, "no sessions on nowhere.org\n");
+  r = ctl({"--socket", d.path(), "sessions", "--homeserver", "nowhere.org", "--json"});
+  EXPECT_EQ(r.out, "{\"sessions\":[]}\n");
+  EXPECT_EQ(mxp::client::server_name_of("@a:b.org:8448"), "b.org:8448");
+  EXPECT_EQ(mxp::client::server_name_of("no-colon"), "");
+}
+
+// A daemon stand-in for revoke --all-idle: lists `sessions`, answers each DELETE per its user.
+class revoking_daemon {
+ public:
+  explicit revoking_daemon(std::string sessions)
+      : sessions_(std::move(sessions)), server_([this](connection& c, int) {
+          while (auto req = c.read_request()) {
+            if (req->method == "GET") c.write(answer(200, sessions_));
+            else if (req->target.find("@broken") != std::string::npos)
+              c.write(answer(502, R"({"errcode":"MXP_UPSTREAM","error":"homeserver refused","upstream_status":500})"));
+            else if (req->target.find("@gone") != std::string::npos)
+              c.write(answer(200, R"({"revoked":false})"));
+            else
+              c.write(answer(200, R"({"revoked":true})"));
+          }
+        }) {}
+  const std::string& path() const { return server_.path(); }
+  std::vector<std::string> deletes() {
+    std::vector<std::string> out;
+    for (const auto& r : server_.requests())
+      if (r.method == "DELETE") out.push_back(r.target);
+    return out;
+  }
+  int connections() const { return server_.accepted(); }
+
+ private:
+  std::string sessions_;
+  script_server server_;
+};
+
+std::string session_json(const std::string& user, std::int64_t idle_ms, const char* state = "active") {
+  return R"({"user_id":")" + user + R"(","device_id":"D","method":"jwt","last_used_at_ms":)" +
+         std::to_string(fixed_now - idle_ms) + R"(,"expires_at_ms":null,"state":")" + state + "\"}";
+}
+
+TEST(Ctl, RevokeAllIdleDeletesActiveSessionsIdleLongEnough) {
+  revoking_daemon d{R"({"sessions":[)" + session_json("@old:x.org", 2 * 3'600'000) + "," +
+                    session_json("@fresh:x.org", 30 * 60'000) + "," +
+                    session_json("@busy:x.org", 5 * 3'600'000, "logging_in") + "," +
+                    session_json("@exactly/1h:x.org", 3'600'000) + "," +
+                    R"({"user_id":"@odd:x.org","state":"active"}]})"};
+  const auto r = ctl({"--socket", d.path(), "revoke", "--all-idle"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "revoked @old:x.org (idle 2h)\n"
+            "revoked @exactly/1h:x.org (idle 1h)\n"
+            "revoked 2 of 2 sessions idle for 1h or longer\n");
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(d.deletes(), (std::vector<std::string>{"/v1/users/@old:x.org/session",
+                                                   "/v1/users/@exactly%2F1h:x.org/session"}));
+  EXPECT_EQ(d.connections(), 1);  // one connection for the listing and every DELETE
+}
+
+TEST(Ctl, RevokeAllIdleWithDurationHomeserverAndJson) {
+  revoking_daemon d{R"({"sessions":[)" + session_json("@a:x.org", 20 * 60'000) + "," +
+                    session_json("@b:y.org", 20 * 60'000) + "," + session_json("@gone:x.org", 40 * 60'000) +
+                    "," + session_json("@c:x.org", 5 * 60'000) + "]}"};
+  auto r = ctl({"--socket", d.path(), "revoke", "--all-idle", "--idle-for", "15m", "--homeserver", "x.org",
+                "--json"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out, R"({"revoked":["@a:x.org"],"gone":["@gone:x.org"],"failed":[]})" "\n");
+  EXPECT_EQ(d.deletes().size(), 2u);
+
+  r = ctl({"--socket", d.path(), "revoke", "--all-idle", "--idle-for=7d"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out, "no active sessions idle for 7d or longer\n");
+  EXPECT_EQ(d.deletes().size(), 2u);
+}
+
+TEST(Ctl, RevokeAllIdleGoesOnAfterAFailureAndExits1) {
+  revoking_daemon d{R"({"sessions":[)" + session_json("@broken:x.org", 2 * 3'600'000) + "," +
+                    session_json("@fine:x.org", 2 * 3'600'000) + "]}"};
+  const auto r = ctl({"--socket", d.path(), "revoke", "--all-idle"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err, "mxpuppetctl: revoke @broken:x.org: MXP_UPSTREAM: homeserver refused (upstream_status: 500)\n");
+  EXPECT_EQ(r.out, "revoked @fine:x.org (idle 2h)\nrevoked 1 of 2 sessions idle for 1h or longer (1 failed)\n");
+
+  canned_daemon refusing{403, R"({"errcode":"M_FORBIDDEN","error":"not for you"})"};
+  const auto denied = ctl({"--socket", refusing.path(), "revoke", "--all-idle"});
+  EXPECT_EQ(denied.exit_code, daemon_error);
+  EXPECT_EQ(denied.err, "mxpuppetctl: M_FORBIDDEN: not for you\n");
+  EXPECT_EQ(ctl({"--socket", "/nonexistent/x.sock", "revoke", "--all-idle"}).exit_code, unreachable);
+}
+
+// --- check-config: runs the built mxpuppetd -------------------------------------------
+
+class config_files {
+ public:
+  config_files() {
+    char dir_template[] = "/tmp/mxp-ctl-config-XXXXXX";
+    if (!::mkdtemp(dir_template)) throw std::system_error(errno, std::system_category(), "mkdtemp");
+    dir_ = dir_template;
+    write("hs.secret", "s3cret\n");
+  }
+  ~config_files() {
+    for (const auto& f : files_) ::unlink(f.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    const auto path = dir_ + "/" + name;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+      throw std::system_error(errno, std::system_category(), "write " + path);
+    ::close(fd);
+    files_.push_back(path);
+    return path;
+  }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+constexpr const char* valid_config =
+    "homeservers:\n  example.com:\n    login: {method: shared_secret, secret_file: hs.secret}\n";
+
+std::optional<std::string> daemon_binary() {
+  const char* bin = std::getenv("MXPUPPETD_BIN");
+  if (!bin || ::access(bin, X_OK) != 0) return std::nullopt;
+  return std::string{bin};
+}
+
+std::string dir_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+TEST(Ctl, CheckConfigReportsValidAndInvalidFiles) {
+  const auto bin = daemon_binary();
+  if (!bin) GTEST_SKIP() << "MXPUPPETD_BIN not set or not built (run through ctest)";
+  config_files files;
+  const auto good = files.write("good.yaml", valid_config);
+  auto r = ctl({"check-config", good}, {}, {}, 10s, {*bin, {}, {}});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out, good + ": configuration is valid (1 homeserver(s))\n");
+  EXPECT_EQ(r.err, "");
+
+  const auto bad = files.write("bad.yaml", std::string{valid_config} + "log:\n  format: logfmt\n");
+  r = ctl({"check-config", bad}, {}, {}, 10s, {*bin, {}, {}});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_NE(r.err.find(bad + ":5: log.format: expected text or json, got 'logfmt'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+
+  r = ctl({"check-config", files.write("missing-secret.yaml", "homeservers:\n  example.com:\n    login: "
+                                                              "{method: shared_secret, secret_file: none}\n")},
+          {}, {}, 10s, {*bin, {}, {}});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_NE(r.err.find(":3: homeservers.example.com.login.secret_file: cannot read"), std::string::npos) << r.err;
+}
+
+TEST(Ctl, CheckConfigFindsMxpuppetdNextToItselfThenOnPath) {
+  const auto bin = daemon_binary();
+  if (!bin) GTEST_SKIP() << "MXPUPPETD_BIN not set or not built (run through ctest)";
+  config_files files;
+  const auto good = files.write("good.yaml", valid_config);
+  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s, {{}, dir_of(*bin), "/nonexistent"}).exit_code, ok_code);
+  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s, {{}, "/nonexistent", "/nonexistent::" + dir_of(*bin)}).exit_code,
+            ok_code);
+  auto r = ctl({"check-config", good}, {}, {}, 10s, {{}, "/nonexistent", "/nonexistent"});
+  EXPECT_EQ(r.exit_code, unreachable);
+  EXPECT_NE(r.err.find("cannot find mxpuppetd"), std::string::npos) << r.err;
+  r = ctl({"check-config", good}, {}, {}, 10s, {"/nonexistent/mxpuppetd", dir_of(*bin), {}});
+  EXPECT_EQ(r.exit_code, unreachable);  // MXPUPPETD_BIN wins, even when it is wrong
+  EXPECT_NE(r.err.find("cannot run /nonexistent/mxpuppetd"), std::string::npos) << r.err;
+}
+
+TEST(Ctl, CheckConfigGivesUpOnAHangingCheck) {
+  config_files files;
+  const auto fake = files.write("mxpuppetd", "#!/bin/sh\nexec sleep 30\n");
+  ::chmod(fake.c_str(), 0700);
+  const auto started = std::chrono::steady_clock::now();
+  const auto r = ctl({"check-config", "x.yaml"}, {}, {}, 300ms, {fake, {}, {}});
+  EXPECT_EQ(r.exit_code, unreachable);
+  EXPECT_NE(r.err.find("did not finish within 300ms"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+}
+
 // --- the built binary, as a shell script would run it ---------------------------------
 
 struct process_result {
@@ -508,7 +729,9 @@ std::optional<process_result> run_binary(const std::vector<std::string>& args,
   argv.push_back(nullptr);
   std::vector<std::string> env_s;
   for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "MXPUPPETD_SOCKET=", 17) != 0) env_s.emplace_back(*e);
+    // Only what the test passes: the socket, and check-config's MXPUPPETD_BIN.
+    if (std::strncmp(*e, "MXPUPPETD_SOCKET=", 17) != 0 && std::strncmp(*e, "MXPUPPETD_BIN=", 14) != 0)
+      env_s.emplace_back(*e);
   }
   for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
   std::vector<char*> envp;
@@ -562,6 +785,19 @@ TEST(CtlBinary, UsageErrorsExit2) {
   EXPECT_EQ(run_binary({"token"})->exit_code, 2);
   EXPECT_EQ(run_binary({"--no-such-option"})->exit_code, 2);
   EXPECT_EQ(run_binary({"--help"})->exit_code, 0);
+}
+
+TEST(CtlBinary, CheckConfigUsesTheMxpuppetdBesideIt) {
+  config_files files;
+  const auto good = files.write("good.yaml", valid_config);
+  const auto r = run_binary({"check-config", good});
+  if (!r) GTEST_SKIP() << "MXPUPPETCTL_BIN not set or not built (run through ctest)";
+  EXPECT_EQ(r->exit_code, 0) << r->err;  // the build puts mxpuppetd beside mxpuppetctl
+  const auto bad = run_binary({"check-config", files.write("bad.yaml", "homeservers: {}\n")});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->exit_code, 1);
+  EXPECT_NE(bad->err.find("bad.yaml:1: homeservers: at least one homeserver is required"), std::string::npos)
+      << bad->err;
 }
 
 }  // namespace

@@ -121,6 +121,7 @@ sessions:
   revoke_on_shutdown: true
 log:
   level: debug
+  format: json
 )");
   EXPECT_EQ(cfg.source_file, "cfg.yaml");
   EXPECT_EQ(cfg.listen.unix_socket, "/tmp/mxp.sock");
@@ -157,6 +158,7 @@ log:
   EXPECT_FALSE(cfg.sessions.revoke_on_evict);
   EXPECT_TRUE(cfg.sessions.revoke_on_shutdown);
   EXPECT_EQ(cfg.log.level, "debug");
+  EXPECT_EQ(cfg.log.format, mxp::config::log_format::json);
 }
 
 TEST_F(ConfigLoad, DefaultsWhenOptionalKeysAreMissing) {
@@ -187,6 +189,7 @@ TEST_F(ConfigLoad, DefaultsWhenOptionalKeysAreMissing) {
   EXPECT_TRUE(cfg.sessions.revoke_on_evict);
   EXPECT_FALSE(cfg.sessions.revoke_on_shutdown);
   EXPECT_EQ(cfg.log.level, "info");
+  EXPECT_EQ(cfg.log.format, mxp::config::log_format::text);
 }
 
 TEST_F(ConfigLoad, EmptySectionsAndNullValuesMeanDefaults) {
@@ -263,6 +266,17 @@ clientz: []
                                     "cfg.yaml:13: log.levl: unknown key",
                                     "cfg.yaml:14: clientz: unknown key"));
   for (const auto& e : r.errors) EXPECT_THAT(e, Not(HasSubstr("do-not-echo-me")));
+}
+
+TEST_F(ConfigLoad, LogFormatIsTextOrJson) {
+  EXPECT_EQ(load_ok("log:\n  format: text\n" + std::string{minimal}).log.format, mxp::config::log_format::text);
+  EXPECT_EQ(load_ok("log:\n  format: json\n" + std::string{minimal}).log.format, mxp::config::log_format::json);
+  EXPECT_EQ(single_error("log:\n  level: info\n  format: logfmt\n" + std::string{minimal}),
+            "cfg.yaml:3: log.format: expected text or json, got 'logfmt'");
+  EXPECT_EQ(single_error("log:\n  format: JSON\n" + std::string{minimal}),
+            "cfg.yaml:2: log.format: expected text or json, got 'JSON'");
+  EXPECT_EQ(single_error("log:\n  format: [json]\n" + std::string{minimal}),
+            "cfg.yaml:2: log.format: expected a string, got a list");
 }
 
 TEST_F(ConfigLoad, MergeKeysAreNotSupported) {
@@ -920,6 +934,8 @@ TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
   EXPECT_EQ(example.sessions.revoke_on_evict, defaults.sessions.revoke_on_evict);
   EXPECT_EQ(example.sessions.revoke_on_shutdown, defaults.sessions.revoke_on_shutdown);
   EXPECT_EQ(example.log.level, defaults.log.level);
+  EXPECT_EQ(example.log.format, defaults.log.format);
+  EXPECT_THAT(text, HasSubstr("\n  format: text"));  // shown, with its default
 }
 
 }  // namespace

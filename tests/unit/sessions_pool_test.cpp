@@ -30,9 +30,15 @@ class scripted_homeserver final : public matrix::homeserver_client {
   std::string name = "hs.test";
   std::chrono::milliseconds latency{5};
   int fail_logins = 0;  // the next N logins fail with 403
+  int rate_limit_logins = 0;  // the next N logins fail with 429 and retry_after_ms
+  std::int64_t retry_after_ms = 100;
+  int unreachable_logins = 0;  // the next N logins get no answer
   bool unreachable = false;
   std::optional<std::int64_t> expires_in_ms;
-  int logins = 0, logouts = 0, in_flight = 0, peak_in_flight = 0;
+  bool grant_refresh_tokens = false;
+  bool lose_refresh_answers = false;  // refreshes rotate the tokens, then the answer is lost
+  int logins = 0, logouts = 0, refreshes = 0, whoamis = 0, in_flight = 0, peak_in_flight = 0;
+  std::map<std::string, std::string> refresh_owner;  // live refresh token -> user
   std::vector<std::string> calls;                      // "login @u" / "logout @u"
   std::map<std::string, std::string> token_owner;      // live token -> user
 
@@ -55,9 +61,36 @@ class scripted_homeserver final : public matrix::homeserver_client {
       --fail_logins;
       co_return unexpected{error(errc::upstream_refused, 403)};
     }
+    if (rate_limit_logins > 0) {
+      --rate_limit_logins;
+      auto e = error(errc::upstream_rate_limited, 429);
+      e.retry_after_ms = retry_after_ms;
+      co_return unexpected{std::move(e)};
+    }
+    if (unreachable_logins > 0) {
+      --unreachable_logins;
+      co_return unexpected{error(errc::upstream_unavailable, 0)};
+    }
     auto token = "tok_" + std::to_string(++counter_);
     token_owner[token] = user_id;
-    co_return matrix::login_grant{secret_string{token}, user_id, std::string{"DEV"}, expires_in_ms};
+    matrix::login_grant grant{secret_string{token}, user_id, std::string{"DEV"}, expires_in_ms, {}};
+    if (grant_refresh_tokens) grant.refresh_token = secret_string{new_refresh_token(user_id)};
+    co_return grant;
+  }
+  asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(secret_string refresh_token) override {
+    co_await delay();
+    ++refreshes;
+    calls.push_back("refresh");
+    if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
+    auto it = refresh_owner.find(refresh_token.reveal());
+    if (it == refresh_owner.end()) co_return unexpected{error(errc::upstream_refused, 401)};
+    const auto user = it->second;
+    refresh_owner.erase(it);  // rotated; the old access token stays live, as Synapse keeps it
+    auto token = "tok_" + std::to_string(++counter_);
+    token_owner[token] = user;
+    matrix::refresh_grant grant{secret_string{token}, secret_string{new_refresh_token(user)}, expires_in_ms};
+    if (lose_refresh_answers) co_return unexpected{error(errc::upstream_timeout, 0)};
+    co_return grant;
   }
   asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(secret_string token) override {
     co_await delay();
@@ -71,6 +104,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
     co_return matrix::logout_outcome{true};
   }
   asio::awaitable<matrix::upstream_result<std::string>> whoami(secret_string token) override {
+    ++whoamis;
     auto it = token_owner.find(token.reveal());
     if (it == token_owner.end()) co_return unexpected{error(errc::upstream_refused, 401)};
     co_return it->second;
@@ -87,8 +121,13 @@ class scripted_homeserver final : public matrix::homeserver_client {
     matrix::upstream_error e;
     e.code = code;
     e.http_status = status;
-    e.errcode = status == 403 ? "M_FORBIDDEN" : "";
+    e.errcode = status == 403 ? "M_FORBIDDEN" : status == 401 ? "M_UNKNOWN_TOKEN" : status == 429 ? "M_LIMIT_EXCEEDED" : "";
     return e;
+  }
+  std::string new_refresh_token(const std::string& user) {
+    auto rt = "ref_" + std::to_string(++counter_);
+    refresh_owner[rt] = user;
+    return rt;
   }
   asio::any_io_executor ex_;
   int counter_ = 0;
@@ -100,13 +139,18 @@ struct pool_fixture : ::testing::Test {
   scripted_homeserver* hs = nullptr;
   std::unique_ptr<session_pool> pool;
 
+  pool_options options;  // what make_pool() builds with; tests change it first
   void make_pool(std::size_t max = 1000, unsigned max_logins = 4, std::chrono::milliseconds idle = 1h) {
     auto client = std::make_unique<scripted_homeserver>(io.get_executor());
     hs = client.get();
     std::map<std::string, homeserver_entry, std::less<>> hss;
     hss.emplace("hs.test", homeserver_entry{std::move(client), max_logins});
-    pool = std::make_unique<session_pool>(io.get_executor(),
-                                          pool_options{max, idle, true, [this] { return clock_ms; }}, std::move(hss));
+    options.max_sessions = max;
+    options.idle_timeout = idle;
+    options.revoke_on_evict = true;
+    options.now_ms = [this] { return clock_ms; };
+    options.health.base_backoff_ms = 20;  // real time: keep retries quick
+    pool = std::make_unique<session_pool>(io.get_executor(), options, std::move(hss));
   }
   void SetUp() override { make_pool(); }
 
@@ -123,6 +167,10 @@ struct pool_fixture : ::testing::Test {
     ASSERT_TRUE(done) << "coroutine did not finish within 10 s";
   }
   auto deadline(std::chrono::milliseconds d = 5s) { return std::chrono::steady_clock::now() + d; }
+  asio::awaitable<void> sleep(std::chrono::milliseconds d) {
+    asio::steady_timer t{io, d};
+    co_await t.async_wait(asio::use_awaitable);
+  }
 
   asio::awaitable<std::string> token_of(std::string user) {
     auto t = co_await pool->get_token(user, 0, deadline());
@@ -225,7 +273,9 @@ TEST_F(pool_fixture, UnreachableLogoutIsRetriedBeforeTheNextLogin) {
     EXPECT_TRUE(hs->live(first));  // could not be logged out
     auto t = co_await pool->get_token("@dave:hs.test", 0, deadline());
     EXPECT_EQ(t.error().code, errc::upstream_unavailable);
+    EXPECT_EQ(hs->logouts, 1 + 3);  // the invalidation, then max_login_attempts tries with backoff
     hs->unreachable = false;
+    co_await sleep(200ms);  // the circuit opened after 3 failures: wait out its backoff
     const auto second = co_await token_of("@dave:hs.test");
     EXPECT_FALSE(hs->live(first));
     EXPECT_TRUE(hs->live(second));
@@ -316,6 +366,200 @@ TEST_F(pool_fixture, ShutdownRevokesEverySessionWhenAsked) {
     EXPECT_FALSE(hs->live(b));
     auto t = co_await pool->get_token("@a:hs.test", 0, deadline());
     EXPECT_EQ(t.error().code, errc::shutting_down);
+  });
+}
+
+// --- refresh tokens, validation, homeserver trouble --------------------------------
+
+TEST_F(pool_fixture, RefreshableTokensAreRefreshedWithinTheMarginOnTheMockClock) {
+  options.renewal.refresh_margin_ms = 60'000;
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 300'000;
+  run([&]() -> asio::awaitable<void> {
+    const auto first = co_await token_of("@rae:hs.test");
+    clock_ms += 239'000;  // 61 s left: handed out as it is
+    EXPECT_TRUE(pool->find_ready("@rae:hs.test", 0));
+    clock_ms += 2'000;  // 59 s left: the fast path declines, the next request refreshes
+    EXPECT_FALSE(pool->find_ready("@rae:hs.test", 0));
+    const auto second = co_await token_of("@rae:hs.test");
+    EXPECT_NE(second, first);
+    EXPECT_EQ(hs->refreshes, 1);
+    EXPECT_EQ(hs->logins, 1);  // no new login, no logout: the device goes on
+    EXPECT_EQ(hs->logouts, 0);
+    auto t = co_await pool->get_token("@rae:hs.test", 0, deadline());
+    EXPECT_EQ(*t->expires_at_ms, clock_ms + 300'000);
+  });
+}
+
+TEST_F(pool_fixture, MinValidAsksForARefreshAndTooLongIsRefused) {
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 300'000;
+  run([&]() -> asio::awaitable<void> {
+    co_await token_of("@min:hs.test");
+    clock_ms += 100'000;
+    auto t = co_await pool->get_token("@min:hs.test", 250'000, deadline());
+    EXPECT_TRUE(t.has_value());
+    if (t) {
+      EXPECT_GE(*t->expires_at_ms - clock_ms, 250'000);
+    }
+    EXPECT_EQ(hs->refreshes, 1);
+    auto too_long = co_await pool->get_token("@min:hs.test", 400'000, deadline());
+    EXPECT_FALSE(too_long.has_value());
+    if (too_long.has_value()) co_return;
+    EXPECT_EQ(too_long.error().code, errc::invalid_request);
+    EXPECT_EQ(hs->refreshes, 2);  // one renewal tried, then the answer: no loop
+  });
+}
+
+TEST_F(pool_fixture, ALostRefreshAnswerIsNeverReplayedTheSessionLogsInAgain) {
+  options.renewal.refresh_margin_ms = 60'000;
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 100'000;
+  run([&]() -> asio::awaitable<void> {
+    const auto first = co_await token_of("@lost:hs.test");
+    clock_ms += 60'000;  // 40 s left: within the margin (50 s, half the lifetime)
+    hs->lose_refresh_answers = true;
+    const auto second = co_await token_of("@lost:hs.test");
+    EXPECT_EQ(hs->refreshes, 1);  // sent once only
+    EXPECT_EQ(hs->logins, 2);
+    EXPECT_FALSE(hs->live(first));  // logged out before the login, as Synapse devices require
+    EXPECT_TRUE(hs->live(second));
+  });
+}
+
+TEST_F(pool_fixture, ARejectedRefreshTokenFallsBackToALogin) {
+  options.renewal.refresh_margin_ms = 60'000;
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 100'000;
+  run([&]() -> asio::awaitable<void> {
+    co_await token_of("@rej:hs.test");
+    hs->refresh_owner.clear();  // the homeserver forgot every refresh token
+    clock_ms += 60'000;
+    const auto second = co_await token_of("@rej:hs.test");
+    EXPECT_TRUE(hs->live(second));
+    EXPECT_EQ(hs->refreshes, 1);
+    EXPECT_EQ(hs->logins, 2);
+  });
+}
+
+TEST_F(pool_fixture, BackgroundRefreshRenewsBeforeAnyRequestWaits) {
+  options.renewal.refresh_margin_ms = 60'000;
+  options.background_refresh = true;
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 300'000;
+  run([&]() -> asio::awaitable<void> {
+    const auto first = co_await token_of("@bg:hs.test");
+    clock_ms += 170'000;  // 130 s left
+    EXPECT_EQ(pool->refresh_due(), 0u);
+    clock_ms += 20'000;  // 110 s left: within twice the margin
+    EXPECT_EQ(pool->refresh_due(), 1u);
+    auto during = pool->find_ready("@bg:hs.test", 0);  // still served while it refreshes
+    EXPECT_TRUE(during);
+    if (!during) co_return;
+    EXPECT_EQ(during->access_token->reveal(), first);
+    co_await sleep(50ms);
+    EXPECT_EQ(hs->refreshes, 1);
+    auto after = pool->find_ready("@bg:hs.test", 0);
+    EXPECT_TRUE(after);
+    if (!after) co_return;
+    EXPECT_NE(after->access_token->reveal(), first);
+  });
+}
+
+TEST_F(pool_fixture, IdleSessionsAreValidatedAndADeadOneIsReplaced) {
+  options.renewal.validate_after_ms = 10'000;
+  make_pool();
+  run([&]() -> asio::awaitable<void> {
+    const auto first = co_await token_of("@val:hs.test");
+    clock_ms += 5'000;
+    EXPECT_EQ(co_await token_of("@val:hs.test"), first);
+    EXPECT_EQ(hs->whoamis, 0);
+    clock_ms += 11'000;
+    EXPECT_FALSE(pool->find_ready("@val:hs.test", 0));
+    EXPECT_EQ(co_await token_of("@val:hs.test"), first);  // alive
+    EXPECT_EQ(hs->whoamis, 1);
+    hs->token_owner.clear();  // killed behind our back
+    clock_ms += 11'000;
+    const auto replaced = co_await token_of("@val:hs.test");
+    EXPECT_NE(replaced, first);
+    EXPECT_TRUE(hs->live(replaced));
+    EXPECT_EQ(hs->whoamis, 2);
+    EXPECT_EQ(hs->logins, 2);
+  });
+}
+
+TEST_F(pool_fixture, RateLimitedLoginsAreWaitedOutForCallersThatCanWait) {
+  make_pool(1000, 2);
+  hs->rate_limit_logins = 3;
+  hs->retry_after_ms = 100;
+  run([&]() -> asio::awaitable<void> {
+    std::vector<std::string> users;
+    for (int i = 0; i < 6; ++i) users.push_back("@burst" + std::to_string(i) + ":hs.test");
+    int ok = 0;
+    for (const auto& u : users) {
+      asio::co_spawn(io, token_of(u), [&](std::exception_ptr, std::string t) { ok += !t.empty(); });
+    }
+    co_await sleep(1500ms);
+    EXPECT_EQ(ok, 6);
+    EXPECT_EQ(hs->logins, 6 + 3);
+  });
+}
+
+TEST_F(pool_fixture, RateLimitPastTheCallersDeadlineIsAnsweredAt429AtOnce) {
+  make_pool();
+  hs->rate_limit_logins = 1;
+  hs->retry_after_ms = 20'000;
+  run([&]() -> asio::awaitable<void> {
+    const auto started = std::chrono::steady_clock::now();
+    auto t = co_await pool->get_token("@slow:hs.test", 0, deadline(2s));
+    EXPECT_FALSE(t.has_value());
+    if (t.has_value()) co_return;
+    EXPECT_EQ(t.error().code, errc::upstream_rate_limited);
+    EXPECT_GT(*t.error().retry_after_ms, 19'000);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);  // not the whole deadline
+  });
+}
+
+TEST_F(pool_fixture, TransientFailuresAreRetriedWithBackoff) {
+  make_pool();
+  hs->unreachable_logins = 2;
+  run([&]() -> asio::awaitable<void> {
+    const auto t = co_await token_of("@retry:hs.test");
+    EXPECT_TRUE(hs->live(t));
+    EXPECT_EQ(hs->logins, 3);
+    auto status = pool->homeservers().front();
+    EXPECT_TRUE(status.healthy);
+    EXPECT_EQ(status.circuit, circuit_state::closed);
+  });
+}
+
+TEST_F(pool_fixture, ADeadHomeserverFailsFastWhileCachedTokensAreServed) {
+  make_pool();
+  run([&]() -> asio::awaitable<void> {
+    const auto cached = co_await token_of("@cached:hs.test");
+    hs->unreachable = true;
+    auto first = co_await pool->get_token("@new1:hs.test", 0, deadline());
+    EXPECT_EQ(first.error().code, errc::upstream_unavailable);
+    EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
+    const auto logins_before = hs->logins;
+    const auto started = std::chrono::steady_clock::now();
+    auto fast = co_await pool->get_token("@new2:hs.test", 0, deadline());
+    EXPECT_EQ(fast.error().code, errc::upstream_unavailable);
+    EXPECT_EQ(hs->logins, logins_before);  // nothing was sent
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 20ms);
+    auto still = pool->find_ready("@cached:hs.test", 0);
+    EXPECT_TRUE(still);
+    if (!still) co_return;
+    EXPECT_EQ(still->access_token->reveal(), cached);
+    hs->unreachable = false;  // back: after the backoff the probe goes through
+    co_await sleep(300ms);
+    EXPECT_FALSE((co_await token_of("@new2:hs.test")).empty());
+    EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::closed);
   });
 }
 

@@ -1,0 +1,222 @@
+// End-to-end freshness: refresh tokens against a fake homeserver that issues short-lived
+// refreshable tokens (v3/refresh unknown, as older Synapse), lost refresh answers, a
+// background refresh, a 429 burst, and a homeserver that goes down and comes back.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include "client/unix_http_client.hpp"
+#include "support/daemon_process.hpp"
+#include "support/fake_homeserver.hpp"
+
+using namespace mxp::test;
+using mxp::client::unix_http_client;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* secret = "refresh-secret";
+
+std::string token_of(const std::string& body) {
+  simdjson::dom::parser p;
+  std::string_view v;
+  if (p.parse(body).get_object()["access_token"].get_string().get(v) != simdjson::SUCCESS) return {};
+  return std::string{v};
+}
+
+std::int64_t expires_at_of(const std::string& body) {
+  simdjson::dom::parser p;
+  std::int64_t v = 0;
+  if (p.parse(body).get_object()["expires_at_ms"].get_int64().get(v) != simdjson::SUCCESS) return 0;
+  return v;
+}
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct refresh_fixture : ::testing::Test {
+  temp_dir dir;
+  std::unique_ptr<fake_homeserver> hs;
+  std::string socket = dir.file("mxpuppetd.sock");
+  std::string config_file;
+
+  void start_homeserver(std::int64_t lifetime_ms) {
+    fake_homeserver_options o;
+    o.shared_secret = secret;
+    o.refresh_access_lifetime_ms = lifetime_ms;
+    hs = std::make_unique<fake_homeserver>(o);
+    dir.write("secret", secret);
+  }
+  void write_config(const std::string& sessions) {
+    config_file = dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    url: " +
+                                               hs->url() +
+                                               "\n    login: {method: shared_secret, secret_file: secret}\n"
+                                               "    max_concurrent_logins: 4\nstore: {path: sessions.db}\n"
+                                               "sessions:\n" + sessions + "log: {level: debug}\n");
+  }
+  std::unique_ptr<daemon_process> start(const std::string& log = "daemon.log") {
+    auto d = std::make_unique<daemon_process>(config_file, socket, dir.file(log));
+    EXPECT_TRUE(d->wait_ready()) << d->log();
+    return d;
+  }
+};
+
+TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARestart) {
+  start_homeserver(3000);
+  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  auto r = c.request("GET", "/v1/users/@ann:localhost/token");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto first = token_of(r.body);
+  EXPECT_NEAR(static_cast<double>(expires_at_of(r.body) - wall_ms()), 3000, 500);
+  EXPECT_NE(hs->last_login_body().find("\"refresh_token\":true"), std::string::npos) << "asked as a JSON boolean";
+  EXPECT_EQ(c.request("GET", "/v1/users/@ann:localhost/token").body, r.body);  // cached
+
+  std::this_thread::sleep_for(2200ms);  // under 1 s left: the next request refreshes first
+  r = c.request("GET", "/v1/users/@ann:localhost/token");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto second = token_of(r.body);
+  EXPECT_NE(second, first);
+  EXPECT_GT(expires_at_of(r.body) - wall_ms(), 2000);
+  EXPECT_EQ(hs->login_count(), 1);
+  EXPECT_EQ(hs->refresh_count(), 2);  // v3 unknown (400 M_UNRECOGNIZED), then v1
+  EXPECT_EQ(hs->device_count("@ann:localhost"), 1);
+  EXPECT_TRUE(hs->token_is_live(second));
+
+  std::this_thread::sleep_for(1000ms);  // the first token has expired now (soft logout at the homeserver)
+  EXPECT_FALSE(hs->token_is_live(first));
+
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  daemon = start("daemon2.log");
+  unix_http_client c2{socket};
+  r = c2.request("GET", "/v1/users/@ann:localhost/token?min_valid_ms=500");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(token_of(r.body), second) << "the refreshed token came back from the store";
+  r = c2.request("GET", "/v1/users/@ann:localhost/token?min_valid_ms=2500");  // more than is left
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(token_of(r.body), second);
+  EXPECT_GE(expires_at_of(r.body) - wall_ms(), 2400);
+  EXPECT_EQ(hs->refresh_count(), 4) << "v1 is remembered per run: the restarted daemon tried v3 once more";
+  EXPECT_EQ(hs->login_count(), 1) << "neither the restart nor the refreshes logged in again";
+  r = c2.request("GET", "/v1/users/@ann:localhost/token?min_valid_ms=60000");
+  EXPECT_EQ(r.status, 400) << r.body;  // longer than this homeserver's tokens live
+  const auto log = daemon->log() + read_file(dir.file("daemon.log"));
+  EXPECT_EQ(log.find(first), std::string::npos);
+  EXPECT_EQ(log.find(second), std::string::npos);
+}
+
+TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
+  start_homeserver(10'000);
+  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  const auto first = token_of(c.request("GET", "/v1/users/@bea:localhost/token").body);
+  ASSERT_FALSE(first.empty());
+  // Asking for more than is left refreshes; this one also settles the v3 -> v1 fallback, so that
+  // the single refresh sent next is the one whose answer is lost.
+  std::this_thread::sleep_for(50ms);
+  auto r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9990");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(hs->refresh_count(), 2);
+  const int refreshes = hs->refresh_count();
+  hs->fail_next_refresh(1, failure::drop_connection);
+  std::this_thread::sleep_for(50ms);
+  r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9990");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto after = token_of(r.body);
+  EXPECT_EQ(hs->refresh_count(), refreshes + 1) << "the lost refresh is never sent again";
+  EXPECT_EQ(hs->login_count(), 2);
+  EXPECT_TRUE(hs->token_is_live(after));
+  EXPECT_EQ(hs->device_count("@bea:localhost"), 1) << "the old device was logged out before the login";
+}
+
+TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
+  start_homeserver(3000);
+  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n  refresh: background\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  const auto first = token_of(c.request("GET", "/v1/users/@cat:localhost/token").body);
+  ASSERT_FALSE(first.empty());
+  std::this_thread::sleep_for(1700ms);  // past twice the margin before expiry, no request meanwhile
+  EXPECT_GE(hs->refresh_count(), 1) << "refreshed by the timer, not by a request";
+  auto r = c.request("GET", "/v1/users/@cat:localhost/token");
+  EXPECT_NE(token_of(r.body), first);
+  EXPECT_GT(expires_at_of(r.body) - wall_ms(), 1000);
+  EXPECT_EQ(hs->login_count(), 1);
+}
+
+TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
+  start_homeserver(0);
+  write_config("  max: 1000\n");
+  hs->fail_next(6, failure::rate_limited, 300);
+  auto daemon = start();
+  std::atomic<int> ok{0};
+  std::vector<std::thread> bridges;
+  for (int i = 0; i < 20; ++i) {
+    bridges.emplace_back([&, i] {
+      unix_http_client c{socket};
+      auto r = c.request("GET", "/v1/users/@burst" + std::to_string(i) + ":localhost/token");
+      if (r.status == 200 && hs->token_is_live(token_of(r.body))) ++ok;
+    });
+  }
+  for (auto& t : bridges) t.join();
+  EXPECT_EQ(ok, 20) << daemon->log();
+  EXPECT_EQ(hs->successful_login_count(), 20);
+  EXPECT_EQ(hs->login_count(), 26);
+}
+
+TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
+  start_homeserver(0);
+  write_config("  max: 1000\n");
+  hs->fail_next(1, failure::rate_limited, 60'000);
+  auto daemon = start();
+  unix_http_client c{socket};
+  const auto started = std::chrono::steady_clock::now();
+  auto r = c.request("GET", "/v1/users/@dan:localhost/token");
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_NE(r.body.find("\"errcode\":\"M_LIMIT_EXCEEDED\""), std::string::npos) << r.body;
+  simdjson::dom::parser p;
+  std::int64_t retry_after = 0;
+  EXPECT_EQ(p.parse(r.body)["retry_after_ms"].get_int64().get(retry_after), simdjson::SUCCESS) << r.body;
+  EXPECT_GT(retry_after, 59'000);
+  EXPECT_LE(retry_after, 60'000);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << "answered at once, not at the 30 s deadline";
+}
+
+TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecovers) {
+  start_homeserver(0);
+  write_config("  max: 1000\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  const auto cached = token_of(c.request("GET", "/v1/users/@eve:localhost/token").body);
+  ASSERT_FALSE(cached.empty());
+  hs->fail_all(failure::server_error);
+  auto r = c.request("GET", "/v1/users/@fox:localhost/token");  // 3 tries with backoff, then 502
+  EXPECT_EQ(r.status, 502) << r.body;
+  const int sent = hs->login_count();
+  const auto started = std::chrono::steady_clock::now();
+  r = c.request("GET", "/v1/users/@gil:localhost/token");
+  EXPECT_EQ(r.status, 503) << r.body;  // circuit open: failing fast
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 200ms);
+  EXPECT_EQ(hs->login_count(), sent) << "nothing sent while the circuit is open";
+  r = c.request("GET", "/v1/users/@eve:localhost/token");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(token_of(r.body), cached);
+  auto status = c.request("GET", "/v1/status").body;
+  EXPECT_NE(status.find("\"circuit\":\"open\""), std::string::npos) << status;
+
+  hs->fail_all(failure::none);
+  std::this_thread::sleep_for(2500ms);  // the backoff after 3 failures is at most 1 s
+  r = c.request("GET", "/v1/users/@gil:localhost/token");
+  EXPECT_EQ(r.status, 200) << r.body;
+  status = c.request("GET", "/v1/status").body;
+  EXPECT_NE(status.find("\"circuit\":\"closed\""), std::string::npos) << status;
+}
+
+}  // namespace
