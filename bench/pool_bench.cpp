@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <random>
 
+#include <spdlog/spdlog.h>
+
 #include "sessions/session_pool.hpp"
 #include "store/session_store.hpp"
 
@@ -84,6 +86,7 @@ double lookup_ns(sessions::session_pool& pool, std::size_t sessions, std::size_t
 
 int main(int argc, char** argv) {
   const std::size_t max = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 100'000;
+  spdlog::set_level(spdlog::level::warn);  // one info line per login would be the benchmark
   std::printf("pool_bench: sessions of @userN:example.com, Synapse-sized tokens\n");
 
   asio::io_context io{1};

@@ -55,17 +55,20 @@ api_metrics::api_metrics()
                                     "Logins at homeservers, by homeserver, login method and result.",
                                     {"homeserver", "method", "result"})),
       logouts_(registry_.add_counter("mxpuppetd_logouts_total",
-                                     "Logouts at homeservers, by homeserver, login method and result.",
+                                     "Logouts at homeservers, by homeserver, login method and "
+                                     "result.",
                                      {"homeserver", "method", "result"})),
       login_duration_(registry_.add_histogram("mxpuppetd_login_duration_seconds",
                                               "Time a login took, successful or not, by homeserver.", {"homeserver"},
                                               metrics::latency_buckets())),
       upstream_errors_(registry_.add_counter("mxpuppetd_upstream_errors_total",
-                                             "Failed homeserver operations (logins and logouts), by homeserver and kind.",
+                                             "Failed homeserver operations (logins and logouts), by "
+                                             "homeserver and kind.",
                                              {"homeserver", "kind"})),
       sessions_(registry_.add_gauge("mxpuppetd_sessions", "Sessions in the pool, by state.", {"state"})),
       homeserver_up_(registry_.add_gauge("mxpuppetd_homeserver_up",
-                                         "1 while the homeserver is reachable: 0 after its last request failed to reach it.",
+                                         "1 while the homeserver is reachable: 0 after its last "
+                                         "request failed to reach it.",
                                          {"homeserver"})),
       logins_in_flight_(registry_.add_gauge("mxpuppetd_logins_in_flight", "Logins in flight, by homeserver.",
                                             {"homeserver"})) {
@@ -116,7 +119,8 @@ std::string_view api_metrics::method_of(std::string_view homeserver) {
   if (it == methods_.end()) {  // first logout there, or a homeserver added by a reload
     refresh_methods();
     it = methods_.find(homeserver);
-    // Gone by a reload: remembered as unknown (until the next scrape) so its logouts do not ask the pool each.
+    // Gone by a reload: remembered as unknown (until the next scrape), so that its logouts
+    // do not ask the pool one by one.
     if (it == methods_.end()) it = methods_.emplace(std::string{homeserver}, "unknown").first;
   }
   return it->second;
@@ -125,7 +129,8 @@ std::string_view api_metrics::method_of(std::string_view homeserver) {
 void api_metrics::refresh_methods() {
   if (!pool_) return;
   methods_.clear();
-  for (auto& hs : pool_->homeservers()) methods_.emplace(std::move(hs.server_name), std::move(hs.method));
+  for (auto& hs : pool_->homeservers())
+    methods_.emplace(std::move(hs.server_name), std::move(hs.method));
 }
 
 void api_metrics::collect() {

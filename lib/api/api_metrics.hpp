@@ -74,7 +74,7 @@ class api_metrics final : public sessions::pool_observer {
   }
   metrics::counter& resolve_request(endpoint e, int status);
   void collect();
-  // The login method of a homeserver, for the logout series (the pool reports only the server name).
+  // The login method of a homeserver, for the logout series (the pool reports only its name).
   std::string_view method_of(std::string_view homeserver);
   void refresh_methods();
 
@@ -91,7 +91,8 @@ class api_metrics final : public sessions::pool_observer {
   metrics::family<metrics::gauge>& logins_in_flight_;
   std::array<std::array<metrics::counter*, other_status + 1>, endpoint_count> requests_{};
   const sessions::session_pool* pool_ = nullptr;
-  std::map<std::string, std::string, std::less<>> methods_;  // homeserver -> login method, refreshed per scrape
+  // Homeserver -> login method, refreshed at every scrape.
+  std::map<std::string, std::string, std::less<>> methods_;
 };
 
 }  // namespace mxp::api

@@ -50,9 +50,10 @@ struct options {
   bool help = false;
   bool version = false;
   std::optional<std::int64_t> min_valid_ms;
-  std::optional<std::string_view> homeserver;  // sessions, revoke --all-idle: only users of this server
-  bool all_idle = false;                        // revoke --all-idle
-  std::optional<std::int64_t> idle_for_ms;      // revoke --all-idle --idle-for DURATION
+  // sessions, revoke --all-idle: only users of this server.
+  std::optional<std::string_view> homeserver;
+  bool all_idle = false;                    // revoke --all-idle
+  std::optional<std::int64_t> idle_for_ms;  // revoke --all-idle --idle-for DURATION
   std::vector<std::string_view> positional;
 };
 
@@ -118,14 +119,17 @@ options parse_options(std::span<const std::string_view> args, const ctl_context&
       }
     } else if (name == "--homeserver") {
       o.homeserver = value();
-      if (o.homeserver->empty()) throw usage_error{"--homeserver needs a server name such as example.org"};
+      if (o.homeserver->empty())
+        throw usage_error{"--homeserver needs a server name such as example.org"};
     } else if (name == "--all-idle") {
       no_value();
       o.all_idle = true;
     } else if (name == "--idle-for") {
       const std::string_view v = value();
       const auto d = parse_duration(v);
-      if (!d) throw usage_error{fmt::format("--idle-for needs a duration such as 30m, 1h or 7d, not '{}'", v)};
+      if (!d)
+        throw usage_error{
+            fmt::format("--idle-for needs a duration such as 30m, 1h or 7d, not '{}'", v)};
       o.idle_for_ms = d->count();
     } else {
       throw usage_error{fmt::format("unknown option '{}'", name)};
@@ -217,8 +221,8 @@ class command_runner {
 
   // One request on this command's connection; nullopt once an answer came (any status),
   // else the exit code, the reason already on stderr.
-  std::optional<int> exchange(std::string_view method, const std::string& target, std::string_view body,
-                              http_response& resp) {
+  std::optional<int> exchange(std::string_view method, const std::string& target,
+                              std::string_view body, http_response& resp) {
     if (!client_) client_.emplace(opts_.socket, ctx_.timeout);
     try {
       resp = client_->request(method, target, body);
@@ -282,7 +286,8 @@ class command_runner {
     const std::int64_t now = now_ms();
     std::vector<std::vector<std::string>> rows{
         {"USER", "DEVICE", "METHOD", "STATE", "LAST_USED", "EXPIRES"}};
-    std::string filtered_json = R"({"sessions":[)";  // --json with --homeserver: the matching entries
+    // --json with --homeserver: the matching entries.
+    std::string filtered_json = R"({"sessions":[)";
     for (dom::element s : sessions) {
       dom::object so;
       if (s.get_object().get(so) != simdjson::SUCCESS)
@@ -318,7 +323,8 @@ class command_runner {
     if (opts_.json) {
       ctx_.out << filtered_json << "]}\n";
     } else if (rows.size() == 1) {
-      ctx_.out << "no sessions" << (opts_.homeserver ? " on " + printable(*opts_.homeserver) : "") << '\n';
+      ctx_.out << "no sessions" << (opts_.homeserver ? " on " + printable(*opts_.homeserver) : "")
+               << '\n';
     } else {
       print_table(ctx_.out, rows);
     }
@@ -331,8 +337,10 @@ class command_runner {
     if (const auto failed = exchange("GET", "/v1/sessions", {}, resp)) return *failed;
     dom::element doc;
     const auto parse_error = parser_.parse(resp.body).get(doc);
-    if (resp.status < 200 || resp.status > 299) return report_error(resp, parse_error ? nullptr : &doc);
-    if (parse_error) return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
+    if (resp.status < 200 || resp.status > 299)
+      return report_error(resp, parse_error ? nullptr : &doc);
+    if (parse_error)
+      return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
     dom::object o;
     dom::array sessions;
     if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
@@ -348,20 +356,23 @@ class command_runner {
     std::vector<idle_session> idle;  // copied out: the parser is reused for each answer below
     for (dom::element s : sessions) {
       dom::object so;
-      if (s.get_object().get(so) != simdjson::SUCCESS) return bad_answer("a session is not a JSON object");
+      if (s.get_object().get(so) != simdjson::SUCCESS)
+        return bad_answer("a session is not a JSON object");
       const auto user = member(so, "user_id");
       const auto state = member(so, "state");
       const auto last_used = member(so, "last_used_at_ms");
       const auto user_id = user ? as_string(*user) : std::nullopt;
       const auto used_at = last_used ? as_int(*last_used) : std::nullopt;
       if (!user_id || user_id->empty() || !used_at) continue;
-      if (!state || as_string(*state).value_or("") != "active") continue;  // logging in, revoking...: leave it
+      if (!state || as_string(*state).value_or("") != "active")
+        continue;  // logging in, revoking...: leave it
       if (!on_chosen_homeserver(so) || now - *used_at < idle_for_ms) continue;
       idle.push_back({std::string{*user_id}, now - *used_at});
     }
 
-    const std::string scope = fmt::format("idle for {} or longer{}", human_duration(idle_for_ms),
-                                          opts_.homeserver ? " on " + printable(*opts_.homeserver) : "");
+    const std::string scope =
+        fmt::format("idle for {} or longer{}", human_duration(idle_for_ms),
+                    opts_.homeserver ? " on " + printable(*opts_.homeserver) : "");
     std::vector<std::string> revoked, gone, failed;
     std::optional<int> transport_failure;
     for (const auto& s : idle) {
@@ -379,15 +390,18 @@ class command_runner {
         continue;
       }
       dom::object ao;
-      const auto flag = parsed && answer.get_object().get(ao) == simdjson::SUCCESS ? member(ao, "revoked")
-                                                                                   : std::nullopt;
+      const auto flag = parsed && answer.get_object().get(ao) == simdjson::SUCCESS
+                            ? member(ao, "revoked")
+                            : std::nullopt;
       if (!flag || !flag->is_bool()) {
-        ctx_.err << "mxpuppetctl: revoke " << printable(s.user_id) << ": malformed answer from mxpuppetd\n";
+        ctx_.err << "mxpuppetctl: revoke " << printable(s.user_id)
+                 << ": malformed answer from mxpuppetd\n";
         failed.push_back(s.user_id);
       } else if (flag->get_bool().value_unsafe()) {
         revoked.push_back(s.user_id);
         if (!opts_.json)
-          ctx_.out << "revoked " << printable(s.user_id) << " (idle " << human_duration(s.idle_ms) << ")\n";
+          ctx_.out << "revoked " << printable(s.user_id) << " (idle " << human_duration(s.idle_ms)
+                   << ")\n";
       } else {
         gone.push_back(s.user_id);  // ended between the listing and the DELETE
       }
@@ -538,7 +552,8 @@ class command_runner {
     dom::object o;
     const auto errcode = errcode_of(doc, o);
     // Not the Matrix-style error we expect; do not echo the body.
-    if (!errcode) return fmt::format("mxpuppetd answered HTTP {} without an error description", resp.status);
+    if (!errcode)
+      return fmt::format("mxpuppetd answered HTTP {} without an error description", resp.status);
     std::string line = printable(*errcode);
     if (const auto e = member(o, "error")) line += ": " + text_of(*e);
     std::string details;
@@ -581,7 +596,8 @@ bool executable(const std::string& path) {
 // $MXPUPPETD_BIN, else the mxpuppetd installed next to mxpuppetctl, else one on PATH; "" if none.
 std::string find_daemon(const ctl_context& ctx) {
   if (!ctx.daemon_bin_from_env.empty()) return ctx.daemon_bin_from_env;
-  if (!ctx.self_dir.empty() && executable(ctx.self_dir + "/mxpuppetd")) return ctx.self_dir + "/mxpuppetd";
+  if (!ctx.self_dir.empty() && executable(ctx.self_dir + "/mxpuppetd"))
+    return ctx.self_dir + "/mxpuppetd";
   std::string_view path = ctx.search_path;
   while (!path.empty()) {
     const auto colon = path.find(':');
@@ -597,7 +613,8 @@ std::string find_daemon(const ctl_context& ctx) {
 int check_config(const ctl_context& ctx, const std::string& file) {
   const auto daemon = find_daemon(ctx);
   if (daemon.empty()) {
-    ctx.err << "mxpuppetctl: cannot find mxpuppetd next to mxpuppetctl or on PATH (MXPUPPETD_BIN names it)\n";
+    ctx.err << "mxpuppetctl: cannot find mxpuppetd next to mxpuppetctl or on PATH"
+               " (MXPUPPETD_BIN names it)\n";
     return code(ctl_exit::unreachable);
   }
   int out_pipe[2], err_pipe[2];
@@ -634,7 +651,8 @@ int check_config(const ctl_context& ctx, const std::string& file) {
   std::ostream* sinks[2] = {&ctx.out, &ctx.err};
   bool timed_out = false;
   while (fds[0].fd >= 0 || fds[1].fd >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;
@@ -662,12 +680,13 @@ int check_config(const ctl_context& ctx, const std::string& file) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (timed_out) {
-    ctx.err << "mxpuppetctl: " << daemon << " --check-config did not finish within " << human_duration(ctx.timeout.count())
-            << '\n';
+    ctx.err << "mxpuppetctl: " << daemon << " --check-config did not finish within "
+            << human_duration(ctx.timeout.count()) << '\n';
     return code(ctl_exit::unreachable);
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return code(ctl_exit::ok);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 2)  // 2: the configuration is invalid (errors printed)
+  // Exit status 2: the configuration is invalid, and mxpuppetd has said why.
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 2)
     ctx.err << "mxpuppetctl: " << daemon << " --check-config failed ("
             << (WIFEXITED(status) ? fmt::format("exit status {}", WEXITSTATUS(status))
                                   : fmt::format("signal {}", WTERMSIG(status)))
@@ -765,8 +784,10 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
     const std::string_view command = o.positional.front();
     if (o.min_valid_ms && command != "token")
       throw usage_error{"--min-valid-ms only goes with the token command"};
-    if (o.all_idle && command != "revoke") throw usage_error{"--all-idle only goes with the revoke command"};
-    if (o.idle_for_ms && !o.all_idle) throw usage_error{"--idle-for only goes with revoke --all-idle"};
+    if (o.all_idle && command != "revoke")
+      throw usage_error{"--all-idle only goes with the revoke command"};
+    if (o.idle_for_ms && !o.all_idle)
+      throw usage_error{"--idle-for only goes with revoke --all-idle"};
     if (o.homeserver && command != "sessions" && !o.all_idle)
       throw usage_error{"--homeserver only goes with sessions and revoke --all-idle"};
 

@@ -20,7 +20,8 @@ enum class ctl_exit : int {
   unreachable = 3,   // socket missing, connection refused, permission denied, timeout
   bad_answer = 4,    // the daemon's answer is not the HTTP/JSON we expect
 };
-// check-config uses the same codes: 0 valid, 1 invalid (errors on stderr), 3 mxpuppetd not found or not runnable.
+// check-config uses the same codes: 0 valid, 1 invalid (errors on stderr), 3 mxpuppetd not found or
+// not runnable.
 
 inline constexpr std::string_view default_socket_path = "/run/mxpuppetd/mxpuppetd.sock";
 

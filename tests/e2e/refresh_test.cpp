@@ -219,4 +219,44 @@ TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecove
   EXPECT_NE(status.find("\"circuit\":\"closed\""), std::string::npos) << status;
 }
 
+TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparently) {
+  start_homeserver(0);
+  write_config("  validate_after: 1s\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  const auto first = token_of(c.request("GET", "/v1/users/@ida:localhost/token").body);
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@ida:localhost/token").body), first);
+  EXPECT_EQ(hs->whoami_count(), 0) << "not idle: no check";
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@ida:localhost/token").body), first);
+  EXPECT_EQ(hs->whoami_count(), 1) << "idle past validate_after: checked, alive";
+  hs->kill_token(first);
+  std::this_thread::sleep_for(1200ms);
+  auto r = c.request("GET", "/v1/users/@ida:localhost/token");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto replaced = token_of(r.body);
+  EXPECT_NE(replaced, first);
+  EXPECT_TRUE(hs->token_is_live(replaced));
+  EXPECT_EQ(hs->whoami_count(), 2);
+  EXPECT_EQ(hs->login_count(), 2);
+  EXPECT_EQ(hs->device_count("@ida:localhost"), 1);
+}
+
+TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
+  start_homeserver(0);
+  write_config("  revoke_on_shutdown: true\n");
+  auto daemon = start();
+  unix_http_client c{socket};
+  std::vector<std::string> tokens;
+  for (const char* u : {"@s1:localhost", "@s2:localhost", "@s3:localhost"})
+    tokens.push_back(token_of(c.request("GET", std::string{"/v1/users/"} + u + "/token").body));
+  c.close();
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
+  for (const auto& t : tokens) EXPECT_FALSE(hs->token_is_live(t));
+  EXPECT_EQ(hs->device_count(), 0);
+  daemon = start("daemon2.log");  // nothing comes back from the store: every row went with its logout
+  unix_http_client c2{socket};
+  EXPECT_NE(c2.request("GET", "/v1/sessions").body.find("\"sessions\":[]"), std::string::npos);
+}
+
 }  // namespace

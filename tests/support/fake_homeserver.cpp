@@ -1199,6 +1199,15 @@ int fake_homeserver::admin_login_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->admin_logins;
 }
+void fake_homeserver::kill_token(const std::string& token) {
+  std::lock_guard lock(impl_->mu);
+  const auto it = impl_->tokens.find(token);
+  if (it == impl_->tokens.end()) return;
+  if (auto d = impl_->devices.find({it->second.user_id, it->second.device_id}); d != impl_->devices.end())
+    d->second.tokens.erase(token);
+  impl_->tokens.erase(it);
+  impl_->valid_until_ms.erase(token);
+}
 int fake_homeserver::refresh_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->refreshes;

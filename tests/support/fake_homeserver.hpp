@@ -112,7 +112,9 @@ class fake_homeserver {
   int login_flows_count() const;       // GET /login requests received
   int register_count() const;          // POST /register requests received
   int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
-  int refresh_count() const;           // POST /v1/refresh (and /v3/refresh) requests received
+  int refresh_count() const;
+  // Kills one access token behind the client's back (as an admin or a password change would).
+  void kill_token(const std::string& token);           // POST /v1/refresh (and /v3/refresh) requests received
   // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the
   // tokens, so the answer is lost; others: before).
   void fail_next_refresh(int count, failure kind);

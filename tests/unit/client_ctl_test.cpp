@@ -217,8 +217,14 @@ ctl_result ctl(std::vector<std::string_view> args, std::string env_socket = {},
                daemon_lookup lookup = {}) {
   std::ostringstream out, err;
   std::istringstream in{stdin_text};
-  const mxp::client::ctl_context ctx{out,     err, in, std::move(env_socket), [] { return fixed_now; },
-                                     timeout, std::move(lookup.from_env), std::move(lookup.self_dir),
+  const mxp::client::ctl_context ctx{out,
+                                     err,
+                                     in,
+                                     std::move(env_socket),
+                                     [] { return fixed_now; },
+                                     timeout,
+                                     std::move(lookup.from_env),
+                                     std::move(lookup.self_dir),
                                      std::move(lookup.search_path)};
   const int rc = mxp::client::run_ctl(args, ctx);
   return {rc, out.str(), err.str()};
@@ -513,9 +519,11 @@ TEST(Ctl, HumanDuration) {
 const std::string three_servers_sessions =
     R"({"sessions":[)"
     R"({"user_id":"@alice:example.org","device_id":"A","method":"shared_secret","last_used_at_ms":)" +
-    std::to_string(fixed_now - 2 * 3'600'000) + R"(,"expires_at_ms":null,"state":"active"},)"
+    std::to_string(fixed_now - 2 * 3'600'000) +
+    R"(,"expires_at_ms":null,"state":"active"},)"
     R"({"user_id":"@bob:other.org","device_id":"B","method":"jwt","last_used_at_ms":)" +
-    std::to_string(fixed_now - 3 * 3'600'000) + R"(,"expires_at_ms":null,"state":"active"},)"
+    std::to_string(fixed_now - 3 * 3'600'000) +
+    R"(,"expires_at_ms":null,"state":"active"},)"
     R"({"user_id":"@carol:example.org:8448","device_id":"C","method":"jwt","last_used_at_ms":)" +
     std::to_string(fixed_now - 60'000) + R"(,"expires_at_ms":null,"state":"active"}]})";
 
@@ -528,8 +536,11 @@ TEST(Ctl, SessionsOfOneHomeserver) {
             "@alice:example.org  A       shared_secret  active  2h ago     never\n");
   r = ctl({"--socket", d.path(), "sessions", "--homeserver=example.org:8448", "--json"});
   EXPECT_EQ(r.exit_code, ok_code) << r.err;
-  EXPECT_EQ(r.out, R"({"sessions":[{"user_id":"@carol:example.org:8448","device_id":"C","method":"jwt","last_used_at_ms":)" +
-                       std::to_string(fixed_now - 60'000) + R"(,"expires_at_ms":null,"state":"active"}]})" + "\n");
+  EXPECT_EQ(
+      r.out,
+      R"({"sessions":[{"user_id":"@carol:example.org:8448","device_id":"C","method":"jwt","last_used_at_ms":)" +
+          std::to_string(fixed_now - 60'000) + R"(,"expires_at_ms":null,"state":"active"}]})" +
+          "\n");
   r = ctl({"--socket", d.path(), "sessions", "--homeserver", "nowhere.org"});
   EXPECT_EQ(r.out, "no sessions on nowhere.org\n");
   r = ctl({"--socket", d.path(), "sessions", "--homeserver", "nowhere.org", "--json"});
@@ -544,9 +555,12 @@ class revoking_daemon {
   explicit revoking_daemon(std::string sessions)
       : sessions_(std::move(sessions)), server_([this](connection& c, int) {
           while (auto req = c.read_request()) {
-            if (req->method == "GET") c.write(answer(200, sessions_));
+            if (req->method == "GET")
+              c.write(answer(200, sessions_));
             else if (req->target.find("@broken") != std::string::npos)
-              c.write(answer(502, R"({"errcode":"MXP_UPSTREAM","error":"homeserver refused","upstream_status":500})"));
+              c.write(answer(
+                  502,
+                  R"({"errcode":"MXP_UPSTREAM","error":"homeserver refused","upstream_status":500})"));
             else if (req->target.find("@gone") != std::string::npos)
               c.write(answer(200, R"({"revoked":false})"));
             else
@@ -567,7 +581,8 @@ class revoking_daemon {
   script_server server_;
 };
 
-std::string session_json(const std::string& user, std::int64_t idle_ms, const char* state = "active") {
+std::string session_json(const std::string& user, std::int64_t idle_ms,
+                         const char* state = "active") {
   return R"({"user_id":")" + user + R"(","device_id":"D","method":"jwt","last_used_at_ms":)" +
          std::to_string(fixed_now - idle_ms) + R"(,"expires_at_ms":null,"state":")" + state + "\"}";
 }
@@ -592,12 +607,14 @@ TEST(Ctl, RevokeAllIdleDeletesActiveSessionsIdleLongEnough) {
 
 TEST(Ctl, RevokeAllIdleWithDurationHomeserverAndJson) {
   revoking_daemon d{R"({"sessions":[)" + session_json("@a:x.org", 20 * 60'000) + "," +
-                    session_json("@b:y.org", 20 * 60'000) + "," + session_json("@gone:x.org", 40 * 60'000) +
-                    "," + session_json("@c:x.org", 5 * 60'000) + "]}"};
-  auto r = ctl({"--socket", d.path(), "revoke", "--all-idle", "--idle-for", "15m", "--homeserver", "x.org",
-                "--json"});
+                    session_json("@b:y.org", 20 * 60'000) + "," +
+                    session_json("@gone:x.org", 40 * 60'000) + "," +
+                    session_json("@c:x.org", 5 * 60'000) + "]}"};
+  auto r = ctl({"--socket", d.path(), "revoke", "--all-idle", "--idle-for", "15m", "--homeserver",
+                "x.org", "--json"});
   EXPECT_EQ(r.exit_code, ok_code) << r.err;
-  EXPECT_EQ(r.out, R"({"revoked":["@a:x.org"],"gone":["@gone:x.org"],"failed":[]})" "\n");
+  EXPECT_EQ(r.out, R"({"revoked":["@a:x.org"],"gone":["@gone:x.org"],"failed":[]})"
+                   "\n");
   EXPECT_EQ(d.deletes().size(), 2u);
 
   r = ctl({"--socket", d.path(), "revoke", "--all-idle", "--idle-for=7d"});
@@ -611,14 +628,19 @@ TEST(Ctl, RevokeAllIdleGoesOnAfterAFailureAndExits1) {
                     session_json("@fine:x.org", 2 * 3'600'000) + "]}"};
   const auto r = ctl({"--socket", d.path(), "revoke", "--all-idle"});
   EXPECT_EQ(r.exit_code, daemon_error);
-  EXPECT_EQ(r.err, "mxpuppetctl: revoke @broken:x.org: MXP_UPSTREAM: homeserver refused (upstream_status: 500)\n");
-  EXPECT_EQ(r.out, "revoked @fine:x.org (idle 2h)\nrevoked 1 of 2 sessions idle for 1h or longer (1 failed)\n");
+  EXPECT_EQ(r.err,
+            "mxpuppetctl: revoke @broken:x.org: MXP_UPSTREAM: homeserver refused (upstream_status: "
+            "500)\n");
+  EXPECT_EQ(
+      r.out,
+      "revoked @fine:x.org (idle 2h)\nrevoked 1 of 2 sessions idle for 1h or longer (1 failed)\n");
 
   canned_daemon refusing{403, R"({"errcode":"M_FORBIDDEN","error":"not for you"})"};
   const auto denied = ctl({"--socket", refusing.path(), "revoke", "--all-idle"});
   EXPECT_EQ(denied.exit_code, daemon_error);
   EXPECT_EQ(denied.err, "mxpuppetctl: M_FORBIDDEN: not for you\n");
-  EXPECT_EQ(ctl({"--socket", "/nonexistent/x.sock", "revoke", "--all-idle"}).exit_code, unreachable);
+  EXPECT_EQ(ctl({"--socket", "/nonexistent/x.sock", "revoke", "--all-idle"}).exit_code,
+            unreachable);
 }
 
 // --- check-config: runs the built mxpuppetd -------------------------------------------
@@ -659,7 +681,9 @@ std::optional<std::string> daemon_binary() {
   return std::string{bin};
 }
 
-std::string dir_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
+std::string dir_of(const std::string& path) {
+  return path.substr(0, path.rfind('/'));
+}
 
 TEST(Ctl, CheckConfigReportsValidAndInvalidFiles) {
   const auto bin = daemon_binary();
@@ -674,14 +698,19 @@ TEST(Ctl, CheckConfigReportsValidAndInvalidFiles) {
   const auto bad = files.write("bad.yaml", std::string{valid_config} + "log:\n  format: logfmt\n");
   r = ctl({"check-config", bad}, {}, {}, 10s, {*bin, {}, {}});
   EXPECT_EQ(r.exit_code, daemon_error);
-  EXPECT_NE(r.err.find(bad + ":5: log.format: expected text or json, got 'logfmt'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(bad + ":5: log.format: expected text or json, got 'logfmt'"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(r.out, "");
 
-  r = ctl({"check-config", files.write("missing-secret.yaml", "homeservers:\n  example.com:\n    login: "
-                                                              "{method: shared_secret, secret_file: none}\n")},
+  r = ctl({"check-config", files.write("missing-secret.yaml",
+                                       "homeservers:\n  example.com:\n    login: "
+                                       "{method: shared_secret, secret_file: none}\n")},
           {}, {}, 10s, {*bin, {}, {}});
   EXPECT_EQ(r.exit_code, daemon_error);
-  EXPECT_NE(r.err.find(":3: homeservers.example.com.login.secret_file: cannot read"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(":3: homeservers.example.com.login.secret_file: cannot read"),
+            std::string::npos)
+      << r.err;
 }
 
 TEST(Ctl, CheckConfigFindsMxpuppetdNextToItselfThenOnPath) {
@@ -689,8 +718,11 @@ TEST(Ctl, CheckConfigFindsMxpuppetdNextToItselfThenOnPath) {
   if (!bin) GTEST_SKIP() << "MXPUPPETD_BIN not set or not built (run through ctest)";
   config_files files;
   const auto good = files.write("good.yaml", valid_config);
-  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s, {{}, dir_of(*bin), "/nonexistent"}).exit_code, ok_code);
-  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s, {{}, "/nonexistent", "/nonexistent::" + dir_of(*bin)}).exit_code,
+  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s, {{}, dir_of(*bin), "/nonexistent"}).exit_code,
+            ok_code);
+  EXPECT_EQ(ctl({"check-config", good}, {}, {}, 10s,
+                {{}, "/nonexistent", "/nonexistent::" + dir_of(*bin)})
+                .exit_code,
             ok_code);
   auto r = ctl({"check-config", good}, {}, {}, 10s, {{}, "/nonexistent", "/nonexistent"});
   EXPECT_EQ(r.exit_code, unreachable);
@@ -730,7 +762,8 @@ std::optional<process_result> run_binary(const std::vector<std::string>& args,
   std::vector<std::string> env_s;
   for (char** e = environ; *e; ++e) {
     // Only what the test passes: the socket, and check-config's MXPUPPETD_BIN.
-    if (std::strncmp(*e, "MXPUPPETD_SOCKET=", 17) != 0 && std::strncmp(*e, "MXPUPPETD_BIN=", 14) != 0)
+    if (std::strncmp(*e, "MXPUPPETD_SOCKET=", 17) != 0 &&
+        std::strncmp(*e, "MXPUPPETD_BIN=", 14) != 0)
       env_s.emplace_back(*e);
   }
   for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
@@ -796,7 +829,8 @@ TEST(CtlBinary, CheckConfigUsesTheMxpuppetdBesideIt) {
   const auto bad = run_binary({"check-config", files.write("bad.yaml", "homeservers: {}\n")});
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->exit_code, 1);
-  EXPECT_NE(bad->err.find("bad.yaml:1: homeservers: at least one homeserver is required"), std::string::npos)
+  EXPECT_NE(bad->err.find("bad.yaml:1: homeservers: at least one homeserver is required"),
+            std::string::npos)
       << bad->err;
 }
 

@@ -24,6 +24,7 @@ using mxp::config::load_config_text;
 using mxp::config::load_result;
 using mxp::config::shared_secret_login;
 using mxp::config::shared_secret_login_type;
+using mxp::config::refresh_policy;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -269,8 +270,9 @@ clientz: []
 }
 
 TEST_F(ConfigLoad, LogFormatIsTextOrJson) {
-  EXPECT_EQ(load_ok("log:\n  format: text\n" + std::string{minimal}).log.format, mxp::config::log_format::text);
-  EXPECT_EQ(load_ok("log:\n  format: json\n" + std::string{minimal}).log.format, mxp::config::log_format::json);
+  using mxp::config::log_format;
+  EXPECT_EQ(load_ok("log:\n  format: text\n" + std::string{minimal}).log.format, log_format::text);
+  EXPECT_EQ(load_ok("log:\n  format: json\n" + std::string{minimal}).log.format, log_format::json);
   EXPECT_EQ(single_error("log:\n  level: info\n  format: logfmt\n" + std::string{minimal}),
             "cfg.yaml:3: log.format: expected text or json, got 'logfmt'");
   EXPECT_EQ(single_error("log:\n  format: JSON\n" + std::string{minimal}),
@@ -933,9 +935,40 @@ TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
   EXPECT_EQ(example.sessions.idle_timeout, defaults.sessions.idle_timeout);
   EXPECT_EQ(example.sessions.revoke_on_evict, defaults.sessions.revoke_on_evict);
   EXPECT_EQ(example.sessions.revoke_on_shutdown, defaults.sessions.revoke_on_shutdown);
+  EXPECT_EQ(example.sessions.refresh_tokens, defaults.sessions.refresh_tokens);
+  EXPECT_EQ(example.sessions.refresh_margin, defaults.sessions.refresh_margin);
+  EXPECT_EQ(example.sessions.refresh, defaults.sessions.refresh);
+  EXPECT_EQ(example.sessions.validate_after, defaults.sessions.validate_after);
   EXPECT_EQ(example.log.level, defaults.log.level);
   EXPECT_EQ(example.log.format, defaults.log.format);
   EXPECT_THAT(text, HasSubstr("\n  format: text"));  // shown, with its default
 }
 
 }  // namespace
+
+TEST_F(ConfigLoad, RefreshKeys) {
+  auto c = load_ok(std::string{minimal} +
+                   "sessions:\n  refresh_tokens: true\n  refresh_margin: 2m\n  refresh: background\n"
+                   "  validate_after: 1h\n");
+  EXPECT_TRUE(c.sessions.refresh_tokens);
+  EXPECT_EQ(c.sessions.refresh_margin, std::chrono::minutes{2});
+  EXPECT_EQ(c.sessions.refresh, refresh_policy::background);
+  EXPECT_EQ(c.sessions.validate_after, std::chrono::hours{1});
+  EXPECT_TRUE(c.homeservers.at("example.com").request_refresh_token) << "copied to every homeserver";
+  const auto d = load_ok(minimal);
+  EXPECT_FALSE(d.sessions.refresh_tokens);
+  EXPECT_EQ(d.sessions.refresh_margin, std::chrono::seconds{60});
+  EXPECT_EQ(d.sessions.refresh, refresh_policy::on_demand);
+  EXPECT_FALSE(d.sessions.validate_after);
+  EXPECT_FALSE(d.homeservers.at("example.com").request_refresh_token);
+}
+
+TEST_F(ConfigLoad, RefreshKeyErrors) {
+  const auto r = load(std::string{minimal} +
+                      "sessions:\n  refresh_tokens: maybe\n  refresh: eager\n  refresh_margin: soon\n");
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 3u);
+  EXPECT_THAT(r.errors[0], HasSubstr("sessions.refresh_tokens"));
+  EXPECT_THAT(r.errors[1], HasSubstr("sessions.refresh: expected on_demand or background, got 'eager'"));
+  EXPECT_THAT(r.errors[2], HasSubstr("sessions.refresh_margin"));
+}
