@@ -69,6 +69,58 @@ mxp::sessions::pool_options pool_options_from(const mxp::config::daemon_config& 
   return o;
 }
 
+// SIGHUP: re-reads the config and applies what can change while running. A config with any
+// error changes nothing. Homeservers are added, changed (new client, sessions kept) or removed
+// (sessions evicted); `clients:`, session limits and the log level take effect at once;
+// listen/store changes need a restart and say so.
+void reload(const std::string& path, mxp::config::daemon_config& current, mxp::sessions::session_pool& pool,
+            mxp::api::http_api& api, const asio::any_io_executor& executor) {
+  auto loaded = mxp::config::load_config_file(path);
+  if (!loaded.config) {
+    for (const auto& e : loaded.errors) spdlog::error("reload: {}", e);
+    spdlog::error("reload rejected ({} error(s)): the running configuration stays in force", loaded.errors.size());
+    return;
+  }
+  for (const auto& w : loaded.warnings) spdlog::warn("reload: {}", w);
+  auto& next = *loaded.config;
+  // Every new client is built before anything changes: a key that does not fit rejects the whole reload.
+  std::map<std::string, mxp::sessions::homeserver_entry> replacements;
+  try {
+    for (const auto& [name, hs] : next.homeservers) {
+      const auto old = current.homeservers.find(name);
+      if (old != current.homeservers.end() && mxp::config::same_homeserver(old->second, hs)) continue;
+      replacements.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(executor, hs),
+                                                                 hs.max_concurrent_logins});
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("reload rejected: {}: the running configuration stays in force", e.what());
+    return;
+  }
+  for (const auto& [name, _] : current.homeservers) {
+    if (next.homeservers.contains(name)) continue;
+    const auto n = pool.remove_homeserver(name);
+    spdlog::info("reload: homeserver {} removed ({} sessions evicted)", name, n);
+  }
+  for (auto& [name, entry] : replacements) {
+    const bool added = !current.homeservers.contains(name);
+    pool.put_homeserver(name, std::move(entry));
+    spdlog::info("reload: homeserver {} {}", name, added ? "added" : "changed (its sessions are kept)");
+  }
+  const auto options = pool_options_from(next, nullptr, nullptr);
+  pool.set_limits(options.max_sessions, options.idle_timeout, options.revoke_on_evict, options.renewal,
+                  options.background_refresh);
+  api.set_access_policy(std::make_shared<const mxp::api::access_policy>(next.clients));
+  spdlog::set_level(spdlog::level::from_str(next.log.level));
+  if (next.listen.unix_socket != current.listen.unix_socket || next.listen.socket_mode != current.listen.socket_mode ||
+      next.store.path != current.store.path || next.log.format != current.log.format)
+    spdlog::warn("reload: listen, store and log.format changes take effect at the next restart");
+  next.listen = current.listen;  // what is actually in force
+  next.store = current.store;
+  next.log.format = current.log.format;
+  current = std::move(next);
+  spdlog::info("reload: configuration {} applied ({} homeserver(s))", path, current.homeservers.size());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,7 +226,7 @@ int main(int argc, char** argv) {
         const int sig = co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         if (ec) co_return;
         if (sig == SIGHUP) {
-          spdlog::warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+          reload(config_path, config, *pool, api, io.get_executor());
           continue;
         }
         spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -677,6 +677,7 @@ class loader {
       homeserver_config hs;
       hs.server_name = name;
       load_homeserver(f, hs);
+      hs.fingerprint = YAML::Dump(kv.second);
       out.emplace(name, std::move(hs));
     }
   }
@@ -1158,6 +1159,38 @@ class loader {
 };
 
 }  // namespace
+
+namespace {
+
+// The secret material a login method was loaded with (files are read at load time).
+std::vector<const secret_string*> secrets_of(const login_config& login) {
+  return std::visit(
+      [](const auto& m) -> std::vector<const secret_string*> {
+        using method_t = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<method_t, shared_secret_login>) return {&m.secret};
+        else if constexpr (std::is_same_v<method_t, jwt_login>) return {&m.key};
+        else if constexpr (std::is_same_v<method_t, appservice_login>) return {&m.as_token};
+        else return {&m.admin_token};
+      },
+      login);
+}
+
+}  // namespace
+
+bool same_homeserver(const homeserver_config& a, const homeserver_config& b) {
+  if (a.fingerprint != b.fingerprint || a.request_refresh_token != b.request_refresh_token ||
+      a.login.index() != b.login.index())
+    return false;
+  if (const auto* asa = std::get_if<appservice_login>(&a.login)) {  // the registration file may have changed
+    const auto& asb = std::get<appservice_login>(b.login);
+    if (asa->user_regex_sources != asb.user_regex_sources || asa->sender_localpart != asb.sender_localpart)
+      return false;
+  }
+  const auto sa = secrets_of(a.login), sb = secrets_of(b.login);
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    if (!(*sa[i] == *sb[i])) return false;
+  return true;
+}
 
 load_result load_config_text(const std::string& yaml_text, const std::string& source_name,
                              const std::string& base_dir) {

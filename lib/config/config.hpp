@@ -85,7 +85,12 @@ struct homeserver_config {
   milliseconds connect_timeout{std::chrono::seconds{10}};  // TCP connect + TLS handshake
   std::size_t max_response_bytes = 1024 * 1024;             // body limit for answers
   bool request_refresh_token = false;  // copied from sessions.refresh_tokens at load
+  std::string fingerprint;             // the YAML of this entry as loaded, for reload comparisons
 };
+
+// Would a client built from `a` behave like one built from `b`? (Same settings and same
+// secret material: a rotated secret file counts as a change.) Used by reload.
+bool same_homeserver(const homeserver_config& a, const homeserver_config& b);
 
 struct listen_config {
   std::string unix_socket = "/run/mxpuppetd/mxpuppetd.sock";

@@ -29,6 +29,7 @@ namespace {
 
 struct homeserver_state {
   homeserver_entry entry;
+  bool removed = false;  // by a reload: its sessions are on their way out
   homeserver_health health;
   unsigned logins_in_flight = 0;
   wait_queue login_slot_freed;
@@ -88,6 +89,8 @@ struct session_pool::impl {
   asio::any_io_executor executor;
   pool_options options;
   std::map<std::string, std::unique_ptr<homeserver_state>, std::less<>> homeservers;
+  // Homeservers removed by a reload: kept while sessions and tasks may still point at them.
+  std::vector<std::unique_ptr<homeserver_state>> retired;
   // Keys view the entry's own user_id.
   std::unordered_map<std::string_view, std::shared_ptr<session_entry>> sessions;
   lru_list lru;  // sessions that may be evicted (not those already being revoked for good)
@@ -217,7 +220,8 @@ struct session_pool::impl {
 
   // validating: whoami; a dead token moves the machine on to refreshing or logging_in.
   asio::awaitable<void> validate(session_entry& e) {
-    auto& client = *e.homeserver->entry.client;
+    const auto client_ref = e.homeserver->entry.client;  // a reload may swap the entry's client meanwhile
+    auto& client = *client_ref;
     const auto started = steady_clock::now();
     validation outcome = validation::unknown;
     std::string detail;
@@ -244,7 +248,8 @@ struct session_pool::impl {
   // refreshing: one POST /refresh, never replayed; any failure falls back to a login.
   asio::awaitable<void> refresh(session_entry& e) {
     auto& hs = *e.homeserver;
-    auto& client = *hs.entry.client;
+    const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
+    auto& client = *client_ref;
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
     if (hs.health.admit(steady_ms()) != admission::go) {
@@ -287,7 +292,8 @@ struct session_pool::impl {
   // off after 5xx/network failures while callers still wait, up to max_login_attempts.
   asio::awaitable<void> log_in(session_entry& e) {
     auto& hs = *e.homeserver;
-    auto& client = *hs.entry.client;
+    const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
+    auto& client = *client_ref;
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
     unsigned attempts = 0;
@@ -363,7 +369,8 @@ struct session_pool::impl {
   // One try: the pending logout (if any), then the login; the token is durable before anyone sees it.
   asio::awaitable<std::optional<pool_error>> attempt_login(session_entry& e) {
     auto& hs = *e.homeserver;
-    auto& client = *hs.entry.client;
+    const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
+    auto& client = *client_ref;
     try {
       if (e.machine.has_pending_logout()) {
         // The previous token may still be live: it must die before a new login on the same device.
@@ -395,8 +402,10 @@ struct session_pool::impl {
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
     bool was_live = false;
+    const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
+    auto& client = *client_ref;
     try {
-      auto out = co_await hs.entry.client->logout(e->machine.token_to_log_out());
+      auto out = co_await client.logout(e->machine.token_to_log_out());
       if (out) {
         was_live = out->token_was_live;
       } else {
@@ -406,16 +415,16 @@ struct session_pool::impl {
       failure = local_error(errc::upstream_unavailable, ex.what());
     }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count();
-    if (options.observer) options.observer->on_logout(hs.entry.client->server_name(), failure ? &*failure : nullptr);
+    if (options.observer) options.observer->on_logout(client.server_name(), failure ? &*failure : nullptr);
     if (failure) {
       spdlog::warn("logout user={} homeserver={} result={} duration_ms={} upstream_status={} detail=\"{}\"",
-                   e->user_id, hs.entry.client->server_name(), failure->code.message(), ms,
+                   e->user_id, client.server_name(), failure->code.message(), ms,
                    failure->http_status, failure->diagnostic);
       e->last_failure = std::make_unique<pool_error>(std::move(*failure));
     } else {
       ++hs.logouts;
       spdlog::info("logout user={} homeserver={} result=ok token_was_live={} duration_ms={}", e->user_id,
-                   hs.entry.client->server_name(), was_live, ms);
+                   client.server_name(), was_live, ms);
     }
     e->machine.on_logout_finished(!failure);
     if (!failure) co_await unpersist(e->user_id);  // nothing of it is live any more
@@ -483,7 +492,7 @@ std::optional<token_view> session_pool::find_ready(std::string_view user_id, std
   if (it == impl_->sessions.end()) return std::nullopt;
   auto& e = *it->second;
   const auto now = impl_->now();
-  if (!e.machine.ready_for(now, min_valid_ms, impl_->options.renewal)) return std::nullopt;
+  if (e.homeserver->removed || !e.machine.ready_for(now, min_valid_ms, impl_->options.renewal)) return std::nullopt;
   e.machine.touch(now);
   impl_->touch(e);
   if (impl_->options.observer) impl_->options.observer->on_token_lookup(true);
@@ -596,6 +605,53 @@ asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string use
   }
 }
 
+void session_pool::put_homeserver(const std::string& server_name, homeserver_entry entry) {
+  auto& self = *impl_;
+  if (entry.max_concurrent_logins == 0) entry.max_concurrent_logins = 1;
+  auto it = self.homeservers.find(server_name);
+  if (it == self.homeservers.end()) {
+    auto state = std::make_unique<homeserver_state>();
+    state->entry = std::move(entry);
+    state->health = homeserver_health{self.options.health};
+    self.homeservers.emplace(server_name, std::move(state));
+    return;
+  }
+  auto& hs = *it->second;
+  hs.entry = std::move(entry);  // running tasks hold the old client until they finish
+  hs.health = homeserver_health{self.options.health};
+  hs.login_slot_freed.notify_all();  // a higher cap lets waiting logins go
+}
+
+std::size_t session_pool::remove_homeserver(const std::string& server_name) {
+  auto& self = *impl_;
+  auto it = self.homeservers.find(server_name);
+  if (it == self.homeservers.end()) return 0;
+  auto* state = it->second.get();
+  state->removed = true;
+  self.retired.push_back(std::move(it->second));
+  self.homeservers.erase(it);
+  std::vector<session_entry*> victims;
+  for (auto& [_, e] : self.sessions)
+    if (e->homeserver == state) victims.push_back(e.get());
+  for (auto* e : victims) {
+    if (e->machine.busy()) continue;  // its task finishes with the old client; it is gone from routing already
+    self.evict(*e, "homeserver removed from the configuration");
+  }
+  return victims.size();
+}
+
+void session_pool::set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout, bool revoke_on_evict,
+                              renewal_policy renewal, bool background_refresh) {
+  auto& o = impl_->options;
+  o.max_sessions = std::max<std::size_t>(max_sessions, 1);
+  o.idle_timeout = idle_timeout;
+  o.revoke_on_evict = revoke_on_evict;
+  o.renewal = renewal;
+  o.background_refresh = background_refresh;
+  impl_->enforce_capacity(nullptr);
+  if (impl_->maintenance_timer) impl_->maintenance_timer->cancel();  // the next round uses the new period
+}
+
 std::size_t session_pool::refresh_due() {
   auto& self = *impl_;
   const auto now = self.now();
@@ -624,13 +680,15 @@ std::size_t session_pool::evict_idle() {
 asio::awaitable<void> session_pool::run_maintenance() {
   auto& self = *impl_;
   auto& timer = self.maintenance_timer.emplace(self.executor);
-  auto period = std::clamp<std::chrono::milliseconds>(self.options.idle_timeout / 4, std::chrono::seconds{1},
-                                                      std::chrono::seconds{60});
-  // Background refresh looks often enough to catch every token between twice the margin and the margin.
-  if (self.options.background_refresh)
-    period = std::clamp<std::chrono::milliseconds>(
-        std::chrono::milliseconds{self.options.renewal.refresh_margin_ms / 4}, std::chrono::milliseconds{100}, period);
   while (!self.stopping) {
+    // Recomputed each round: a reload may change the idle timeout or the refresh policy.
+    auto period = std::clamp<std::chrono::milliseconds>(self.options.idle_timeout / 4, std::chrono::seconds{1},
+                                                        std::chrono::seconds{60});
+    // Background refresh looks often enough to catch every token between twice the margin and the margin.
+    if (self.options.background_refresh)
+      period = std::clamp<std::chrono::milliseconds>(
+          std::chrono::milliseconds{self.options.renewal.refresh_margin_ms / 4}, std::chrono::milliseconds{100},
+          period);
     timer.expires_after(period);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));

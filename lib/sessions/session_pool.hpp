@@ -51,7 +51,8 @@ struct pool_options {
 };
 
 struct homeserver_entry {
-  std::unique_ptr<matrix::homeserver_client> client;
+  // Shared: a task that is talking to the homeserver keeps its client even when a reload replaces it.
+  std::shared_ptr<matrix::homeserver_client> client;
   unsigned max_concurrent_logins = 4;
 };
 
@@ -129,6 +130,17 @@ class session_pool {
   std::vector<homeserver_status> homeservers() const;
   pool_stats stats() const;
   std::size_t background_tasks() const noexcept;
+
+  // --- reload ----------------------------------------------------------------------------------
+  // Adds a homeserver or gives an existing one a new client (new URL, method, keys, limits). Its
+  // sessions are kept: tokens belong to the server name, and the next login uses the new client.
+  void put_homeserver(const std::string& server_name, homeserver_entry entry);
+  // Removes a homeserver: its users get M_NOT_FOUND from now on, and its sessions are evicted
+  // (logged out with the old client when revoke_on_evict). Returns how many sessions it had.
+  std::size_t remove_homeserver(const std::string& server_name);
+  // New limits and renewal settings (store and observer stay as they are).
+  void set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout, bool revoke_on_evict,
+                  renewal_policy renewal, bool background_refresh);
 
   // Checks a user ID and finds its homeserver; errors are invalid_user_id / unknown_homeserver.
   expected<const matrix::homeserver_client*, pool_error> route(std::string_view user_id) const;

@@ -1,0 +1,126 @@
+// End-to-end reload: SIGHUP adds, changes and removes homeservers and clients without
+// dropping the sessions of homeservers that stay; a broken config changes nothing.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <csignal>
+#include <thread>
+
+#include "client/unix_http_client.hpp"
+#include "support/daemon_process.hpp"
+#include "support/fake_homeserver.hpp"
+
+using namespace mxp::test;
+using mxp::client::unix_http_client;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string token_of(const std::string& body) {
+  simdjson::dom::parser p;
+  std::string_view v;
+  if (p.parse(body).get_object()["access_token"].get_string().get(v) != simdjson::SUCCESS) return {};
+  return std::string{v};
+}
+
+struct reload_fixture : ::testing::Test {
+  temp_dir dir;
+  std::unique_ptr<fake_homeserver> first, second;
+  std::string socket = dir.file("mxpuppetd.sock");
+  std::string config_file = dir.file("config.yaml");
+  std::unique_ptr<daemon_process> daemon;
+
+  void SetUp() override {
+    fake_homeserver_options a;
+    a.shared_secret = "first-secret";
+    first = std::make_unique<fake_homeserver>(a);
+    fake_homeserver_options b;
+    b.server_name = "second.test";
+    b.shared_secret = "second-secret";
+    second = std::make_unique<fake_homeserver>(b);
+    dir.write("first.secret", "first-secret");
+    dir.write("second.secret", "second-secret");
+  }
+  std::string homeserver(const std::string& name, const fake_homeserver& hs, const std::string& secret_file,
+                         unsigned max_logins = 4) {
+    return "  " + name + ":\n    url: " + hs.url() + "\n    login: {method: shared_secret, secret_file: " + secret_file +
+           "}\n    max_concurrent_logins: " + std::to_string(max_logins) + "\n";
+  }
+  void write_config(const std::string& homeservers, const std::string& rest = "") {
+    dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n" + homeservers + rest +
+                                 "log: {level: info}\n");
+  }
+  // Sends SIGHUP and waits until the daemon logged the outcome of that reload.
+  bool reload_and_wait(const std::string& outcome) {
+    const auto seen = count(daemon->log(), outcome);
+    ::kill(daemon->pid(), SIGHUP);
+    for (int i = 0; i < 200; ++i) {
+      if (count(daemon->log(), outcome) > seen) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  static std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+};
+
+TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
+  write_config(homeserver("localhost", *first, "first.secret"));
+  daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
+  ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+  unix_http_client c{socket};
+  const auto alice = token_of(c.request("GET", "/v1/users/@alice:localhost/token").body);
+  ASSERT_FALSE(alice.empty());
+  EXPECT_EQ(c.request("GET", "/v1/users/@bob:second.test/token").status, 404);
+
+  // Add a homeserver, and change the first one (a higher login cap): alice's session stays.
+  write_config(homeserver("localhost", *first, "first.secret", 8) + homeserver("second.test", *second, "second.secret"));
+  ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
+  EXPECT_NE(daemon->log().find("homeserver second.test added"), std::string::npos);
+  auto r = c.request("GET", "/v1/users/@bob:second.test/token");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto bob = token_of(r.body);
+  EXPECT_TRUE(second->token_is_live(bob));
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
+  EXPECT_EQ(first->login_count(), 1) << "the reload dropped no session";
+
+  // A broken config changes nothing.
+  dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    urll: x\n");
+  ASSERT_TRUE(reload_and_wait("reload rejected")) << daemon->log();
+  EXPECT_NE(daemon->log().find("homeservers.localhost.urll: unknown key"), std::string::npos) << daemon->log();
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@bob:second.test/token").body), bob);
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
+
+  // Remove the second homeserver: its users are unknown from now on and its session is logged out.
+  write_config(homeserver("localhost", *first, "first.secret", 8));
+  ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
+  EXPECT_EQ(c.request("GET", "/v1/users/@bob:second.test/token").status, 404);
+  for (int i = 0; i < 100 && second->token_is_live(bob); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(second->token_is_live(bob));
+  EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
+
+  // Clients take effect at once: an entry for some other uid leaves this peer out.
+  write_config(homeserver("localhost", *first, "first.secret", 8),
+               "clients:\n  - {name: someone-else, uid: 65533, allow: [\"@*:localhost\"]}\n");
+  ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
+  EXPECT_EQ(c.request("GET", "/v1/users/@alice:localhost/token").status, 403);
+  EXPECT_EQ(first->login_count(), 1);
+  EXPECT_EQ(daemon->stop(SIGTERM), 0);
+}
+
+TEST_F(reload_fixture, ARotatedSecretFileCountsAsAChange) {
+  write_config(homeserver("localhost", *first, "first.secret"));
+  daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
+  ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+  dir.write("first.secret", "rotated-secret");
+  ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
+  EXPECT_NE(daemon->log().find("homeserver localhost changed"), std::string::npos) << daemon->log();
+  unix_http_client c{socket};
+  EXPECT_EQ(c.request("GET", "/v1/users/@carol:localhost/token").status, 502) << "the fake still wants the old secret";
+  EXPECT_EQ(daemon->log().find("rotated-secret"), std::string::npos);
+}
+
+}  // namespace
