@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
   }
   auto& config = *loaded.config;
   if (check_only) {
+    for (const auto& w : loaded.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("%s: configuration is valid (%zu homeserver(s))\n", config_path.c_str(), config.homeservers.size());
     return 0;
   }
@@ -163,6 +164,7 @@ int main(int argc, char** argv) {
   else
     spdlog::set_pattern(mxp::text_log_pattern);
   spdlog::set_level(spdlog::level::from_str(config.log.level));
+  for (const auto& w : loaded.warnings) spdlog::warn("{}", w);
   std::signal(SIGPIPE, SIG_IGN);
 
   try {

@@ -16,6 +16,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <fmt/format.h>
 #include <functional>
 #include <initializer_list>
 #include <limits>
@@ -804,34 +805,30 @@ class loader {
   }
 
   void read_secret_file(const field& f, shared_secret_login& login) {
-    auto s = get_nonempty_string(f);
-    if (!s) return;
-    const auto path = resolve(*s);
-    login.secret_file = path.string();
-    std::string why;
-    auto contents = read_small_file(path, max_secret_file_bytes, why);
-    if (!contents) {
-      error(f, "cannot read '" + path.string() + "': " + why);
-      return;
-    }
-    if (contents->ends_with("\r\n"))
-      contents->resize(contents->size() - 2);
-    else if (contents->ends_with('\n'))
-      contents->resize(contents->size() - 1);
-    if (contents->empty()) {
-      error(f, "secret file '" + path.string() + "' is empty");
-      return;
-    }
-    login.secret = secret_string{std::move(*contents)};
+    if (auto secret = read_secret(f, login.secret_file, true, "secret file")) login.secret = std::move(*secret);
   }
 
-  // Reads a secret file named by `f` (relative to the config's directory). With
-  // `strip_newline`, one trailing "\n" or "\r\n" goes. Errors name the path, never contents.
-  std::optional<secret_string> read_secret(const field& f, std::string& resolved,
-                                           bool strip_newline) {
+  // Where a secret file named `p` lives: a bare name (no '/') that systemd passed as a
+  // credential (LoadCredential=, $CREDENTIALS_DIRECTORY) is taken from there; anything else
+  // is relative to the config's directory.
+  fs::path resolve_secret(const std::string& p) const {
+    if (const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
+        creds && *creds && p.find('/') == std::string::npos) {
+      const fs::path candidate = fs::path{creds} / p;
+      std::error_code ec;
+      if (fs::is_regular_file(candidate, ec)) return candidate;
+    }
+    return resolve(p);
+  }
+
+  // Reads a secret file named by `f` (see resolve_secret). With `strip_newline`, one trailing
+  // "\n" or "\r\n" goes. Errors name the path, never contents; a file that others may read
+  // loads with a warning.
+  std::optional<secret_string> read_secret(const field& f, std::string& resolved, bool strip_newline,
+                                           std::string_view noun = "file") {
     auto s = get_nonempty_string(f);
     if (!s) return std::nullopt;
-    const auto path = resolve(*s);
+    const auto path = resolve_secret(*s);
     resolved = path.string();
     std::string why;
     auto contents = read_small_file(path, max_secret_file_bytes, why);
@@ -848,9 +845,12 @@ class loader {
       keep -= 1;
     if (keep != v.size()) secret = secret_string{std::string{v.substr(0, keep)}};
     if (secret.empty()) {
-      error(f, "file '" + resolved + "' is empty");
+      error(f, std::string{noun} + " '" + resolved + "' is empty");
       return std::nullopt;
     }
+    if (struct stat st {}; ::stat(resolved.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0)
+      warnings_.push_back(fmt_error(f.line, f.path + ": secret file '" + resolved + "' is readable by others (mode " +
+                                                fmt::format("{:04o}", st.st_mode & 07777) + "); chmod o-r it"));
     return secret;
   }
 

@@ -972,3 +972,35 @@ TEST_F(ConfigLoad, RefreshKeyErrors) {
   EXPECT_THAT(r.errors[1], HasSubstr("sessions.refresh: expected on_demand or background, got 'eager'"));
   EXPECT_THAT(r.errors[2], HasSubstr("sessions.refresh_margin"));
 }
+
+TEST_F(ConfigLoad, SecretFilesReadableByOthersLoadWithAWarning) {
+  const auto path = write("open.secret", "s3cret\n");
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read);
+  const auto r = load("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                      "      secret_file: open.secret\n");
+  ASSERT_TRUE(r.config) << ::testing::PrintToString(r.errors);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_THAT(r.warnings[0], HasSubstr("cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '"));
+  EXPECT_THAT(r.warnings[0], HasSubstr("is readable by others (mode 0604)"));
+  EXPECT_THAT(r.warnings[0], Not(HasSubstr("s3cret")));
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_TRUE(load("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+                   "      secret_file: open.secret\n").warnings.empty());
+}
+
+TEST_F(ConfigLoad, BareSecretNamesComeFromTheSystemdCredentialsDirectory) {
+  const auto creds = dir_ / "credentials";
+  fs::create_directories(creds);
+  {
+    std::ofstream out{creds / "hs.secret"};
+    out << "from-systemd\n";
+  }
+  ::setenv("CREDENTIALS_DIRECTORY", creds.c_str(), 1);
+  auto c = load_ok(minimal);  // secret_file: hs.secret exists in both places: the credential wins
+  EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret.reveal(), "from-systemd");
+  EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret_file, (creds / "hs.secret").string());
+  fs::remove(creds / "hs.secret");
+  c = load_ok(minimal);  // not a credential: relative to the config file as always
+  EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret.reveal(), "s3cret-value");
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+}
