@@ -61,8 +61,19 @@ api_metrics::api_metrics()
       login_duration_(registry_.add_histogram("mxpuppetd_login_duration_seconds",
                                               "Time a login took, successful or not, by homeserver.", {"homeserver"},
                                               metrics::latency_buckets())),
+      refreshes_(registry_.add_counter("mxpuppetd_refreshes_total",
+                                       "Token refreshes at homeservers, by homeserver and result (a failed one "
+                                       "falls back to a login).",
+                                       {"homeserver", "result"})),
+      refresh_duration_(registry_.add_histogram("mxpuppetd_refresh_duration_seconds",
+                                                "Time a refresh took, successful or not, by homeserver.",
+                                                {"homeserver"}, metrics::latency_buckets())),
+      circuit_state_(registry_.add_gauge("mxpuppetd_homeserver_circuit_state",
+                                         "Circuit breaker per homeserver: 1 for the state it is in "
+                                         "(closed, open, half_open), 0 for the others.",
+                                         {"homeserver", "state"})),
       upstream_errors_(registry_.add_counter("mxpuppetd_upstream_errors_total",
-                                             "Failed homeserver operations (logins and logouts), by "
+                                             "Failed homeserver operations (logins, refreshes and logouts), by "
                                              "homeserver and kind.",
                                              {"homeserver", "kind"})),
       sessions_(registry_.add_gauge("mxpuppetd_sessions", "Sessions in the pool, by state.", {"state"})),
@@ -82,7 +93,8 @@ api_metrics::api_metrics()
               .count()));
   // The series everyone looks at exist from the start, at 0.
   requests_[static_cast<std::size_t>(endpoint::token)][0] = &resolve_request(endpoint::token, 200);
-  for (const char* state : {"active", "logging_in", "revoking", "absent"}) sessions_.with({state});
+  for (const char* state : {"active", "logging_in", "refreshing", "validating", "revoking", "absent"})
+    sessions_.with({state});
   registry_.add_collector([this] { collect(); });
 }
 
@@ -99,6 +111,19 @@ void api_metrics::on_login(std::string_view homeserver, std::string_view method,
     login_duration_.with({hs}).observe(std::chrono::duration<double>(duration).count());
     if (failure) upstream_errors_.with({hs, std::string{result}}).inc();
   } catch (const std::exception& e) {  // allocation failure: metrics are not worth a crash
+    spdlog::warn("metrics: {}", e.what());
+  }
+}
+
+void api_metrics::on_refresh(std::string_view homeserver, std::chrono::nanoseconds duration,
+                             const matrix::upstream_error* failure) noexcept {
+  try {
+    const std::string hs{homeserver};
+    const auto result = failure ? failure_kind(*failure) : std::string_view{"ok"};
+    refreshes_.with({hs, std::string{result}}).inc();
+    refresh_duration_.with({hs}).observe(std::chrono::duration<double>(duration).count());
+    if (failure) upstream_errors_.with({hs, std::string{result}}).inc();
+  } catch (const std::exception& e) {
     spdlog::warn("metrics: {}", e.what());
   }
 }
@@ -138,14 +163,20 @@ void api_metrics::collect() {
   const auto s = pool_->stats();
   sessions_.with({"active"}).set(static_cast<double>(s.active));
   sessions_.with({"logging_in"}).set(static_cast<double>(s.logging_in));
+  sessions_.with({"refreshing"}).set(static_cast<double>(s.refreshing));
+  sessions_.with({"validating"}).set(static_cast<double>(s.validating));
   sessions_.with({"revoking"}).set(static_cast<double>(s.revoking));
   sessions_.with({"absent"}).set(static_cast<double>(s.absent));
   homeserver_up_.clear();  // homeservers can come and go with a reload
   logins_in_flight_.clear();
+  circuit_state_.clear();
   methods_.clear();
   for (auto& hs : pool_->homeservers()) {
     homeserver_up_.with({hs.server_name}).set(hs.healthy ? 1 : 0);
     logins_in_flight_.with({hs.server_name}).set(hs.logins_in_flight);
+    for (auto state : {sessions::circuit_state::closed, sessions::circuit_state::open,
+                       sessions::circuit_state::half_open})
+      circuit_state_.with({hs.server_name, std::string{sessions::to_string(state)}}).set(hs.circuit == state ? 1 : 0);
     methods_.emplace(std::move(hs.server_name), std::move(hs.method));
   }
 }

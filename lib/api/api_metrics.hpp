@@ -52,6 +52,8 @@ class api_metrics final : public sessions::pool_observer {
   void on_login(std::string_view homeserver, std::string_view method, std::chrono::nanoseconds duration,
                 const matrix::upstream_error* failure) noexcept override;
   void on_logout(std::string_view homeserver, const matrix::upstream_error* failure) noexcept override;
+  void on_refresh(std::string_view homeserver, std::chrono::nanoseconds duration,
+                  const matrix::upstream_error* failure) noexcept override;
 
  private:
   static constexpr std::size_t other_status = 12;
@@ -85,6 +87,9 @@ class api_metrics final : public sessions::pool_observer {
   metrics::family<metrics::counter>& logins_;
   metrics::family<metrics::counter>& logouts_;
   metrics::family<metrics::histogram>& login_duration_;
+  metrics::family<metrics::counter>& refreshes_;
+  metrics::family<metrics::histogram>& refresh_duration_;
+  metrics::family<metrics::gauge>& circuit_state_;
   metrics::family<metrics::counter>& upstream_errors_;
   metrics::family<metrics::gauge>& sessions_;
   metrics::family<metrics::gauge>& homeserver_up_;

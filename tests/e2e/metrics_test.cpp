@@ -438,6 +438,8 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
             1);
   EXPECT_EQ(m.value("mxpuppetd_api_requests_total{endpoint=\"token\",status=\"503\"}"), 1);
   EXPECT_EQ(m.value("mxpuppetd_homeserver_up{" + hs_label + "}"), 0);
+  EXPECT_EQ(m.value("mxpuppetd_homeserver_circuit_state{" + hs_label + ",state=\"open\"}"), 1);
+  EXPECT_EQ(m.value("mxpuppetd_homeserver_circuit_state{" + hs_label + ",state=\"closed\"}"), 0);
 
   // Back: within the backoff, the next login goes through and the gauge follows.
   hs->fail_all(failure::none);
@@ -450,6 +452,7 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   ASSERT_EQ(status, 200);
   m = scrape(c);
   EXPECT_EQ(m.value("mxpuppetd_homeserver_up{" + hs_label + "}"), 1);
+  EXPECT_EQ(m.value("mxpuppetd_homeserver_circuit_state{" + hs_label + ",state=\"closed\"}"), 1);
   EXPECT_EQ(
       m.value("mxpuppetd_logins_total{" + hs_label + ",method=\"shared_secret\",result=\"ok\"}"),
       1);
@@ -462,6 +465,34 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   EXPECT_EQ(m.value("mxpuppetd_api_requests_total{endpoint=\"token\",status=\"429\"}"), 1);
   EXPECT_EQ(m.value("mxpuppetd_api_requests_total{endpoint=\"metrics\",status=\"200\"}"), 3);
   if (HasFailure()) ADD_FAILURE() << daemon->log();
+}
+
+TEST(MetricsRefresh, RefreshesAreCountedAndTimed) {
+  temp_dir dir;
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.refresh_access_lifetime_ms = 10'000;
+  fake_homeserver hs{o};
+  dir.write("secret", secret);
+  const auto socket = dir.file("mxpuppetd.sock");
+  const auto config = dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n"
+                                               "    url: " + hs.url() + "\n    login: {method: shared_secret, "
+                                               "secret_file: secret}\nsessions: {refresh_tokens: true}\n");
+  daemon_process daemon{config, socket, dir.file("daemon.log")};
+  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  unix_http_client c{socket};
+  ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token").status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token?min_valid_ms=9990").status, 200);  // refreshes
+  const auto r = c.request("GET", "/metrics");
+  const auto m = parse_exposition(r.body);
+  EXPECT_TRUE(m.errors.empty()) << r.body;
+  EXPECT_EQ(m.value("mxpuppetd_refreshes_total{homeserver=\"localhost\",result=\"ok\"}"), 1) << r.body;
+  // The first try went to /v3/refresh, which this (older) homeserver does not know: one
+  // refresh for the daemon, two requests for the homeserver.
+  EXPECT_EQ(hs.refresh_count(), 2);
+  EXPECT_EQ(m.value("mxpuppetd_refresh_duration_seconds_count{homeserver=\"localhost\"}"), 1) << r.body;
+  EXPECT_EQ(m.value("mxpuppetd_logins_total{homeserver=\"localhost\",method=\"shared_secret\",result=\"ok\"}"), 1);
 }
 
 }  // namespace
