@@ -346,11 +346,12 @@ struct session_pool::impl {
     e.retry_at_ms = 0;
     if (!failure && e.machine.state() == session_state::logging_in && stopping)
       failure = local_error(errc::shutting_down, "daemon is shutting down");
-    if (options.observer)
+    // A login that never went out (circuit open, shutdown) is not one the homeserver saw: not counted.
+    if (options.observer && attempts > 0)
       options.observer->on_login(client.server_name(), client.method_name(), steady_clock::now() - started,
                                  failure ? &*failure : nullptr);
     if (failure) {
-      ++hs.logins_failed;
+      if (attempts > 0) ++hs.logins_failed;
       spdlog::warn("login user={} homeserver={} method={} result={} duration_ms={} attempts={} upstream_status={} "
                    "upstream_errcode={} upstream_error=\"{}\" detail=\"{}\"",
                    e.user_id, client.server_name(), client.method_name(), failure->code.message(),
