@@ -18,6 +18,7 @@
 
 #include "api/api_metrics.hpp"
 #include "api/http_api.hpp"
+#include "api/tcp_server.hpp"
 #include "api/unix_server.hpp"
 #include "config/config.hpp"
 #include "core/log_format.hpp"
@@ -112,6 +113,7 @@ void reload(const std::string& path, mxp::config::daemon_config& current, mxp::s
   api.set_access_policy(std::make_shared<const mxp::api::access_policy>(next.clients));
   spdlog::set_level(spdlog::level::from_str(next.log.level));
   if (next.listen.unix_socket != current.listen.unix_socket || next.listen.socket_mode != current.listen.socket_mode ||
+      next.listen.tcp != current.listen.tcp ||
       next.store.path != current.store.path || next.log.format != current.log.format)
     spdlog::warn("reload: listen, store and log.format changes take effect at the next restart");
   next.listen = current.listen;  // what is actually in force
@@ -212,6 +214,14 @@ int main(int argc, char** argv) {
     if (config.listen.socket_owner) listen_options.socket_uid = *config.listen.socket_owner;
     if (config.listen.socket_group) listen_options.socket_gid = *config.listen.socket_group;
     mxp::api::unix_server server{io.get_executor(), std::move(listen_options), api};
+    std::unique_ptr<mxp::api::tcp_server> tcp_server;  // listen.tcp: loopback, API keys only
+    if (const auto& tcp = config.listen.tcp)
+      tcp_server = std::make_unique<mxp::api::tcp_server>(
+          io.get_executor(),
+          mxp::api::tcp_server_options{tcp->address, tcp->port, config.listen.idle_timeout, std::chrono::seconds{10},
+                                       config.listen.max_header_bytes, config.listen.max_body_bytes,
+                                       config.listen.max_connections},
+          api);
     mxp::daemon::sd_notifier notifier{io.get_executor(), [&pool] {
                                         const auto s = pool->stats();
                                         return fmt::format("{} sessions: {} active, {} logging in, {} revoking",
@@ -219,6 +229,7 @@ int main(int argc, char** argv) {
                                       }};
 
     asio::co_spawn(io, server.run(), log_on_failure("API server"));
+    if (tcp_server) asio::co_spawn(io, tcp_server->run(), log_on_failure("TCP API server"));
     asio::co_spawn(io, pool->run_maintenance(), log_on_failure("session maintenance"));
 
     asio::signal_set signals{io, SIGINT, SIGTERM, SIGHUP};
@@ -236,7 +247,9 @@ int main(int argc, char** argv) {
         api.set_ready(false);
         const auto deadline = steady_clock::now() + shutdown_grace;
         server.stop();
+        if (tcp_server) tcp_server->stop();
         co_await server.drain(deadline);
+        if (tcp_server) co_await tcp_server->drain(deadline);
         co_await pool->shutdown(config.sessions.revoke_on_shutdown, deadline);
         signals.cancel();
         co_return;

@@ -1,9 +1,12 @@
 // access_policy: peer credentials, glob matching and the per-request decision.
 #include "api/access_policy.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 
 namespace mxp::api {
 
@@ -68,6 +71,23 @@ access_decision access_policy::allows(const peer_credentials* peer, std::string_
       if (glob_match(pattern, user_id)) return {true, &c.name};
   }
   return d;
+}
+
+const config::client_config* access_policy::client_with_key(std::string_view key) const noexcept {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
+  ::SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest.data());
+  const config::client_config* found = nullptr;
+  for (const auto& c : clients_)  // no early exit: which entry matched does not show in the timing
+    if (c.api_key_sha256 && CRYPTO_memcmp(c.api_key_sha256->data(), digest.data(), digest.size()) == 0 && !found)
+      found = &c;
+  OPENSSL_cleanse(digest.data(), digest.size());
+  return found;
+}
+
+access_decision access_policy::allows(const config::client_config& c, std::string_view user_id) const noexcept {
+  for (const auto& pattern : c.allow)
+    if (glob_match(pattern, user_id)) return {true, &c.name};
+  return {false, &c.name};
 }
 
 access_decision access_policy::admits(const peer_credentials* peer) const noexcept {

@@ -1,6 +1,8 @@
-// access_policy: who may ask the socket API for which user's token. A peer is known by
-// its SO_PEERCRED credentials (plus SO_PEERGROUPS); `clients:` entries match it by uid or
-// gid and list the user-ID globs it may request. No `clients:` section: everyone may.
+// access_policy: who may ask the socket API for which user's token. A Unix-socket peer is
+// known by its SO_PEERCRED credentials (plus SO_PEERGROUPS), matched by an entry's uid or gid;
+// a TCP client by the API key it presents, matched by the key's SHA-256. `clients:` entries
+// list the user-ID globs they may request. No `clients:` section: every Unix peer may (TCP
+// clients never get in without a key).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +45,12 @@ class access_policy {
   // Is this peer covered by any entry (for /v1/status, /v1/sessions, /metrics)?
   access_decision admits(const peer_credentials* peer) const noexcept;
   std::size_t size() const noexcept { return clients_.size(); }
+
+  // The entry whose API key is `key` (TCP listener), or null. Every entry's SHA-256 digest is
+  // compared with CRYPTO_memcmp, so the time taken says nothing about the keys.
+  const config::client_config* client_with_key(std::string_view key) const noexcept;
+  // May the entry `c` (found by its API key) have `user_id`'s token? Its globs, as for a Unix peer.
+  access_decision allows(const config::client_config& c, std::string_view user_id) const noexcept;
 
  private:
   bool covers(const config::client_config& c, const peer_credentials& peer) const noexcept;

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/errc.hpp"
@@ -20,6 +21,7 @@ std::string_view reason_phrase(int status) noexcept {
   switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -168,8 +170,47 @@ std::string_view client_name(const access_decision& d) { return d.client ? std::
 
 }  // namespace
 
+// TCP requests: the entry whose API key the request presents; null (and a 401 in `res`) when it
+// presents none or one that no entry has. Never logs the key.
+const config::client_config* http_api::authenticate(const api_request& req, api_response& res) const {
+  std::string_view h = req.authorization;
+  constexpr std::string_view scheme = "bearer";  // auth-scheme names are case-insensitive (RFC 9110)
+  const bool bearer = h.size() > scheme.size() && h[scheme.size()] == ' ' &&
+                      std::equal(scheme.begin(), scheme.end(), h.begin(),
+                                 [](char a, char b) { return a == (b | 0x20); });
+  std::string_view key;
+  if (bearer) {
+    key = h.substr(scheme.size() + 1);
+    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+    while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+  }
+  if (key.empty()) {
+    spdlog::info("access: refused {} {} to TCP peer {}: {}", req.method, req.target, req.tcp_peer,
+                 h.empty() ? "no Authorization header" : "Authorization is not \"Bearer <api key>\"");
+    write_error(res, 401, "M_MISSING_TOKEN", "an API key is required: Authorization: Bearer <api key>");
+    return nullptr;
+  }
+  const auto* client = access_ ? access_->client_with_key(key) : nullptr;
+  if (!client) {
+    spdlog::info("access: refused {} {} to TCP peer {}: unknown API key", req.method, req.target, req.tcp_peer);
+    write_error(res, 401, "M_UNKNOWN_TOKEN", "unknown API key");
+  }
+  return client;
+}
+
 // False (and a 403 in `res`) when the peer may not have this user's token; no login happens then.
-bool http_api::user_allowed(const api_request& req, std::string_view user_id, api_response& res) const {
+bool http_api::user_allowed(const api_request& req, const config::client_config* key_client,
+                            std::string_view user_id, api_response& res) const {
+  if (key_client) {  // a TCP request, authenticated by the key of this entry
+    if (access_->allows(*key_client, user_id).allowed) {
+      spdlog::debug("access: allowed {} to TCP peer {} (client {})", user_id, req.tcp_peer, key_client->name);
+      return true;
+    }
+    spdlog::info("access: denied {} to TCP peer {} (client {}: no allow glob matches)", user_id, req.tcp_peer,
+                 key_client->name);
+    write_error(res, 403, "M_FORBIDDEN", "this client may not request this user");
+    return false;
+  }
   if (!access_ || access_->open()) return true;
   const auto d = access_->allows(req.peer, user_id);
   const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
@@ -185,7 +226,12 @@ bool http_api::user_allowed(const api_request& req, std::string_view user_id, ap
 }
 
 // False (and a 403 in `res`) when `clients:` is configured and no entry covers the peer.
-bool http_api::peer_admitted(const api_request& req, std::string_view what, api_response& res) const {
+bool http_api::peer_admitted(const api_request& req, const config::client_config* key_client,
+                             std::string_view what, api_response& res) const {
+  if (key_client) {  // every entry with a key is known
+    spdlog::debug("access: allowed {} to TCP peer {} (client {})", what, req.tcp_peer, key_client->name);
+    return true;
+  }
   if (!access_ || access_->open()) return true;
   const auto d = access_->admits(req.peer);
   const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
@@ -202,12 +248,14 @@ bool http_api::peer_admitted(const api_request& req, std::string_view what, api_
 bool http_api::handle_now(const api_request& req, api_response& res) {
   const auto r = match(req.target);
   res.route = to_endpoint(r.kind);
+  const config::client_config* key_client = nullptr;
+  if (req.tcp && !(key_client = authenticate(req, res))) return true;
   if (r.kind == route_kind::token && req.method == "GET") {
     // Fast path: an undecoded segment without '%' is the user ID itself.
     if (r.user_segment.find('%') != std::string_view::npos) return false;
     const auto min_valid = r.query.empty() ? 0 : min_valid_from_query(r.query);
     if (min_valid < 0) return false;
-    if (!user_allowed(req, r.user_segment, res)) return true;
+    if (!user_allowed(req, key_client, r.user_segment, res)) return true;
     auto t = pool_.find_ready(r.user_segment, min_valid);
     if (!t) return false;
     write_token(res, *t);
@@ -227,6 +275,11 @@ bool http_api::handle_now(const api_request& req, api_response& res) {
 
 asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
   if (handle_now(req, res)) co_return;
+  // handle_now authenticated a TCP request already; this finds the same entry again (a hash of a
+  // short key, on the slow path only). The pointer is used only before the first co_await, so a
+  // reload cannot replace the policy under it.
+  const config::client_config* key_client = nullptr;
+  if (req.tcp && !(key_client = authenticate(req, res))) co_return;
   const auto deadline = steady_clock::now() + request_timeout_;
   const auto r = match(req.target);
   if (r.kind == route_kind::unknown) co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
@@ -234,7 +287,7 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     co_return write_error(res, 405, "M_UNRECOGNIZED", "method not allowed on this path");
 
   if ((r.kind == route_kind::status || r.kind == route_kind::sessions || r.kind == route_kind::metrics) &&
-      !peer_admitted(req, r.kind == route_kind::status ? "/v1/status" : r.kind == route_kind::sessions ? "/v1/sessions" : "/metrics", res))
+      !peer_admitted(req, key_client, r.kind == route_kind::status ? "/v1/status" : r.kind == route_kind::sessions ? "/v1/sessions" : "/metrics", res))
     co_return;
   if (r.kind == route_kind::metrics) {
     if (!metrics_) co_return write_error(res, 404, "M_UNRECOGNIZED", "metrics are not enabled");
@@ -276,7 +329,10 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     json_writer w{res.body};
     w.begin_object().key("sessions").begin_array();
     for (const auto& s : pool_.sessions()) {  // never tokens
-      if (access_ && !access_->allows(req.peer, s.user_id).allowed) continue;  // only what this client may see
+      // only what this client may see
+      if (key_client ? !access_->allows(*key_client, s.user_id).allowed
+                     : access_ && !access_->allows(req.peer, s.user_id).allowed)
+        continue;
       w.begin_object().member("user_id", s.user_id).member("device_id", s.device_id).member("method", s.method)
           .member("created_at_ms", s.created_at_ms).member("last_used_at_ms", s.last_used_at_ms)
           .member("expires_at_ms", s.expires_at_ms).member("state", sessions::to_string(s.state)).end_object();
@@ -288,7 +344,7 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
   auto user_id = matrix::percent_decode(r.user_segment);
   if (!user_id || !matrix::parse_user_id(*user_id))
     co_return write_error(res, 400, "M_INVALID_PARAM", "malformed user ID");
-  if (!user_allowed(req, *user_id, res)) co_return;
+  if (!user_allowed(req, key_client, *user_id, res)) co_return;
 
   switch (r.kind) {
     case route_kind::token: {

@@ -23,6 +23,11 @@ struct api_request {
   std::string_view body;
   // Who is asking (SO_PEERCRED of the connection); null: unknown, denied when `clients:` is configured.
   const peer_credentials* peer = nullptr;
+  // Requests from the TCP listener: tcp set, the peer's address ("127.0.0.1:54321", for the log)
+  // and this request's Authorization header as sent ("" when absent).
+  bool tcp = false;
+  std::string_view tcp_peer;
+  std::string_view authorization;
 };
 
 struct api_response {
@@ -49,6 +54,9 @@ class http_api {
   // Access control (the `clients:` section); null or open: everyone may ask for anything.
   // /healthz is always open; /v1/status, /v1/sessions and /metrics need a peer covered by some
   // entry; user routes need an entry whose globs allow the user. Decisions are logged.
+  // TCP requests (every one, /healthz included) must carry `Authorization: Bearer <api key>`
+  // of some entry: 401 M_MISSING_TOKEN without it, 401 M_UNKNOWN_TOKEN for a key no entry has;
+  // then that entry's globs apply as above, whether or not `clients:` is configured.
   void set_access_policy(std::shared_ptr<const access_policy> policy) noexcept { access_ = std::move(policy); }
   // Metrics: GET /metrics answers 404 without them. Must outlive the API.
   void set_metrics(api_metrics* metrics) noexcept { metrics_ = metrics; }
@@ -65,8 +73,11 @@ class http_api {
   std::shared_ptr<const access_policy> access_;
   api_metrics* metrics_ = nullptr;
 
-  bool user_allowed(const api_request& req, std::string_view user_id, api_response& res) const;
-  bool peer_admitted(const api_request& req, std::string_view what, api_response& res) const;
+  const config::client_config* authenticate(const api_request& req, api_response& res) const;
+  bool user_allowed(const api_request& req, const config::client_config* key_client, std::string_view user_id,
+                    api_response& res) const;
+  bool peer_admitted(const api_request& req, const config::client_config* key_client, std::string_view what,
+                     api_response& res) const;
 };
 
 }  // namespace mxp::api

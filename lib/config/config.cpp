@@ -2,10 +2,14 @@
 // "FILE:LINE: KEY.PATH: message" and secret files read (never echoed).
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -502,6 +506,10 @@ class loader {
             {"clients", false, [&](const field& f) { load_clients(f, cfg); }},
             {"log", false, [&](const field& f) { load_log(f, cfg.log); }},
         });
+    // No anonymous access over TCP: the listener is useless (and refused) without a client that has a key.
+    if (tcp_field_ && (!cfg.clients || std::none_of(cfg.clients->begin(), cfg.clients->end(),
+                                                    [](const client_config& c) { return c.api_key_sha256.has_value(); })))
+      error(*tcp_field_, "no client can use the TCP listener: give a clients: entry api_key_file or api_key_sha256");
   }
 
   void load_listen(const field& where, listen_config& l) {
@@ -522,7 +530,54 @@ class loader {
              [&](const field& f) { read_integer(f, l.max_header_bytes); }},
             {"max_body_bytes", false, [&](const field& f) { read_integer(f, l.max_body_bytes); }},
             {"max_connections", false, [&](const field& f) { read_integer(f, l.max_connections); }},
+            {"tcp", false, [&](const field& f) { read_tcp_listen(f, l); }},
         });
+  }
+
+  // `listen.tcp`: "127.0.0.1:PORT" (any address in 127.0.0.0/8) or "[::1]:PORT". Nothing but
+  // loopback: the listener is for bridges in containers on this host, not for the network.
+  void read_tcp_listen(const field& f, listen_config& l) {
+    auto s = get_nonempty_string(f);
+    if (!s) return;
+    const std::string_view text = *s;
+    std::string_view host, port;
+    if (text.starts_with('[')) {
+      const auto close = text.find(']');
+      if (close != std::string_view::npos && close + 1 < text.size() && text[close + 1] == ':')
+        host = text.substr(1, close - 1), port = text.substr(close + 2);
+    } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
+      host = text.substr(0, colon), port = text.substr(colon + 1);
+      if (host.find(':') != std::string_view::npos) {
+        error(f, "write an IPv6 address in brackets, like [::1]:PORT; got " + echoed(text));
+        return;
+      }
+    }
+    if (host.empty()) {
+      error(f, "expected ADDRESS:PORT such as 127.0.0.1:8765 or [::1]:8765, got " + echoed(text));
+      return;
+    }
+    if (!is_valid_port(port)) {
+      error(f, "invalid port " + echoed(port) + " (1-65535)");
+      return;
+    }
+    const std::string address{host};
+    in_addr v4{};
+    in6_addr v6{};
+    bool loopback = false;
+    if (::inet_pton(AF_INET, address.c_str(), &v4) == 1)
+      loopback = (ntohl(v4.s_addr) >> 24) == 127;
+    else if (::inet_pton(AF_INET6, address.c_str(), &v6) == 1)
+      loopback = IN6_IS_ADDR_LOOPBACK(&v6);
+    else {
+      error(f, echoed(address) + " is not a numeric IP address; use a loopback address (127.0.0.0/8 or [::1])");
+      return;
+    }
+    if (!loopback) {
+      error(f, echoed(address) + " is not a loopback address; the TCP listener only takes 127.0.0.0/8 or [::1]");
+      return;
+    }
+    l.tcp = tcp_listen_config{address, static_cast<std::uint16_t>(*parse_decimal(port))};
+    tcp_field_ = f;
   }
 
   // A user (or group) given by name or number; names are resolved now, through NSS.
@@ -564,7 +619,7 @@ class loader {
     for (const auto& item : node) {
       const field f{where.path + "[" + std::to_string(index++) + "]", line_of(item, where.line), item};
       client_config c;
-      int identities = 0;
+      int identities = 0, keys = 0;
       walk_map(f, {
                       {"name", true,
                        [&](const field& k) {
@@ -597,14 +652,66 @@ class loader {
                          else error(k, "unknown group " + echoed(*s));
                        }},
                       {"allow", true, [&](const field& k) { read_allow(k, c.allow); }},
+                      {"api_key_file", false,
+                       [&](const field& k) {
+                         ++keys;
+                         read_api_key_file(k, c);
+                       }},
+                      {"api_key_sha256", false,
+                       [&](const field& k) {
+                         ++keys;
+                         read_api_key_sha256(k, c);
+                       }},
                   });
-      if (f.value.IsMap() && identities != 1)
-        error(f, "exactly one of uid, gid, user or group is required");
+      if (f.value.IsMap() && identities > 1)
+        error(f, "at most one of uid, gid, user or group may be given");
+      if (f.value.IsMap() && keys > 1) error(f, "api_key_file and api_key_sha256 exclude each other");
+      if (f.value.IsMap() && identities == 0 && keys == 0)
+        error(f, "one of uid, gid, user or group (Unix socket peers) or of api_key_file or api_key_sha256 "
+                 "(TCP clients) is required");
       if (!c.name.empty() && std::any_of(clients.begin(), clients.end(),
                                          [&](const client_config& o) { return o.name == c.name; }))
         error(f, "duplicate client name " + echoed(c.name));
+      if (c.api_key_sha256)
+        if (const auto same = std::find_if(clients.begin(), clients.end(),
+                                           [&](const client_config& o) { return o.api_key_sha256 == c.api_key_sha256; });
+            same != clients.end())
+          error(f, "has the same API key as client " + echoed(same->name) + " (each client needs its own)");
       clients.push_back(std::move(c));
     }
+  }
+
+  // `api_key_file`: the key is read like every other secret and only its SHA-256 is kept.
+  void read_api_key_file(const field& f, client_config& c) {
+    auto key = read_secret(f, c.api_key_file, true, "API key file");
+    if (!key) return;
+    const std::string& k = key->reveal();
+    if (!std::all_of(k.begin(), k.end(), [](char ch) { return ch > ' ' && ch < 127; })) {
+      error(f, "API key file '" + c.api_key_file +
+                   "' must hold one line of printable ASCII without spaces (it is sent in a header)");
+      return;
+    }
+    if (k.size() < 16)
+      warnings_.push_back(fmt_error(f.line, f.path + ": the API key in '" + c.api_key_file +
+                                                "' is shorter than 16 characters; `openssl rand -hex 32` makes a good one"));
+    std::array<unsigned char, 32> digest{};
+    ::SHA256(reinterpret_cast<const unsigned char*>(k.data()), k.size(), digest.data());
+    c.api_key_sha256 = digest;
+  }
+
+  // `api_key_sha256`: 64 hex digits, as `printf %s KEY | sha256sum` prints them.
+  void read_api_key_sha256(const field& f, client_config& c) {
+    auto s = get_nonempty_string(f);
+    if (!s) return;
+    if (s->size() != 64 || !std::all_of(s->begin(), s->end(), is_hex_digit)) {
+      error(f, "expected the SHA-256 of the key as 64 hexadecimal digits (printf %s KEY | sha256sum), got " +
+                   echoed(*s));
+      return;
+    }
+    std::array<unsigned char, 32> digest{};
+    for (std::size_t i = 0; i < digest.size(); ++i)
+      std::from_chars(s->data() + 2 * i, s->data() + 2 * i + 2, digest[i], 16);
+    c.api_key_sha256 = digest;
   }
 
   void read_allow(const field& f, std::vector<std::string>& out) {
@@ -1156,6 +1263,7 @@ class loader {
   fs::path base_dir_;
   std::vector<located_error> errors_;
   std::vector<std::string> warnings_;
+  std::optional<field> tcp_field_;  // where listen.tcp was set, for errors found after the whole file
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 // and load_config(), which refuses anything it does not understand.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -92,6 +93,12 @@ struct homeserver_config {
 // secret material: a rotated secret file counts as a change.) Used by reload.
 bool same_homeserver(const homeserver_config& a, const homeserver_config& b);
 
+struct tcp_listen_config {
+  std::string address;  // numeric, without brackets: "127.0.0.1", "::1"
+  std::uint16_t port = 0;
+  bool operator==(const tcp_listen_config&) const = default;
+};
+
 struct listen_config {
   std::string unix_socket = "/run/mxpuppetd/mxpuppetd.sock";
   unsigned socket_mode = 0660;
@@ -103,6 +110,9 @@ struct listen_config {
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 1024;
+  // Optional TCP listener (`tcp: 127.0.0.1:PORT` or `[::1]:PORT`), loopback addresses only;
+  // every request on it must carry `Authorization: Bearer <api key>` of some client.
+  std::optional<tcp_listen_config> tcp;
 };
 
 // When tokens that expire are renewed.
@@ -140,13 +150,18 @@ struct log_config {
   log_format format = log_format::text;
 };
 
-// One `clients:` entry: which peers it covers (exactly one of uid, gid, user, group;
-// names are resolved when the config is loaded) and which user IDs they may ask for.
+// One `clients:` entry: which peers it covers (at most one of uid, gid, user, group; names
+// are resolved when the config is loaded), the API key it presents over TCP (api_key_file or
+// api_key_sha256; at least one way of identifying it), and which user IDs it may ask for.
 struct client_config {
   std::string name;
   std::optional<std::uint32_t> uid;  // from `uid:` or `user:`
   std::optional<std::uint32_t> gid;  // from `gid:` or `group:`; matches primary and supplementary groups
   std::vector<std::string> allow;    // globs on the full user ID: '*' any run, '?' one character
+  // SHA-256 of the client's API key: given as `api_key_sha256`, or computed from the contents of
+  // `api_key_file` (one trailing newline stripped). The key itself is not kept.
+  std::optional<std::array<unsigned char, 32>> api_key_sha256;
+  std::string api_key_file;  // resolved path, when given
 };
 
 struct daemon_config {

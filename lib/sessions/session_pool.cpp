@@ -252,8 +252,9 @@ struct session_pool::impl {
     auto& client = *client_ref;
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
-    if (hs.health.admit(steady_ms()) != admission::go) {
-      failure = local_error(errc::upstream_unavailable, "homeserver is backing off");
+    // Only an open circuit stops a refresh: Synapse's login rate limit does not cover /refresh.
+    if (hs.health.admit(steady_ms()) == admission::fail_fast) {
+      failure = local_error(errc::upstream_unavailable, "homeserver unreachable: circuit open");
     } else {
       try {
         auto grant = co_await client.refresh(e.machine.token().refresh_token);

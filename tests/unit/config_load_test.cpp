@@ -919,6 +919,11 @@ TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
   EXPECT_EQ(example.listen.max_header_bytes, defaults.listen.max_header_bytes);
   EXPECT_EQ(example.listen.max_body_bytes, defaults.listen.max_body_bytes);
   EXPECT_EQ(example.listen.max_connections, defaults.listen.max_connections);
+  EXPECT_EQ(example.listen.tcp, defaults.listen.tcp);
+  EXPECT_FALSE(example.listen.tcp);
+  EXPECT_THAT(text, HasSubstr("\n  #tcp: 127.0.0.1:8765\n"));  // shown, commented out
+  EXPECT_FALSE(example.clients);  // shown commented out: no access control by default
+  EXPECT_THAT(text, HasSubstr("\n#    api_key_file: "));
   ASSERT_EQ(example.homeservers.size(), 1u);
   const auto& e = example.homeservers.at("example.com");
   const auto& d = defaults.homeservers.at("example.com");

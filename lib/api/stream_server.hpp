@@ -1,0 +1,272 @@
+// stream_server: what the Unix-socket and the TCP listener share, as a template on the
+// transport: the accept loop, one coroutine per connection serving HTTP/1.1 keep-alive with
+// the allocation-free request_parser, watchdog deadlines, lingering close, stop and drain.
+// Internal to lib/api: included by unix_server.cpp and tcp_server.cpp only (it brings Asio
+// and Beast), each instantiating it for its own transport.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/socket_base.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "api/http_api.hpp"
+#include "api/request_parser.hpp"
+#include "sessions/wait_queue.hpp"
+
+namespace mxp::api::detail {
+
+// Limits every listener applies to its connections.
+struct connection_limits {
+  std::chrono::milliseconds idle_timeout;
+  std::chrono::milliseconds write_timeout;
+  std::size_t max_header_bytes;
+  std::size_t max_body_bytes;
+  std::size_t max_connections;
+};
+
+// A Transport provides:
+//   using protocol = ...;    // asio::local::stream_protocol, asio::ip::tcp
+//   struct peer { ... };     // what is known about the other end, read once at accept
+//   static void accepted(protocol::socket&, peer&);  // fills peer, sets socket options
+//   static constexpr bool wants_authorization;       // parse the Authorization header
+//   static api_request request(const request_buffers&, const peer&);
+template <typename Transport>
+struct connection {
+  using socket_type = typename Transport::protocol::socket;
+  explicit connection(socket_type s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
+  socket_type socket;
+  boost::asio::steady_timer watchdog;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool busy = false;  // handling a request: not closed by stop() until it is answered
+  bool closing = false;
+  typename Transport::peer peer;
+
+  void close() {
+    if (closing) return;
+    closing = true;
+    boost::system::error_code ignored;
+    socket.shutdown(boost::asio::socket_base::shutdown_both, ignored);
+    socket.close(ignored);
+    watchdog.cancel();
+  }
+};
+
+// Closes the connection when its deadline passes; one timer wake-up per deadline
+// period instead of one timer operation per request.
+template <typename Transport>
+void arm_watchdog(const std::shared_ptr<connection<Transport>>& c) {
+  if (c->closing) return;
+  c->watchdog.expires_at(c->deadline);
+  c->watchdog.async_wait(
+      [weak = std::weak_ptr<connection<Transport>>(c)](boost::system::error_code ec) {
+        auto c = weak.lock();
+        if (ec || !c || c->closing) return;
+        if (std::chrono::steady_clock::now() >= c->deadline) return c->close();
+        arm_watchdog(c);
+      });
+}
+
+inline void serialize(const api_response& res, bool keep_alive, std::string& out) {
+  out.clear();
+  out += "HTTP/1.1 ";
+  out += std::to_string(res.status);
+  out += ' ';
+  out += reason_phrase(res.status);
+  out += "\r\nContent-Type: ";
+  out += res.content_type.empty() ? std::string_view{"application/json"} : res.content_type;
+  out += "\r\nContent-Length: ";
+  out += std::to_string(res.body.size());
+  out += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
+  out += res.body;
+}
+
+template <typename Transport>
+class stream_server : public std::enable_shared_from_this<stream_server<Transport>> {
+ public:
+  using protocol = typename Transport::protocol;
+  using connection_type = connection<Transport>;
+
+  stream_server(boost::asio::any_io_executor ex, connection_limits limits, http_api& a)
+      : executor(std::move(ex)), limits_(limits), api_(a), acceptor(executor) {}
+
+  boost::asio::any_io_executor executor;
+
+ private:
+  connection_limits limits_;
+  http_api& api_;
+  std::list<std::weak_ptr<connection_type>> live_;
+  sessions::wait_queue connection_closed_;
+  bool stopping_ = false;
+
+ public:
+  typename protocol::acceptor acceptor;  // opened, bound and listening before accept_loop()
+
+  // Accepts until stop(); each connection runs as its own coroutine.
+  boost::asio::awaitable<void> accept_loop() {
+    namespace asio = boost::asio;
+    auto self = this->shared_from_this();
+    while (!stopping_) {
+      boost::system::error_code ec;
+      auto socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (stopping_ || ec == asio::error::operation_aborted) break;
+        spdlog::warn("accept failed: {}", ec.message());
+        if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+          asio::steady_timer pause{executor,
+                                   std::chrono::milliseconds{100}};  // let descriptors free up
+          co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        }
+        continue;
+      }
+      if (live_.size() >= limits_.max_connections) {
+        spdlog::warn("refusing API connection: {} connections open (listen.max_connections)",
+                     live_.size());
+        continue;  // the socket closes as it goes out of scope
+      }
+      start(std::move(socket));
+    }
+  }
+
+  // Stops accepting and closes idle connections; in-flight requests finish.
+  void stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    for (auto& weak : live_)
+      if (auto c = weak.lock(); c && !c->busy) c->close();
+  }
+
+  boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) {
+    auto self = this->shared_from_this();
+    while (!live_.empty())
+      if (!co_await connection_closed_.wait(deadline)) break;
+    for (auto& weak : live_)
+      if (auto c = weak.lock()) c->close();
+  }
+
+  std::size_t connections() const noexcept { return live_.size(); }
+
+ private:
+  boost::asio::awaitable<void> serve(std::shared_ptr<connection_type> c) {
+    namespace asio = boost::asio;
+    namespace http = boost::beast::http;
+    using std::chrono::steady_clock;
+    boost::beast::flat_buffer buffer;
+    api_response res;
+    std::string out;
+    request_buffers request_data;
+    for (;;) {
+      // --- read one request --------------------------------------------------
+      request_parser parser{request_data, Transport::wants_authorization};
+      parser.header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
+      parser.body_limit(limits_.max_body_bytes);
+      parser.eager(true);
+      boost::system::error_code ec;
+      for (;;) {
+        if (buffer.size() > 0) {
+          const auto used = parser.put(buffer.data(), ec);
+          buffer.consume(used);
+          if (ec == http::error::need_more) ec = {};
+          if (ec || parser.is_done()) break;
+        }
+        if (stopping_ && !parser.got_some()) co_return;  // idle at shutdown: just close
+        c->deadline = steady_clock::now() + limits_.idle_timeout;
+        const auto n = co_await c->socket.async_read_some(
+            buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
+        buffer.commit(n);
+        if (ec) {
+          if (ec == asio::error::eof && parser.got_some()) ec = http::error::partial_message;
+          if (!parser.got_some()) co_return;  // peer closed, idle timeout or shutdown
+          break;
+        }
+      }
+      bool keep_alive = true;
+      if (ec) {
+        // Malformed or oversized request: answer once, then close.
+        const int status = ec == http::error::header_limit ? 431
+                           : ec == http::error::body_limit ? 413
+                                                           : 400;
+        res.clear();
+        res.status = status;
+        res.body = R"({"errcode":"M_BAD_REQUEST","error":"malformed HTTP request"})";
+        if (status != 400)
+          res.body = status == 431
+                         ? R"({"errcode":"M_TOO_LARGE","error":"request headers too large"})"
+                         : R"({"errcode":"M_TOO_LARGE","error":"request body too large"})";
+        keep_alive = false;
+      } else {
+        keep_alive = parser.keep_alive();
+        const api_request request = Transport::request(request_data, c->peer);
+        res.clear();
+        if (!api_.handle_now(request, res)) {
+          c->busy = true;
+          c->deadline = steady_clock::time_point::max();  // the API bounds its own wait
+          co_await api_.handle(request, res);
+          c->busy = false;
+        }
+        if (stopping_) keep_alive = false;
+      }
+      // --- write the answer ----------------------------------------------------
+      api_.record(res);
+      serialize(res, keep_alive, out);
+      c->deadline = steady_clock::now() + limits_.write_timeout;
+      const bool malformed = static_cast<bool>(ec);
+      co_await asio::async_write(c->socket, asio::buffer(out),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && malformed) co_await linger(*c);
+      if (ec || !keep_alive) co_return;
+    }
+  }
+
+  // After refusing a request mid-stream, read and drop what the client is still
+  // sending (bounded in bytes and time) so it gets to read the answer instead of
+  // a connection reset, as nginx's lingering close does.
+  static boost::asio::awaitable<void> linger(connection_type& c) {
+    namespace asio = boost::asio;
+    boost::system::error_code ec;
+    c.socket.shutdown(asio::socket_base::shutdown_send, ec);
+    c.deadline = std::chrono::steady_clock::now() + std::chrono::seconds{2};
+    std::array<char, 16 * 1024> sink;
+    for (std::size_t drained = 0; !ec && drained < 1024 * 1024;)
+      drained += co_await c.socket.async_read_some(asio::buffer(sink),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  void start(typename protocol::socket socket) {
+    auto c = std::make_shared<connection_type>(std::move(socket));
+    Transport::accepted(c->socket, c->peer);
+    live_.push_back(c);
+    auto where = std::prev(live_.end());
+    arm_watchdog(c);
+    boost::asio::co_spawn(executor, serve(c),
+                          [self = this->shared_from_this(), c, where](std::exception_ptr ep) {
+                            c->close();
+                            self->live_.erase(where);
+                            self->connection_closed_.notify_all();
+                            if (!ep) return;
+                            try {
+                              std::rethrow_exception(ep);
+                            } catch (const std::exception& ex) {
+                              spdlog::error("API connection failed: {}", ex.what());
+                            }
+                          });
+  }
+};
+
+}  // namespace mxp::api::detail
