@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <functional>
 #include <initializer_list>
 #include <limits>
+#include <sstream>
 #include <string_view>
 #include <utility>
 
@@ -281,6 +283,53 @@ struct key_rule {
   std::function<void(const field&)> handle;
 };
 
+// How many YAML documents a text holds, and where the second begins. Counted with the event
+// parser and a cap, not YAML::LoadAll: yaml-cpp 0.7's LoadAll loops forever (allocating) on
+// inputs like "," (jbeder/yaml-cpp#1040), which a typo in a config file must not do to us.
+struct document_count {
+  static constexpr int limit = 16;
+  int count = 0;
+  int second_line = 1;
+};
+
+class document_counter final : public YAML::EventHandler {
+ public:
+  explicit document_counter(document_count& out) : out_(out) {}
+  void OnDocumentStart(const YAML::Mark&) override { ++out_.count; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { node(m); }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void node(const YAML::Mark& m) {
+    if (out_.count == 2 && !second_seen_) {
+      second_seen_ = true;
+      out_.second_line = m.line < 0 ? 1 : m.line + 1;
+    }
+  }
+  document_count& out_;
+  bool second_seen_ = false;
+};
+
+document_count count_documents(const std::string& text) {
+  document_count result;
+  std::istringstream in{text};
+  YAML::Parser parser{in};
+  document_counter counter{result};
+  while (result.count < document_count::limit && parser.HandleNextDocument(counter)) {
+  }
+  return result;
+}
+
 class loader {
  public:
   loader(std::string source, fs::path base_dir)
@@ -290,20 +339,22 @@ class loader {
     daemon_config cfg;
     cfg.source_file = source_;
     try {
-      std::vector<YAML::Node> docs;
+      YAML::Node root;
+      document_count documents;
       try {
-        docs = YAML::LoadAll(text);
+        root = YAML::Load(text);
+        documents = count_documents(text);
       } catch (const YAML::ParserException& e) {
         errors_.push_back(
             {line_of_mark(e.mark), fmt_error(line_of_mark(e.mark), "syntax error: " + e.msg)});
         return finish(std::move(cfg));
       }
-      if (docs.size() > 1) {
-        const int line = line_of(docs[1], 1);
-        error({"", line, {}},
-              "expected a single YAML document, found " + std::to_string(docs.size()));
+      if (documents.count > 1) {
+        error({"", documents.second_line, {}},
+              "expected a single YAML document, found " +
+                  (documents.count >= document_count::limit ? std::string{"more than one"}
+                                                            : std::to_string(documents.count)));
       }
-      const YAML::Node root = docs.empty() ? YAML::Node{} : docs.front();
       load_root(root, cfg);
     } catch (const YAML::Exception& e) {
       const int line = line_of_mark(e.mark);

@@ -17,6 +17,7 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 #include "support/test_tls.hpp"
 
@@ -27,13 +28,6 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char* secret = "e2e-shared-secret-value";
-
-std::string json_string(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
-}
 
 // A loopback TCP port that was free a moment ago (for servers whose name must carry their port).
 unsigned short free_port() {
@@ -46,13 +40,6 @@ unsigned short free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(fd);
   return ntohs(a.sin_port);
-}
-
-std::int64_t json_int(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::int64_t v = -1;
-  if (p.parse(body).get_object()[key].get_int64().get(v) != simdjson::SUCCESS) return -1;
-  return v;
 }
 
 struct daemon_fixture : ::testing::Test {

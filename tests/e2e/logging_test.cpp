@@ -12,6 +12,7 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 
 using namespace mxp::test;
@@ -20,13 +21,6 @@ using mxp::client::unix_http_client;
 namespace {
 
 constexpr const char* secret = "e2e-logging-shared-secret";
-
-std::string json_string(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
-}
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;

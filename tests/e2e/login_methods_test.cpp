@@ -18,6 +18,7 @@
 #include "client/percent_encoding.hpp"
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 
 using namespace mxp::test;
@@ -29,20 +30,6 @@ constexpr const char* shared_secret = "login-methods-shared-secret";
 constexpr const char* jwt_secret = "login-methods-jwt-secret-0123456789abcdef0123456789abcdef";
 constexpr const char* as_token = "as_token_for_the_login_methods_test";
 constexpr const char* admin_token = "syt_admin_token_for_the_login_methods_test";
-
-std::string json_string(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
-}
-
-std::int64_t json_int(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::int64_t v = -1;
-  if (p.parse(body).get_object()[key].get_int64().get(v) != simdjson::SUCCESS) return -1;
-  return v;
-}
 
 bool json_is_null(const std::string& body, const char* key) {
   simdjson::dom::parser p;

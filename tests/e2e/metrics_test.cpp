@@ -16,6 +16,7 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 
 using namespace mxp::test;
@@ -25,13 +26,6 @@ namespace {
 
 constexpr const char* secret = "e2e-metrics-shared-secret";
 constexpr const char* promtool = "/usr/bin/promtool";
-
-std::string json_string(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
-}
 
 // What a strict reading of the exposition found: samples keyed by their series as
 // `name{label="value",...}` (labels in the order written, values re-escaped), and

@@ -8,6 +8,7 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 
 using namespace mxp::test;
@@ -15,13 +16,6 @@ using mxp::client::unix_http_client;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string token_of(const std::string& body) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()["access_token"].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
-}
 
 struct reload_fixture : ::testing::Test {
   temp_dir dir;

@@ -10,6 +10,7 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
+#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
 #include "support/tcp_http.hpp"
 
@@ -33,13 +34,6 @@ std::string sha256_hex(std::string_view s) {
     out += hex;
   }
   return out;
-}
-
-std::string json_string(const std::string& body, const char* key) {
-  simdjson::dom::parser p;
-  std::string_view v;
-  if (p.parse(body).get_object()[key].get_string().get(v) != simdjson::SUCCESS) return {};
-  return std::string{v};
 }
 
 using headers = std::vector<std::pair<std::string, std::string>>;

@@ -1009,3 +1009,12 @@ TEST_F(ConfigLoad, BareSecretNamesComeFromTheSystemdCredentialsDirectory) {
   EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret.reveal(), "s3cret-value");
   ::unsetenv("CREDENTIALS_DIRECTORY");
 }
+
+TEST_F(ConfigLoad, InputsThatHangYamlCppsLoadAllAreErrors) {
+  // yaml-cpp 0.7's LoadAll loops forever on these (found by fuzz/fuzz_config).
+  for (const char* text : {",", "\n,\n", "homeservers: {}\n,\n"}) {
+    const auto r = load(text);
+    EXPECT_FALSE(r.config) << text;
+    EXPECT_FALSE(r.errors.empty()) << text;
+  }
+}

@@ -1,0 +1,94 @@
+// fuzz_api_request: any bytes as what a bridge sends on the socket. They go through the
+// request parser and, when they form a request, through the API against a pool whose one
+// homeserver answers every call at once with a failure: routing, percent-decoding, user-ID
+// checks, JSON bodies and error answers must never crash and always give a status.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "api/http_api.hpp"
+#include "api/request_parser.hpp"
+#include "core/errc.hpp"
+#include "sessions/session_pool.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+
+class refusing_homeserver final : public mxp::matrix::homeserver_client {
+ public:
+  const std::string& server_name() const override { return name_; }
+  std::string_view method_name() const override { return "shared_secret"; }
+  std::string login_type() const override { return "com.devture.shared_secret_auth"; }
+  const std::string& base_url() const override { return name_; }
+  void close_idle_connections() override {}
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::login_grant>> login(std::string) override {
+    co_return mxp::unexpected{refusal()};
+  }
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::refresh_grant>> refresh(mxp::secret_string) override {
+    co_return mxp::unexpected{refusal()};
+  }
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::logout_outcome>> logout(mxp::secret_string) override {
+    co_return mxp::matrix::logout_outcome{false};
+  }
+  asio::awaitable<mxp::matrix::upstream_result<std::string>> whoami(mxp::secret_string) override {
+    co_return mxp::unexpected{refusal()};
+  }
+
+ private:
+  static mxp::matrix::upstream_error refusal() {
+    mxp::matrix::upstream_error e;
+    e.code = mxp::errc::upstream_refused;
+    e.http_status = 403;
+    e.errcode = "M_FORBIDDEN";
+    return e;
+  }
+  std::string name_ = "example.com";
+};
+
+struct world {
+  asio::io_context io;
+  std::unique_ptr<mxp::sessions::session_pool> pool;
+  std::unique_ptr<mxp::api::http_api> api;
+  world() {
+    std::map<std::string, mxp::sessions::homeserver_entry, std::less<>> hs;
+    hs.emplace("example.com", mxp::sessions::homeserver_entry{std::make_shared<refusing_homeserver>(), 4});
+    pool = std::make_unique<mxp::sessions::session_pool>(io.get_executor(), mxp::sessions::pool_options{},
+                                                         std::move(hs));
+    api = std::make_unique<mxp::api::http_api>(*pool, std::chrono::milliseconds{1000});
+    api->set_ready(true);
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static world w;
+  mxp::api::request_buffers buffers;
+  mxp::api::request_parser parser{buffers, (size & 1) != 0};
+  parser.header_limit(8 * 1024);
+  parser.body_limit(64 * 1024);
+  parser.eager(true);
+  boost::beast::error_code ec;
+  parser.put(boost::asio::buffer(data, size), ec);
+  if (!parser.is_done() && !ec) parser.put_eof(ec);
+  if (ec || !parser.is_done()) return 0;  // the server answers 400/413/431 and closes
+  const mxp::api::api_request request{buffers.method, buffers.target, buffers.body};
+  mxp::api::api_response res;
+  if (!w.api->handle_now(request, res)) {
+    bool done = false;
+    asio::co_spawn(w.io, w.api->handle(request, res), [&](std::exception_ptr e) {
+      done = true;
+      if (e) std::rethrow_exception(e);
+    });
+    w.io.run_for(std::chrono::seconds{5});
+    w.io.restart();
+    if (!done) __builtin_trap();  // an API request must finish on its own
+  }
+  if (res.status < 200 || res.status > 599) __builtin_trap();
+  return 0;
+}
