@@ -34,10 +34,12 @@ class instant_homeserver final : public matrix::homeserver_client {
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
   const std::string& base_url() const override { return url_; }
   void close_idle_connections() override {}
-  asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(std::string user_id) override {
+  asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(
+      std::string user_id) override {
     char token[40];
     std::snprintf(token, sizeof token, "syt_%s_%010u", "dXNlcjEyMzQ", ++n_);
-    co_return matrix::login_grant{secret_string{token}, user_id, std::string{"MXPUPPETD"}, std::nullopt};
+    co_return matrix::login_grant{secret_string{token}, user_id, std::string{"MXPUPPETD"},
+                                  std::nullopt};
   }
   asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(secret_string) override {
     co_return matrix::refresh_grant{secret_string{"syt_refreshed"}, {}, std::nullopt};
@@ -45,27 +47,38 @@ class instant_homeserver final : public matrix::homeserver_client {
   asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(secret_string) override {
     co_return matrix::logout_outcome{true};
   }
-  asio::awaitable<matrix::upstream_result<std::string>> whoami(secret_string) override { co_return std::string{}; }
+  asio::awaitable<matrix::upstream_result<std::string>> whoami(secret_string) override {
+    co_return std::string{};
+  }
 
  private:
   std::string name_ = "example.com", url_ = "https://matrix.example.com";
   unsigned n_ = 0;
 };
 
-std::string user(std::size_t i) { return "@user" + std::to_string(i) + ":example.com"; }
+std::string user(std::size_t i) {
+  return "@user" + std::to_string(i) + ":example.com";
+}
 
-std::unique_ptr<sessions::session_pool> make_pool(asio::io_context& io, store::session_store* st = nullptr) {
+std::unique_ptr<sessions::session_pool> make_pool(asio::io_context& io,
+                                                  store::session_store* st = nullptr) {
   std::map<std::string, sessions::homeserver_entry, std::less<>> hs;
   hs.emplace("example.com", sessions::homeserver_entry{std::make_unique<instant_homeserver>(), 64});
   return std::make_unique<sessions::session_pool>(
-      io.get_executor(), sessions::pool_options{10'000'000, std::chrono::hours{24}, true, {}, st}, std::move(hs));
+      io.get_executor(), sessions::pool_options{10'000'000, std::chrono::hours{24}, true, {}, st},
+      std::move(hs));
 }
 
 void fill(asio::io_context& io, sessions::session_pool& pool, std::size_t from, std::size_t to) {
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    for (std::size_t i = from; i < to; ++i)
-      co_await pool.get_token(user(i), 0, clock_type::now() + std::chrono::seconds{10});
-  }, [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (std::size_t i = from; i < to; ++i)
+          co_await pool.get_token(user(i), 0, clock_type::now() + std::chrono::seconds{10});
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
   io.run();
   io.restart();
 }
@@ -97,14 +110,16 @@ int main(int argc, char** argv) {
     if (n > max) continue;
     fill(io, *pool, have, n);
     have = n;
-    const double per_session = static_cast<double>(mallinfo2().uordblks - heap0) / static_cast<double>(n);
-    std::printf("  %7zu sessions: %6.0f heap bytes/session, cached lookup %6.1f ns/op\n", n, per_session,
-                lookup_ns(*pool, n, 2'000'000));
+    const double per_session =
+        static_cast<double>(mallinfo2().uordblks - heap0) / static_cast<double>(n);
+    std::printf("  %7zu sessions: %6.0f heap bytes/session, cached lookup %6.1f ns/op\n", n,
+                per_session, lookup_ns(*pool, n, 2'000'000));
   }
   pool.reset();
 
   // Start-up with persisted sessions: write `max` rows, then time load_all + restore.
-  const auto dir = std::filesystem::temp_directory_path() / ("mxp-pool-bench-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("mxp-pool-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto db = (dir / "sessions.db").string();
   {
@@ -116,17 +131,19 @@ int main(int argc, char** argv) {
       s.access_token = secret_string{"syt_dXNlcjEyMzQ_" + std::to_string(1'000'000'000 + i)};
       s.device_id = "MXPUPPETD";
       s.created_at_ms = s.last_used_at_ms = 1'700'000'000'000 + static_cast<std::int64_t>(i);
-      asio::co_spawn(io, st.save(std::move(s)), [](std::exception_ptr e, boost::system::error_code ec) {
-        if (e) std::rethrow_exception(e);
-        if (ec) std::fprintf(stderr, "save failed: %s\n", ec.message().c_str());
-      });
+      asio::co_spawn(io, st.save(std::move(s)),
+                     [](std::exception_ptr e, boost::system::error_code ec) {
+                       if (e) std::rethrow_exception(e);
+                       if (ec) std::fprintf(stderr, "save failed: %s\n", ec.message().c_str());
+                     });
     }
     const auto t0 = clock_type::now();
     io.run();
     io.restart();
-    std::printf("  wrote %zu sessions, all saves in flight at once, in %.2f s (%llu transactions)\n", max,
-                std::chrono::duration<double>(clock_type::now() - t0).count(),
-                static_cast<unsigned long long>(st.transactions()));
+    std::printf(
+        "  wrote %zu sessions, all saves in flight at once, in %.2f s (%llu transactions)\n", max,
+        std::chrono::duration<double>(clock_type::now() - t0).count(),
+        static_cast<unsigned long long>(st.transactions()));
   }
   const auto t0 = clock_type::now();
   store::session_store st{io.get_executor(), db};
@@ -135,8 +152,8 @@ int main(int argc, char** argv) {
   pool = make_pool(io, &st);
   const auto restored = pool->restore(std::move(rows));
   const auto t2 = clock_type::now();
-  std::printf("  start-up with %zu persisted sessions: load %.0f ms + restore %.0f ms = %.0f ms\n", restored.restored,
-              std::chrono::duration<double, std::milli>(t1 - t0).count(),
+  std::printf("  start-up with %zu persisted sessions: load %.0f ms + restore %.0f ms = %.0f ms\n",
+              restored.restored, std::chrono::duration<double, std::milli>(t1 - t0).count(),
               std::chrono::duration<double, std::milli>(t2 - t1).count(),
               std::chrono::duration<double, std::milli>(t2 - t0).count());
   std::printf("  restored pool, cached lookup %.1f ns/op\n", lookup_ns(*pool, max, 2'000'000));

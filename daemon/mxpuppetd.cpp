@@ -23,8 +23,8 @@
 #include "config/config.hpp"
 #include "core/log_format.hpp"
 #include "matrix/homeserver_client.hpp"
-#include "sessions/session_pool.hpp"
 #include "sd_notifier.hpp"
+#include "sessions/session_pool.hpp"
 
 namespace asio = boost::asio;
 using std::chrono::steady_clock;
@@ -74,24 +74,29 @@ mxp::sessions::pool_options pool_options_from(const mxp::config::daemon_config& 
 // error changes nothing. Homeservers are added, changed (new client, sessions kept) or removed
 // (sessions evicted); `clients:`, session limits and the log level take effect at once;
 // listen/store changes need a restart and say so.
-void reload(const std::string& path, mxp::config::daemon_config& current, mxp::sessions::session_pool& pool,
-            mxp::api::http_api& api, const asio::any_io_executor& executor) {
+void reload(const std::string& path, mxp::config::daemon_config& current,
+            mxp::sessions::session_pool& pool, mxp::api::http_api& api,
+            const asio::any_io_executor& executor) {
   auto loaded = mxp::config::load_config_file(path);
   if (!loaded.config) {
     for (const auto& e : loaded.errors) spdlog::error("reload: {}", e);
-    spdlog::error("reload rejected ({} error(s)): the running configuration stays in force", loaded.errors.size());
+    spdlog::error("reload rejected ({} error(s)): the running configuration stays in force",
+                  loaded.errors.size());
     return;
   }
   for (const auto& w : loaded.warnings) spdlog::warn("reload: {}", w);
   auto& next = *loaded.config;
-  // Every new client is built before anything changes: a key that does not fit rejects the whole reload.
+  // Every new client is built before anything changes: a key that does not fit rejects the whole
+  // reload.
   std::map<std::string, mxp::sessions::homeserver_entry> replacements;
   try {
     for (const auto& [name, hs] : next.homeservers) {
       const auto old = current.homeservers.find(name);
-      if (old != current.homeservers.end() && mxp::config::same_homeserver(old->second, hs)) continue;
-      replacements.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(executor, hs),
-                                                                 hs.max_concurrent_logins});
+      if (old != current.homeservers.end() && mxp::config::same_homeserver(old->second, hs))
+        continue;
+      replacements.emplace(
+          name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(executor, hs),
+                                                hs.max_concurrent_logins});
     }
   } catch (const std::exception& e) {
     spdlog::error("reload rejected: {}: the running configuration stays in force", e.what());
@@ -105,22 +110,25 @@ void reload(const std::string& path, mxp::config::daemon_config& current, mxp::s
   for (auto& [name, entry] : replacements) {
     const bool added = !current.homeservers.contains(name);
     pool.put_homeserver(name, std::move(entry));
-    spdlog::info("reload: homeserver {} {}", name, added ? "added" : "changed (its sessions are kept)");
+    spdlog::info("reload: homeserver {} {}", name,
+                 added ? "added" : "changed (its sessions are kept)");
   }
   const auto options = pool_options_from(next, nullptr, nullptr);
-  pool.set_limits(options.max_sessions, options.idle_timeout, options.revoke_on_evict, options.renewal,
-                  options.background_refresh);
+  pool.set_limits(options.max_sessions, options.idle_timeout, options.revoke_on_evict,
+                  options.renewal, options.background_refresh);
   api.set_access_policy(std::make_shared<const mxp::api::access_policy>(next.clients));
   spdlog::set_level(spdlog::level::from_str(next.log.level));
-  if (next.listen.unix_socket != current.listen.unix_socket || next.listen.socket_mode != current.listen.socket_mode ||
-      next.listen.tcp != current.listen.tcp ||
-      next.store.path != current.store.path || next.log.format != current.log.format)
+  if (next.listen.unix_socket != current.listen.unix_socket ||
+      next.listen.socket_mode != current.listen.socket_mode ||
+      next.listen.tcp != current.listen.tcp || next.store.path != current.store.path ||
+      next.log.format != current.log.format)
     spdlog::warn("reload: listen, store and log.format changes take effect at the next restart");
   next.listen = current.listen;  // what is actually in force
   next.store = current.store;
   next.log.format = current.log.format;
   current = std::move(next);
-  spdlog::info("reload: configuration {} applied ({} homeserver(s))", path, current.homeservers.size());
+  spdlog::info("reload: configuration {} applied ({} homeserver(s))", path,
+               current.homeservers.size());
 }
 
 }  // namespace
@@ -150,13 +158,15 @@ int main(int argc, char** argv) {
   auto loaded = mxp::config::load_config_file(config_path);
   if (!loaded.config) {
     for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.c_str());
-    std::fprintf(stderr, "mxpuppetd: %zu configuration error(s); not starting\n", loaded.errors.size());
+    std::fprintf(stderr, "mxpuppetd: %zu configuration error(s); not starting\n",
+                 loaded.errors.size());
     return 2;
   }
   auto& config = *loaded.config;
   if (check_only) {
     for (const auto& w : loaded.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    std::printf("%s: configuration is valid (%zu homeserver(s))\n", config_path.c_str(), config.homeservers.size());
+    std::printf("%s: configuration is valid (%zu homeserver(s))\n", config_path.c_str(),
+                config.homeservers.size());
     return 0;
   }
 
@@ -170,47 +180,56 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   try {
-    // One thread runs everything; the reactor needs no locks (resolver threads only post to the scheduler).
+    // One thread runs everything; the reactor needs no locks (resolver threads only post to the
+    // scheduler).
     asio::io_context io{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::map<std::string, mxp::sessions::homeserver_entry, std::less<>> homeservers;
     for (const auto& [name, hs] : config.homeservers)
-      homeservers.emplace(name, mxp::sessions::homeserver_entry{mxp::matrix::make_homeserver_client(io.get_executor(), hs),
-                                                                hs.max_concurrent_logins});
+      homeservers.emplace(name, mxp::sessions::homeserver_entry{
+                                    mxp::matrix::make_homeserver_client(io.get_executor(), hs),
+                                    hs.max_concurrent_logins});
     // Sessions of the last run come back before the socket opens: a restart adds no login.
     std::unique_ptr<mxp::store::session_store> store;
     std::vector<mxp::store::stored_session> persisted;
     if (!config.store.path.empty()) {
       const auto started = steady_clock::now();
       mxp::store::open_result opened;
-      store = std::make_unique<mxp::store::session_store>(io.get_executor(), config.store.path, &opened);
+      store = std::make_unique<mxp::store::session_store>(io.get_executor(), config.store.path,
+                                                          &opened);
       for (const auto& w : opened.warnings) spdlog::warn("{}", w);
       persisted = store->load_all();
-      spdlog::info("session store {}: {} sessions read in {} ms", config.store.path, persisted.size(),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count());
+      spdlog::info(
+          "session store {}: {} sessions read in {} ms", config.store.path, persisted.size(),
+          std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started)
+              .count());
     }
     // Declared before the pool: the pool reports to it until the pool is gone.
     mxp::api::api_metrics metrics;
     auto pool = std::make_unique<mxp::sessions::session_pool>(
-        io.get_executor(),
-        pool_options_from(config, store.get(), &metrics), std::move(homeservers));
+        io.get_executor(), pool_options_from(config, store.get(), &metrics),
+        std::move(homeservers));
     metrics.attach(pool.get());
     if (!persisted.empty()) {
       const auto restored = pool->restore(std::move(persisted));
-      spdlog::info("restored {} sessions ({} skipped: homeserver no longer configured)", restored.restored,
-                   restored.skipped);
+      spdlog::info("restored {} sessions ({} skipped: homeserver no longer configured)",
+                   restored.restored, restored.skipped);
     }
     mxp::api::http_api api{*pool, config.listen.request_timeout};
     api.set_metrics(&metrics);
     api.set_access_policy(std::make_shared<const mxp::api::access_policy>(config.clients));
     if (config.clients)
-      spdlog::info("access control: {} client entr{}", config.clients->size(), config.clients->size() == 1 ? "y" : "ies");
+      spdlog::info("access control: {} client entr{}", config.clients->size(),
+                   config.clients->size() == 1 ? "y" : "ies");
     else
-      spdlog::warn("access control: no clients: section, every peer that can open the socket may ask for any user");
-    mxp::api::server_options listen_options{config.listen.unix_socket, config.listen.socket_mode,
-                                            config.listen.idle_timeout, std::chrono::seconds{10},
-                                            config.listen.max_header_bytes, config.listen.max_body_bytes,
-                                            config.listen.max_connections};
-    if (auto fd = mxp::daemon::socket_from_systemd()) listen_options.adopt_fd = *fd;  // mxpuppetd.socket
+      spdlog::warn(
+          "access control: no clients: section, every peer that can open the socket may ask for "
+          "any user");
+    mxp::api::server_options listen_options{
+        config.listen.unix_socket,    config.listen.socket_mode,      config.listen.idle_timeout,
+        std::chrono::seconds{10},     config.listen.max_header_bytes, config.listen.max_body_bytes,
+        config.listen.max_connections};
+    if (auto fd = mxp::daemon::socket_from_systemd())
+      listen_options.adopt_fd = *fd;  // mxpuppetd.socket
     if (config.listen.socket_owner) listen_options.socket_uid = *config.listen.socket_owner;
     if (config.listen.socket_group) listen_options.socket_gid = *config.listen.socket_group;
     mxp::api::unix_server server{io.get_executor(), std::move(listen_options), api};
@@ -218,14 +237,15 @@ int main(int argc, char** argv) {
     if (const auto& tcp = config.listen.tcp)
       tcp_server = std::make_unique<mxp::api::tcp_server>(
           io.get_executor(),
-          mxp::api::tcp_server_options{tcp->address, tcp->port, config.listen.idle_timeout, std::chrono::seconds{10},
-                                       config.listen.max_header_bytes, config.listen.max_body_bytes,
-                                       config.listen.max_connections},
+          mxp::api::tcp_server_options{tcp->address, tcp->port, config.listen.idle_timeout,
+                                       std::chrono::seconds{10}, config.listen.max_header_bytes,
+                                       config.listen.max_body_bytes, config.listen.max_connections},
           api);
     mxp::daemon::sd_notifier notifier{io.get_executor(), [&pool] {
                                         const auto s = pool->stats();
-                                        return fmt::format("{} sessions: {} active, {} logging in, {} revoking",
-                                                           s.total, s.active, s.logging_in, s.revoking);
+                                        return fmt::format(
+                                            "{} sessions: {} active, {} logging in, {} revoking",
+                                            s.total, s.active, s.logging_in, s.revoking);
                                       }};
 
     asio::co_spawn(io, server.run(), log_on_failure("API server"));
@@ -260,8 +280,8 @@ int main(int argc, char** argv) {
     api.set_ready(true);
     notifier.ready();
     asio::co_spawn(io, notifier.run(), log_on_failure("systemd notifications"));
-    spdlog::info("mxpuppetd {} ready: {} homeserver(s), socket {}", MXP_VERSION, config.homeservers.size(),
-                 config.listen.unix_socket);
+    spdlog::info("mxpuppetd {} ready: {} homeserver(s), socket {}", MXP_VERSION,
+                 config.homeservers.size(), config.listen.unix_socket);
     io.run();
     spdlog::info("stopped");
   } catch (const std::exception& e) {

@@ -4,8 +4,8 @@
 // Header-only: the daemon is the only user.
 #pragma once
 
-#include <systemd/sd-daemon.h>
 #include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -31,10 +31,13 @@ inline std::optional<int> socket_from_systemd() {
   const int n = sd_listen_fds(1);  // unsets LISTEN_* so children do not inherit them
   if (n < 0) throw std::runtime_error("sd_listen_fds failed");
   if (n == 0) return std::nullopt;
-  if (n != 1) throw std::runtime_error("socket activation passed " + std::to_string(n) + " sockets; expected 1");
+  if (n != 1)
+    throw std::runtime_error("socket activation passed " + std::to_string(n) +
+                             " sockets; expected 1");
   const int fd = SD_LISTEN_FDS_START;
   if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) <= 0)
-    throw std::runtime_error("socket activation passed a socket that is not a listening AF_UNIX stream socket");
+    throw std::runtime_error(
+        "socket activation passed a socket that is not a listening AF_UNIX stream socket");
   return fd;
 }
 
@@ -69,10 +72,12 @@ class sd_notifier {
   boost::asio::awaitable<void> run() {
     if (!enabled_) co_return;
     constexpr std::chrono::microseconds status_period = std::chrono::seconds{5};
-    const auto period = watchdog_interval_ ? std::min(*watchdog_interval_, status_period) : status_period;
+    const auto period =
+        watchdog_interval_ ? std::min(*watchdog_interval_, status_period) : status_period;
     if (watchdog_interval_)
-      spdlog::info("systemd watchdog enabled: keep-alive every {} ms",
-                   std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_interval_).count());
+      spdlog::info(
+          "systemd watchdog enabled: keep-alive every {} ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog_interval_).count());
     while (!stopped_) {
       timer_.expires_after(period);
       boost::system::error_code ec;
@@ -88,7 +93,8 @@ class sd_notifier {
 
  private:
   static void notify(const std::string& state) {
-    if (const int rc = sd_notify(0, state.c_str()); rc < 0) spdlog::warn("sd_notify failed: error {}", -rc);
+    if (const int rc = sd_notify(0, state.c_str()); rc < 0)
+      spdlog::warn("sd_notify failed: error {}", -rc);
   }
 
   boost::asio::steady_timer timer_;

@@ -26,13 +26,16 @@ class refusing_homeserver final : public mxp::matrix::homeserver_client {
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
   const std::string& base_url() const override { return name_; }
   void close_idle_connections() override {}
-  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::login_grant>> login(std::string) override {
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::login_grant>> login(
+      std::string) override {
     co_return mxp::unexpected{refusal()};
   }
-  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::refresh_grant>> refresh(mxp::secret_string) override {
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::refresh_grant>> refresh(
+      mxp::secret_string) override {
     co_return mxp::unexpected{refusal()};
   }
-  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::logout_outcome>> logout(mxp::secret_string) override {
+  asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::logout_outcome>> logout(
+      mxp::secret_string) override {
     co_return mxp::matrix::logout_outcome{false};
   }
   asio::awaitable<mxp::matrix::upstream_result<std::string>> whoami(mxp::secret_string) override {
@@ -56,9 +59,10 @@ struct world {
   std::unique_ptr<mxp::api::http_api> api;
   world() {
     std::map<std::string, mxp::sessions::homeserver_entry, std::less<>> hs;
-    hs.emplace("example.com", mxp::sessions::homeserver_entry{std::make_shared<refusing_homeserver>(), 4});
-    pool = std::make_unique<mxp::sessions::session_pool>(io.get_executor(), mxp::sessions::pool_options{},
-                                                         std::move(hs));
+    hs.emplace("example.com",
+               mxp::sessions::homeserver_entry{std::make_shared<refusing_homeserver>(), 4});
+    pool = std::make_unique<mxp::sessions::session_pool>(
+        io.get_executor(), mxp::sessions::pool_options{}, std::move(hs));
     api = std::make_unique<mxp::api::http_api>(*pool, std::chrono::milliseconds{1000});
     api->set_ready(true);
   }

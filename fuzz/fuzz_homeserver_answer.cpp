@@ -14,10 +14,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   answer.status = statuses[data[0] % std::size(statuses)];
   answer.body.assign(reinterpret_cast<const char*>(data + 1), size - 1);
   if (data[0] & 0x80) answer.retry_after = std::string(answer.body, 0, 8);
-  auto grant = mxp::matrix::read_login_answer(answer, "@alice:example.com", (data[0] & 0x40) != 0, "fuzz login");
+  auto grant = mxp::matrix::read_login_answer(answer, "@alice:example.com", (data[0] & 0x40) != 0,
+                                              "fuzz login");
   if (grant && grant->access_token.empty()) __builtin_trap();
   if (grant && grant->expires_in_ms && *grant->expires_in_ms <= 0) __builtin_trap();
-  const auto e = mxp::matrix::classify_error_response(answer.status, answer.body, answer.retry_after, "fuzz");
+  const auto e =
+      mxp::matrix::classify_error_response(answer.status, answer.body, answer.retry_after, "fuzz");
   if (e.retry_after_ms && *e.retry_after_ms < 0) __builtin_trap();
   return 0;
 }

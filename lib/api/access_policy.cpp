@@ -13,7 +13,8 @@ namespace mxp::api {
 bool read_peer_credentials(int fd, peer_credentials& out) {
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) return false;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred)
+    return false;
   out.uid = cred.uid;
   out.gid = cred.gid;
   out.pid = cred.pid;
@@ -23,13 +24,14 @@ bool read_peer_credentials(int fd, peer_credentials& out) {
   len = sizeof groups;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
     out.groups.assign(groups, groups + len / sizeof(gid_t));
-  // ERANGE (more than 64 groups): only the primary gid takes part in matching.
+    // ERANGE (more than 64 groups): only the primary gid takes part in matching.
 #endif
   return true;
 }
 
 bool glob_match(std::string_view pattern, std::string_view text) noexcept {
-  // Iterative matcher with one backtrack point: linear for patterns with one '*', never exponential.
+  // Iterative matcher with one backtrack point: linear for patterns with one '*', never
+  // exponential.
   std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
   while (t < text.size()) {
     if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
@@ -53,14 +55,17 @@ access_policy::access_policy(std::optional<std::vector<config::client_config>> c
   if (clients) clients_ = std::move(*clients);
 }
 
-bool access_policy::covers(const config::client_config& c, const peer_credentials& peer) const noexcept {
+bool access_policy::covers(const config::client_config& c,
+                           const peer_credentials& peer) const noexcept {
   if (c.uid) return *c.uid == peer.uid;
   if (c.gid)
-    return *c.gid == peer.gid || std::find(peer.groups.begin(), peer.groups.end(), *c.gid) != peer.groups.end();
+    return *c.gid == peer.gid ||
+           std::find(peer.groups.begin(), peer.groups.end(), *c.gid) != peer.groups.end();
   return false;
 }
 
-access_decision access_policy::allows(const peer_credentials* peer, std::string_view user_id) const noexcept {
+access_decision access_policy::allows(const peer_credentials* peer,
+                                      std::string_view user_id) const noexcept {
   if (open_) return {true, nullptr};
   if (!peer) return {false, nullptr};
   access_decision d;
@@ -78,13 +83,15 @@ const config::client_config* access_policy::client_with_key(std::string_view key
   ::SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest.data());
   const config::client_config* found = nullptr;
   for (const auto& c : clients_)  // no early exit: which entry matched does not show in the timing
-    if (c.api_key_sha256 && CRYPTO_memcmp(c.api_key_sha256->data(), digest.data(), digest.size()) == 0 && !found)
+    if (c.api_key_sha256 &&
+        CRYPTO_memcmp(c.api_key_sha256->data(), digest.data(), digest.size()) == 0 && !found)
       found = &c;
   OPENSSL_cleanse(digest.data(), digest.size());
   return found;
 }
 
-access_decision access_policy::allows(const config::client_config& c, std::string_view user_id) const noexcept {
+access_decision access_policy::allows(const config::client_config& c,
+                                      std::string_view user_id) const noexcept {
   for (const auto& pattern : c.allow)
     if (glob_match(pattern, user_id)) return {true, &c.name};
   return {false, &c.name};

@@ -31,7 +31,8 @@ bool glob_match(std::string_view pattern, std::string_view text) noexcept;
 
 struct access_decision {
   bool allowed = false;
-  const std::string* client = nullptr;  // the entry that decided, or the first covering the peer; null if none
+  const std::string* client =
+      nullptr;  // the entry that decided, or the first covering the peer; null if none
 };
 
 class access_policy {

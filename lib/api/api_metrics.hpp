@@ -19,11 +19,21 @@ class session_pool;
 
 namespace mxp::api {
 
-enum class endpoint : std::uint8_t { unknown, token, invalidate, session, sessions, status, healthz, metrics };
+enum class endpoint : std::uint8_t {
+  unknown,
+  token,
+  invalidate,
+  session,
+  sessions,
+  status,
+  healthz,
+  metrics
+};
 inline constexpr std::size_t endpoint_count = 8;
 std::string_view to_string(endpoint e) noexcept;
 
-// "ok" is not a kind: refused, rate_limited, unavailable, timeout, bad_response, discovery_failed, error.
+// "ok" is not a kind: refused, rate_limited, unavailable, timeout, bad_response, discovery_failed,
+// error.
 std::string_view failure_kind(const matrix::upstream_error& e) noexcept;
 
 class api_metrics final : public sessions::pool_observer {
@@ -32,13 +42,15 @@ class api_metrics final : public sessions::pool_observer {
   api_metrics(const api_metrics&) = delete;
   api_metrics& operator=(const api_metrics&) = delete;
 
-  // Gauges that mirror the pool (sessions by state, homeserver health) are read from it at scrape time.
+  // Gauges that mirror the pool (sessions by state, homeserver health) are read from it at scrape
+  // time.
   void attach(const sessions::session_pool* pool) noexcept { pool_ = pool; }
 
   void count_request(endpoint e, int status) noexcept {
     const auto slot = status_slot(status);
     auto*& c = requests_[static_cast<std::size_t>(e)][slot];
-    if (!c) [[unlikely]] c = &resolve_request(e, status);
+    if (!c) [[unlikely]]
+      c = &resolve_request(e, status);
     c->inc();
     if (slot == other_status) c = nullptr;  // rare statuses are looked up each time
   }
@@ -49,9 +61,11 @@ class api_metrics final : public sessions::pool_observer {
 
   // sessions::pool_observer
   void on_token_lookup(bool hit) noexcept override { (hit ? cache_hits_ : cache_misses_).inc(); }
-  void on_login(std::string_view homeserver, std::string_view method, std::chrono::nanoseconds duration,
+  void on_login(std::string_view homeserver, std::string_view method,
+                std::chrono::nanoseconds duration,
                 const matrix::upstream_error* failure) noexcept override;
-  void on_logout(std::string_view homeserver, const matrix::upstream_error* failure) noexcept override;
+  void on_logout(std::string_view homeserver,
+                 const matrix::upstream_error* failure) noexcept override;
   void on_refresh(std::string_view homeserver, std::chrono::nanoseconds duration,
                   const matrix::upstream_error* failure) noexcept override;
 
@@ -59,18 +73,30 @@ class api_metrics final : public sessions::pool_observer {
   static constexpr std::size_t other_status = 12;
   static std::size_t status_slot(int status) noexcept {
     switch (status) {
-      case 200: return 0;
-      case 400: return 1;
-      case 403: return 2;
-      case 404: return 3;
-      case 405: return 4;
-      case 413: return 5;
-      case 429: return 6;
-      case 431: return 7;
-      case 500: return 8;
-      case 502: return 9;
-      case 503: return 10;
-      case 504: return 11;
+      case 200:
+        return 0;
+      case 400:
+        return 1;
+      case 403:
+        return 2;
+      case 404:
+        return 3;
+      case 405:
+        return 4;
+      case 413:
+        return 5;
+      case 429:
+        return 6;
+      case 431:
+        return 7;
+      case 500:
+        return 8;
+      case 502:
+        return 9;
+      case 503:
+        return 10;
+      case 504:
+        return 11;
     }
     return other_status;
   }

@@ -19,19 +19,32 @@ using std::chrono::steady_clock;
 
 std::string_view reason_phrase(int status) noexcept {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
   }
   return "Unknown";
 }
@@ -42,14 +55,22 @@ enum class route_kind { token, invalidate, session, sessions, status, healthz, m
 
 endpoint to_endpoint(route_kind k) noexcept {
   switch (k) {
-    case route_kind::token: return endpoint::token;
-    case route_kind::invalidate: return endpoint::invalidate;
-    case route_kind::session: return endpoint::session;
-    case route_kind::sessions: return endpoint::sessions;
-    case route_kind::status: return endpoint::status;
-    case route_kind::healthz: return endpoint::healthz;
-    case route_kind::metrics: return endpoint::metrics;
-    case route_kind::unknown: break;
+    case route_kind::token:
+      return endpoint::token;
+    case route_kind::invalidate:
+      return endpoint::invalidate;
+    case route_kind::session:
+      return endpoint::session;
+    case route_kind::sessions:
+      return endpoint::sessions;
+    case route_kind::status:
+      return endpoint::status;
+    case route_kind::healthz:
+      return endpoint::healthz;
+    case route_kind::metrics:
+      return endpoint::metrics;
+    case route_kind::unknown:
+      break;
   }
   return endpoint::unknown;
 }
@@ -77,16 +98,24 @@ route match(std::string_view target) {
   if (slash == std::string_view::npos || slash == 0) return r;
   r.user_segment = rest.substr(0, slash);
   const auto action = rest.substr(slash + 1);
-  if (action == "token") r.kind = route_kind::token, r.allowed_method = "GET";
-  else if (action == "invalidate") r.kind = route_kind::invalidate, r.allowed_method = "POST";
-  else if (action == "session") r.kind = route_kind::session, r.allowed_method = "DELETE";
+  if (action == "token")
+    r.kind = route_kind::token, r.allowed_method = "GET";
+  else if (action == "invalidate")
+    r.kind = route_kind::invalidate, r.allowed_method = "POST";
+  else if (action == "session")
+    r.kind = route_kind::session, r.allowed_method = "DELETE";
   return r;
 }
 
-void write_error(api_response& res, int status, std::string_view errcode, std::string_view message) {
+void write_error(api_response& res, int status, std::string_view errcode,
+                 std::string_view message) {
   res.status = status;
   res.body.clear();
-  json_writer{res.body}.begin_object().member("errcode", errcode).member("error", message).end_object();
+  json_writer{res.body}
+      .begin_object()
+      .member("errcode", errcode)
+      .member("error", message)
+      .end_object();
 }
 
 // The one place where pool errors become API answers (DESIGN.md, "Errors").
@@ -97,19 +126,34 @@ void write_pool_error(api_response& res, const sessions::pool_error& e) {
   std::string_view errcode = "M_UNKNOWN";
   switch (ours ? code : errc::upstream_unavailable) {
     case errc::invalid_user_id:
-    case errc::invalid_request: status = 400, errcode = "M_INVALID_PARAM"; break;
-    case errc::forbidden: status = 403, errcode = "M_FORBIDDEN"; break;
+    case errc::invalid_request:
+      status = 400, errcode = "M_INVALID_PARAM";
+      break;
+    case errc::forbidden:
+      status = 403, errcode = "M_FORBIDDEN";
+      break;
     case errc::unknown_homeserver:
-    case errc::not_found: status = 404, errcode = "M_NOT_FOUND"; break;
-    case errc::upstream_rate_limited: status = 429, errcode = "M_LIMIT_EXCEEDED"; break;
+    case errc::not_found:
+      status = 404, errcode = "M_NOT_FOUND";
+      break;
+    case errc::upstream_rate_limited:
+      status = 429, errcode = "M_LIMIT_EXCEEDED";
+      break;
     case errc::upstream_refused:
-    case errc::upstream_bad_response: status = 502, errcode = "MXP_UPSTREAM"; break;
+    case errc::upstream_bad_response:
+      status = 502, errcode = "MXP_UPSTREAM";
+      break;
     case errc::upstream_unavailable:
     case errc::discovery_failed:
-    case errc::shutting_down: status = 503, errcode = "MXP_UNAVAILABLE"; break;
+    case errc::shutting_down:
+      status = 503, errcode = "MXP_UNAVAILABLE";
+      break;
     case errc::upstream_timeout:
-    case errc::deadline_exceeded: status = 504, errcode = "MXP_TIMEOUT"; break;
-    case errc::ok: break;
+    case errc::deadline_exceeded:
+      status = 504, errcode = "MXP_TIMEOUT";
+      break;
+    case errc::ok:
+      break;
   }
   // Our own diagnostic only: the homeserver's error text goes to the log, not to API clients.
   std::string message = e.code.message();
@@ -121,8 +165,10 @@ void write_pool_error(api_response& res, const sessions::pool_error& e) {
   if (status == 429) w.member("retry_after_ms", e.retry_after_ms.value_or(1000));
   if (status == 502) {
     w.member("upstream_status", e.http_status);
-    if (e.errcode.empty()) w.key("upstream_errcode").null();
-    else w.member("upstream_errcode", e.errcode);
+    if (e.errcode.empty())
+      w.key("upstream_errcode").null();
+    else
+      w.member("upstream_errcode", e.errcode);
   }
   w.end_object();
 }
@@ -166,15 +212,19 @@ http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds reque
 
 namespace {
 
-std::string_view client_name(const access_decision& d) { return d.client ? std::string_view{*d.client} : "-"; }
+std::string_view client_name(const access_decision& d) {
+  return d.client ? std::string_view{*d.client} : "-";
+}
 
 }  // namespace
 
 // TCP requests: the entry whose API key the request presents; null (and a 401 in `res`) when it
 // presents none or one that no entry has. Never logs the key.
-const config::client_config* http_api::authenticate(const api_request& req, api_response& res) const {
+const config::client_config* http_api::authenticate(const api_request& req,
+                                                    api_response& res) const {
   std::string_view h = req.authorization;
-  constexpr std::string_view scheme = "bearer";  // auth-scheme names are case-insensitive (RFC 9110)
+  constexpr std::string_view scheme =
+      "bearer";  // auth-scheme names are case-insensitive (RFC 9110)
   const bool bearer = h.size() > scheme.size() && h[scheme.size()] == ' ' &&
                       std::equal(scheme.begin(), scheme.end(), h.begin(),
                                  [](char a, char b) { return a == (b | 0x20); });
@@ -185,14 +235,17 @@ const config::client_config* http_api::authenticate(const api_request& req, api_
     while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
   }
   if (key.empty()) {
-    spdlog::info("access: refused {} {} to TCP peer {}: {}", req.method, req.target, req.tcp_peer,
-                 h.empty() ? "no Authorization header" : "Authorization is not \"Bearer <api key>\"");
-    write_error(res, 401, "M_MISSING_TOKEN", "an API key is required: Authorization: Bearer <api key>");
+    spdlog::info(
+        "access: refused {} {} to TCP peer {}: {}", req.method, req.target, req.tcp_peer,
+        h.empty() ? "no Authorization header" : "Authorization is not \"Bearer <api key>\"");
+    write_error(res, 401, "M_MISSING_TOKEN",
+                "an API key is required: Authorization: Bearer <api key>");
     return nullptr;
   }
   const auto* client = access_ ? access_->client_with_key(key) : nullptr;
   if (!client) {
-    spdlog::info("access: refused {} {} to TCP peer {}: unknown API key", req.method, req.target, req.tcp_peer);
+    spdlog::info("access: refused {} {} to TCP peer {}: unknown API key", req.method, req.target,
+                 req.tcp_peer);
     write_error(res, 401, "M_UNKNOWN_TOKEN", "unknown API key");
   }
   return client;
@@ -203,11 +256,12 @@ bool http_api::user_allowed(const api_request& req, const config::client_config*
                             std::string_view user_id, api_response& res) const {
   if (key_client) {  // a TCP request, authenticated by the key of this entry
     if (access_->allows(*key_client, user_id).allowed) {
-      spdlog::debug("access: allowed {} to TCP peer {} (client {})", user_id, req.tcp_peer, key_client->name);
+      spdlog::debug("access: allowed {} to TCP peer {} (client {})", user_id, req.tcp_peer,
+                    key_client->name);
       return true;
     }
-    spdlog::info("access: denied {} to TCP peer {} (client {}: no allow glob matches)", user_id, req.tcp_peer,
-                 key_client->name);
+    spdlog::info("access: denied {} to TCP peer {} (client {}: no allow glob matches)", user_id,
+                 req.tcp_peer, key_client->name);
     write_error(res, 403, "M_FORBIDDEN", "this client may not request this user");
     return false;
   }
@@ -216,11 +270,13 @@ bool http_api::user_allowed(const api_request& req, const config::client_config*
   const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
   const auto pid = req.peer ? req.peer->pid : 0;
   if (d.allowed) {
-    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", user_id, uid, pid, client_name(d));
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", user_id, uid, pid,
+                  client_name(d));
     return true;
   }
   spdlog::info("access: denied {} to peer uid={} pid={} ({})", user_id, uid, pid,
-               d.client ? "client " + *d.client + ": no allow glob matches" : std::string{"no client entry covers it"});
+               d.client ? "client " + *d.client + ": no allow glob matches"
+                        : std::string{"no client entry covers it"});
   write_error(res, 403, "M_FORBIDDEN", "this client may not request this user");
   return false;
 }
@@ -229,7 +285,8 @@ bool http_api::user_allowed(const api_request& req, const config::client_config*
 bool http_api::peer_admitted(const api_request& req, const config::client_config* key_client,
                              std::string_view what, api_response& res) const {
   if (key_client) {  // every entry with a key is known
-    spdlog::debug("access: allowed {} to TCP peer {} (client {})", what, req.tcp_peer, key_client->name);
+    spdlog::debug("access: allowed {} to TCP peer {} (client {})", what, req.tcp_peer,
+                  key_client->name);
     return true;
   }
   if (!access_ || access_->open()) return true;
@@ -237,10 +294,12 @@ bool http_api::peer_admitted(const api_request& req, const config::client_config
   const auto uid = req.peer ? static_cast<long long>(req.peer->uid) : -1LL;
   const auto pid = req.peer ? req.peer->pid : 0;
   if (d.allowed) {
-    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", what, uid, pid, client_name(d));
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", what, uid, pid,
+                  client_name(d));
     return true;
   }
-  spdlog::info("access: denied {} to peer uid={} pid={} (no client entry covers it)", what, uid, pid);
+  spdlog::info("access: denied {} to peer uid={} pid={} (no client entry covers it)", what, uid,
+               pid);
   write_error(res, 403, "M_FORBIDDEN", "this client is not known to mxpuppetd");
   return false;
 }
@@ -282,12 +341,18 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
   if (req.tcp && !(key_client = authenticate(req, res))) co_return;
   const auto deadline = steady_clock::now() + request_timeout_;
   const auto r = match(req.target);
-  if (r.kind == route_kind::unknown) co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
+  if (r.kind == route_kind::unknown)
+    co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
   if (req.method != r.allowed_method)
     co_return write_error(res, 405, "M_UNRECOGNIZED", "method not allowed on this path");
 
-  if ((r.kind == route_kind::status || r.kind == route_kind::sessions || r.kind == route_kind::metrics) &&
-      !peer_admitted(req, key_client, r.kind == route_kind::status ? "/v1/status" : r.kind == route_kind::sessions ? "/v1/sessions" : "/metrics", res))
+  if ((r.kind == route_kind::status || r.kind == route_kind::sessions ||
+       r.kind == route_kind::metrics) &&
+      !peer_admitted(req, key_client,
+                     r.kind == route_kind::status     ? "/v1/status"
+                     : r.kind == route_kind::sessions ? "/v1/sessions"
+                                                      : "/metrics",
+                     res))
     co_return;
   if (r.kind == route_kind::metrics) {
     if (!metrics_) co_return write_error(res, 404, "M_UNRECOGNIZED", "metrics are not enabled");
@@ -302,23 +367,40 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     res.status = 200;
     res.body.clear();
     json_writer w{res.body};
-    w.begin_object().member("version", MXP_VERSION).member(
-        "uptime_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                   steady_clock::now() - started_)
-                                                   .count()));
-    w.key("sessions").begin_object().member("total", stats.total).member("active", stats.active)
-        .member("logging_in", stats.logging_in).member("refreshing", stats.refreshing)
-        .member("validating", stats.validating).member("revoking", stats.revoking).member("absent", stats.absent)
+    w.begin_object()
+        .member("version", MXP_VERSION)
+        .member("uptime_ms",
+                static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              steady_clock::now() - started_)
+                                              .count()));
+    w.key("sessions")
+        .begin_object()
+        .member("total", stats.total)
+        .member("active", stats.active)
+        .member("logging_in", stats.logging_in)
+        .member("refreshing", stats.refreshing)
+        .member("validating", stats.validating)
+        .member("revoking", stats.revoking)
+        .member("absent", stats.absent)
         .end_object();
     w.key("homeservers").begin_array();
     for (const auto& hs : pool_.homeservers()) {
-      w.begin_object().member("server_name", hs.server_name).member("url", hs.url).member("method", hs.method)
-          .member("login_type", hs.login_type).member("logins_in_flight", hs.logins_in_flight)
-          .member("logins_ok", hs.logins_ok).member("logins_failed", hs.logins_failed)
-          .member("logouts", hs.logouts).member("refreshes_ok", hs.refreshes_ok)
-          .member("refreshes_failed", hs.refreshes_failed).member("healthy", hs.healthy)
-          .member("circuit", sessions::to_string(hs.circuit)).member("consecutive_failures", hs.consecutive_failures)
-          .member("rate_limited", hs.rate_limited).end_object();
+      w.begin_object()
+          .member("server_name", hs.server_name)
+          .member("url", hs.url)
+          .member("method", hs.method)
+          .member("login_type", hs.login_type)
+          .member("logins_in_flight", hs.logins_in_flight)
+          .member("logins_ok", hs.logins_ok)
+          .member("logins_failed", hs.logins_failed)
+          .member("logouts", hs.logouts)
+          .member("refreshes_ok", hs.refreshes_ok)
+          .member("refreshes_failed", hs.refreshes_failed)
+          .member("healthy", hs.healthy)
+          .member("circuit", sessions::to_string(hs.circuit))
+          .member("consecutive_failures", hs.consecutive_failures)
+          .member("rate_limited", hs.rate_limited)
+          .end_object();
     }
     w.end_array().end_object();
     co_return;
@@ -333,9 +415,15 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
       if (key_client ? !access_->allows(*key_client, s.user_id).allowed
                      : access_ && !access_->allows(req.peer, s.user_id).allowed)
         continue;
-      w.begin_object().member("user_id", s.user_id).member("device_id", s.device_id).member("method", s.method)
-          .member("created_at_ms", s.created_at_ms).member("last_used_at_ms", s.last_used_at_ms)
-          .member("expires_at_ms", s.expires_at_ms).member("state", sessions::to_string(s.state)).end_object();
+      w.begin_object()
+          .member("user_id", s.user_id)
+          .member("device_id", s.device_id)
+          .member("method", s.method)
+          .member("created_at_ms", s.created_at_ms)
+          .member("last_used_at_ms", s.last_used_at_ms)
+          .member("expires_at_ms", s.expires_at_ms)
+          .member("state", sessions::to_string(s.state))
+          .end_object();
     }
     w.end_array().end_object();
     co_return;
@@ -350,7 +438,8 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     case route_kind::token: {
       const auto min_valid = min_valid_from_query(r.query);
       if (min_valid < 0)
-        co_return write_error(res, 400, "M_INVALID_PARAM", "min_valid_ms must be an integer of milliseconds");
+        co_return write_error(res, 400, "M_INVALID_PARAM",
+                              "min_valid_ms must be an integer of milliseconds");
       auto t = co_await pool_.get_token(std::move(*user_id), min_valid, deadline);
       if (!t) co_return write_pool_error(res, t.error());
       co_return write_token(res, *t);
@@ -362,8 +451,10 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
       if (parser.parse(req.body.data(), req.body.size()).get(doc) != simdjson::SUCCESS)
         co_return write_error(res, 400, "M_BAD_JSON", "body is not JSON");
       if (doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
-        co_return write_error(res, 400, "M_INVALID_PARAM", "body needs {\"access_token\": \"...\"}");
-      secret_string presented{std::string{token}};  // named: see the note on GCC 12 in homeserver_client.cpp
+        co_return write_error(res, 400, "M_INVALID_PARAM",
+                              "body needs {\"access_token\": \"...\"}");
+      secret_string presented{
+          std::string{token}};  // named: see the note on GCC 12 in homeserver_client.cpp
       auto done = co_await pool_.invalidate(std::move(*user_id), std::move(presented), deadline);
       if (!done) co_return write_pool_error(res, done.error());
       res.status = 200;

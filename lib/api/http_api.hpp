@@ -21,7 +21,8 @@ struct api_request {
   std::string_view method;  // "GET", "POST", "DELETE"
   std::string_view target;  // path and query, still percent-encoded
   std::string_view body;
-  // Who is asking (SO_PEERCRED of the connection); null: unknown, denied when `clients:` is configured.
+  // Who is asking (SO_PEERCRED of the connection); null: unknown, denied when `clients:` is
+  // configured.
   const peer_credentials* peer = nullptr;
   // Requests from the TCP listener: tcp set, the peer's address ("127.0.0.1:54321", for the log)
   // and this request's Authorization header as sent ("" when absent).
@@ -32,8 +33,8 @@ struct api_request {
 
 struct api_response {
   int status = 200;
-  std::string body;  // JSON; reused across requests on one connection
-  std::string_view content_type;  // empty: application/json
+  std::string body;                    // JSON; reused across requests on one connection
+  std::string_view content_type;       // empty: application/json
   endpoint route = endpoint::unknown;  // for metrics
   void clear() { status = 200, body.clear(), content_type = {}, route = endpoint::unknown; }
 };
@@ -57,7 +58,9 @@ class http_api {
   // TCP requests (every one, /healthz included) must carry `Authorization: Bearer <api key>`
   // of some entry: 401 M_MISSING_TOKEN without it, 401 M_UNKNOWN_TOKEN for a key no entry has;
   // then that entry's globs apply as above, whether or not `clients:` is configured.
-  void set_access_policy(std::shared_ptr<const access_policy> policy) noexcept { access_ = std::move(policy); }
+  void set_access_policy(std::shared_ptr<const access_policy> policy) noexcept {
+    access_ = std::move(policy);
+  }
   // Metrics: GET /metrics answers 404 without them. Must outlive the API.
   void set_metrics(api_metrics* metrics) noexcept { metrics_ = metrics; }
   // Counts an answered request (the transport calls it once per answer, malformed ones included).
@@ -74,10 +77,10 @@ class http_api {
   api_metrics* metrics_ = nullptr;
 
   const config::client_config* authenticate(const api_request& req, api_response& res) const;
-  bool user_allowed(const api_request& req, const config::client_config* key_client, std::string_view user_id,
-                    api_response& res) const;
-  bool peer_admitted(const api_request& req, const config::client_config* key_client, std::string_view what,
-                     api_response& res) const;
+  bool user_allowed(const api_request& req, const config::client_config* key_client,
+                    std::string_view user_id, api_response& res) const;
+  bool peer_admitted(const api_request& req, const config::client_config* key_client,
+                     std::string_view what, api_response& res) const;
 };
 
 }  // namespace mxp::api

@@ -43,7 +43,8 @@ class request_parser final : public boost::beast::http::basic_parser<true> {
     out_.target.assign(target.data(), target.size());
   }
   void on_response_impl(int, string_view, int, error_code&) override {}
-  void on_field_impl(boost::beast::http::field name, string_view, string_view value, error_code& ec) override {
+  void on_field_impl(boost::beast::http::field name, string_view, string_view value,
+                     error_code& ec) override {
     if (!want_authorization_ || name != boost::beast::http::field::authorization) return;
     if (seen_authorization_) {
       ec = boost::beast::http::error::bad_value;

@@ -21,8 +21,8 @@ namespace mxp::api {
 
 namespace asio = boost::asio;
 using local = asio::local::stream_protocol;
-using std::chrono::steady_clock;
 using boost::system::error_code;
+using std::chrono::steady_clock;
 
 namespace {
 
@@ -72,7 +72,9 @@ struct unix_transport {
 
   static void accepted(local::socket& socket, peer& p) {
     p.known = read_peer_credentials(socket.native_handle(), p.credentials);
-    if (!p.known) spdlog::warn("cannot read the peer credentials of an API connection: {}", std::strerror(errno));
+    if (!p.known)
+      spdlog::warn("cannot read the peer credentials of an API connection: {}",
+                   std::strerror(errno));
   }
   static api_request request(const request_buffers& b, const peer& p) {
     return api_request{b.method, b.target, b.body, p.known ? &p.credentials : nullptr};
@@ -100,7 +102,8 @@ struct unix_server::impl : detail::stream_server<unix_transport> {
       return;  // socket_inode stays 0: the file is not ours to remove
     }
     remove_stale_socket(options.socket_path);
-    // The umask keeps the socket from ever being wider than socket_mode, even between bind and chmod.
+    // The umask keeps the socket from ever being wider than socket_mode, even between bind and
+    // chmod.
     const mode_t old_mask = ::umask(static_cast<mode_t>(~options.socket_mode & 0777));
     error_code ec;
     acceptor.open(local{}, ec);
@@ -121,7 +124,8 @@ struct unix_server::impl : detail::stream_server<unix_transport> {
 
   void remove_socket_file() {
     struct stat st {};
-    if (socket_inode != 0 && ::stat(options.socket_path.c_str(), &st) == 0 && st.st_ino == socket_inode)
+    if (socket_inode != 0 && ::stat(options.socket_path.c_str(), &st) == 0 &&
+        st.st_ino == socket_inode)
       ::unlink(options.socket_path.c_str());
     socket_inode = 0;
   }
@@ -143,7 +147,8 @@ asio::awaitable<void> unix_server::run() {
   if (self->options.adopt_fd >= 0)
     spdlog::info("listening on the socket passed by systemd (fd {})", self->options.adopt_fd);
   else
-    spdlog::info("listening on {} (mode {:04o})", self->options.socket_path, self->options.socket_mode);
+    spdlog::info("listening on {} (mode {:04o})", self->options.socket_path,
+                 self->options.socket_mode);
   co_await self->accept_loop();
 }
 
@@ -157,6 +162,8 @@ asio::awaitable<void> unix_server::drain(steady_clock::time_point deadline) {
   co_await self->drain(deadline);
 }
 
-std::size_t unix_server::connections() const noexcept { return impl_->connections(); }
+std::size_t unix_server::connections() const noexcept {
+  return impl_->connections();
+}
 
 }  // namespace mxp::api

@@ -41,7 +41,8 @@ class unix_server {
 
   // Accepts until stop(); each connection runs as its own coroutine.
   boost::asio::awaitable<void> run();
-  // Stops accepting, closes idle connections, lets in-flight requests finish, removes the socket file.
+  // Stops accepting, closes idle connections, lets in-flight requests finish, removes the socket
+  // file.
   void stop();
   // Waits until every connection is gone or the deadline passes.
   boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);

@@ -6,22 +6,22 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <functional>
 #include <initializer_list>
 #include <limits>
@@ -299,12 +299,17 @@ class document_counter final : public YAML::EventHandler {
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
   void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
-  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { node(m); }
-  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(m);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
     node(m);
   }
   void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
     node(m);
   }
   void OnMapEnd() override {}
@@ -351,9 +356,9 @@ class loader {
       }
       if (documents.count > 1) {
         error({"", documents.second_line, {}},
-              "expected a single YAML document, found " +
-                  (documents.count >= document_count::limit ? std::string{"more than one"}
-                                                            : std::to_string(documents.count)));
+              "expected a single YAML document, found " + (documents.count >= document_count::limit
+                                                               ? std::string{"more than one"}
+                                                               : std::to_string(documents.count)));
       }
       load_root(root, cfg);
     } catch (const YAML::Exception& e) {
@@ -557,10 +562,15 @@ class loader {
             {"clients", false, [&](const field& f) { load_clients(f, cfg); }},
             {"log", false, [&](const field& f) { load_log(f, cfg.log); }},
         });
-    // No anonymous access over TCP: the listener is useless (and refused) without a client that has a key.
+    // No anonymous access over TCP: the listener is useless (and refused) without a client that has
+    // a key.
     if (tcp_field_ && (!cfg.clients || std::none_of(cfg.clients->begin(), cfg.clients->end(),
-                                                    [](const client_config& c) { return c.api_key_sha256.has_value(); })))
-      error(*tcp_field_, "no client can use the TCP listener: give a clients: entry api_key_file or api_key_sha256");
+                                                    [](const client_config& c) {
+                                                      return c.api_key_sha256.has_value();
+                                                    })))
+      error(*tcp_field_,
+            "no client can use the TCP listener: give a clients: entry api_key_file or "
+            "api_key_sha256");
   }
 
   void load_listen(const field& where, listen_config& l) {
@@ -572,8 +582,10 @@ class loader {
                if (auto s = get_nonempty_string(f)) l.unix_socket = std::move(*s);
              }},
             {"socket_mode", false, [&](const field& f) { read_socket_mode(f, l); }},
-            {"socket_owner", false, [&](const field& f) { l.socket_owner = read_account(f, false); }},
-            {"socket_group", false, [&](const field& f) { l.socket_group = read_account(f, true); }},
+            {"socket_owner", false,
+             [&](const field& f) { l.socket_owner = read_account(f, false); }},
+            {"socket_group", false,
+             [&](const field& f) { l.socket_group = read_account(f, true); }},
             {"request_timeout", false,
              [&](const field& f) { read_duration(f, l.request_timeout); }},
             {"idle_timeout", false, [&](const field& f) { read_duration(f, l.idle_timeout); }},
@@ -620,11 +632,13 @@ class loader {
     else if (::inet_pton(AF_INET6, address.c_str(), &v6) == 1)
       loopback = IN6_IS_ADDR_LOOPBACK(&v6);
     else {
-      error(f, echoed(address) + " is not a numeric IP address; use a loopback address (127.0.0.0/8 or [::1])");
+      error(f, echoed(address) +
+                   " is not a numeric IP address; use a loopback address (127.0.0.0/8 or [::1])");
       return;
     }
     if (!loopback) {
-      error(f, echoed(address) + " is not a loopback address; the TCP listener only takes 127.0.0.0/8 or [::1]");
+      error(f, echoed(address) +
+                   " is not a loopback address; the TCP listener only takes 127.0.0.0/8 or [::1]");
       return;
     }
     l.tcp = tcp_listen_config{address, static_cast<std::uint16_t>(*parse_decimal(port))};
@@ -646,7 +660,8 @@ class loader {
     std::vector<char> buf(16 * 1024);
     passwd pw{};
     passwd* found = nullptr;
-    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
+    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found)
+      return std::nullopt;
     return found->pw_uid;
   }
 
@@ -654,7 +669,8 @@ class loader {
     std::vector<char> buf(64 * 1024);
     group gr{};
     group* found = nullptr;
-    if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
+    if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found)
+      return std::nullopt;
     return found->gr_gid;
   }
 
@@ -668,7 +684,8 @@ class loader {
     }
     std::size_t index = 0;
     for (const auto& item : node) {
-      const field f{where.path + "[" + std::to_string(index++) + "]", line_of(item, where.line), item};
+      const field f{where.path + "[" + std::to_string(index++) + "]", line_of(item, where.line),
+                    item};
       client_config c;
       int identities = 0, keys = 0;
       walk_map(f, {
@@ -679,28 +696,34 @@ class loader {
                       {"uid", false,
                        [&](const field& k) {
                          ++identities;
-                         if (auto v = get_integer(k, 0, 4294967294ULL)) c.uid = static_cast<std::uint32_t>(*v);
+                         if (auto v = get_integer(k, 0, 4294967294ULL))
+                           c.uid = static_cast<std::uint32_t>(*v);
                        }},
                       {"gid", false,
                        [&](const field& k) {
                          ++identities;
-                         if (auto v = get_integer(k, 0, 4294967294ULL)) c.gid = static_cast<std::uint32_t>(*v);
+                         if (auto v = get_integer(k, 0, 4294967294ULL))
+                           c.gid = static_cast<std::uint32_t>(*v);
                        }},
                       {"user", false,
                        [&](const field& k) {
                          ++identities;
                          auto s = get_nonempty_string(k);
                          if (!s) return;
-                         if (auto id = lookup_user(*s)) c.uid = id;
-                         else error(k, "unknown user " + echoed(*s));
+                         if (auto id = lookup_user(*s))
+                           c.uid = id;
+                         else
+                           error(k, "unknown user " + echoed(*s));
                        }},
                       {"group", false,
                        [&](const field& k) {
                          ++identities;
                          auto s = get_nonempty_string(k);
                          if (!s) return;
-                         if (auto id = lookup_group(*s)) c.gid = id;
-                         else error(k, "unknown group " + echoed(*s));
+                         if (auto id = lookup_group(*s))
+                           c.gid = id;
+                         else
+                           error(k, "unknown group " + echoed(*s));
                        }},
                       {"allow", true, [&](const field& k) { read_allow(k, c.allow); }},
                       {"api_key_file", false,
@@ -716,18 +739,23 @@ class loader {
                   });
       if (f.value.IsMap() && identities > 1)
         error(f, "at most one of uid, gid, user or group may be given");
-      if (f.value.IsMap() && keys > 1) error(f, "api_key_file and api_key_sha256 exclude each other");
+      if (f.value.IsMap() && keys > 1)
+        error(f, "api_key_file and api_key_sha256 exclude each other");
       if (f.value.IsMap() && identities == 0 && keys == 0)
-        error(f, "one of uid, gid, user or group (Unix socket peers) or of api_key_file or api_key_sha256 "
-                 "(TCP clients) is required");
+        error(f,
+              "one of uid, gid, user or group (Unix socket peers) or of api_key_file or "
+              "api_key_sha256 "
+              "(TCP clients) is required");
       if (!c.name.empty() && std::any_of(clients.begin(), clients.end(),
                                          [&](const client_config& o) { return o.name == c.name; }))
         error(f, "duplicate client name " + echoed(c.name));
       if (c.api_key_sha256)
-        if (const auto same = std::find_if(clients.begin(), clients.end(),
-                                           [&](const client_config& o) { return o.api_key_sha256 == c.api_key_sha256; });
+        if (const auto same = std::find_if(
+                clients.begin(), clients.end(),
+                [&](const client_config& o) { return o.api_key_sha256 == c.api_key_sha256; });
             same != clients.end())
-          error(f, "has the same API key as client " + echoed(same->name) + " (each client needs its own)");
+          error(f, "has the same API key as client " + echoed(same->name) +
+                       " (each client needs its own)");
       clients.push_back(std::move(c));
     }
   }
@@ -738,13 +766,15 @@ class loader {
     if (!key) return;
     const std::string& k = key->reveal();
     if (!std::all_of(k.begin(), k.end(), [](char ch) { return ch > ' ' && ch < 127; })) {
-      error(f, "API key file '" + c.api_key_file +
-                   "' must hold one line of printable ASCII without spaces (it is sent in a header)");
+      error(f,
+            "API key file '" + c.api_key_file +
+                "' must hold one line of printable ASCII without spaces (it is sent in a header)");
       return;
     }
     if (k.size() < 16)
-      warnings_.push_back(fmt_error(f.line, f.path + ": the API key in '" + c.api_key_file +
-                                                "' is shorter than 16 characters; `openssl rand -hex 32` makes a good one"));
+      warnings_.push_back(fmt_error(
+          f.line, f.path + ": the API key in '" + c.api_key_file +
+                      "' is shorter than 16 characters; `openssl rand -hex 32` makes a good one"));
     std::array<unsigned char, 32> digest{};
     ::SHA256(reinterpret_cast<const unsigned char*>(k.data()), k.size(), digest.data());
     c.api_key_sha256 = digest;
@@ -755,8 +785,10 @@ class loader {
     auto s = get_nonempty_string(f);
     if (!s) return;
     if (s->size() != 64 || !std::all_of(s->begin(), s->end(), is_hex_digit)) {
-      error(f, "expected the SHA-256 of the key as 64 hexadecimal digits (printf %s KEY | sha256sum), got " +
-                   echoed(*s));
+      error(f,
+            "expected the SHA-256 of the key as 64 hexadecimal digits (printf %s KEY | sha256sum), "
+            "got " +
+                echoed(*s));
       return;
     }
     std::array<unsigned char, 32> digest{};
@@ -767,7 +799,8 @@ class loader {
 
   void read_allow(const field& f, std::vector<std::string>& out) {
     if (!f.value.IsSequence()) {
-      error(f, std::string{"expected a list of user ID globs such as [\"@*:example.com\"], got "} + kind_of(f.value));
+      error(f, std::string{"expected a list of user ID globs such as [\"@*:example.com\"], got "} +
+                   kind_of(f.value));
       return;
     }
     if (f.value.size() == 0) error(f, "must list at least one user ID glob");
@@ -963,7 +996,8 @@ class loader {
   }
 
   void read_secret_file(const field& f, shared_secret_login& login) {
-    if (auto secret = read_secret(f, login.secret_file, true, "secret file")) login.secret = std::move(*secret);
+    if (auto secret = read_secret(f, login.secret_file, true, "secret file"))
+      login.secret = std::move(*secret);
   }
 
   // Where a secret file named `p` lives: a bare name (no '/') that systemd passed as a
@@ -982,8 +1016,8 @@ class loader {
   // Reads a secret file named by `f` (see resolve_secret). With `strip_newline`, one trailing
   // "\n" or "\r\n" goes. Errors name the path, never contents; a file that others may read
   // loads with a warning.
-  std::optional<secret_string> read_secret(const field& f, std::string& resolved, bool strip_newline,
-                                           std::string_view noun = "file") {
+  std::optional<secret_string> read_secret(const field& f, std::string& resolved,
+                                           bool strip_newline, std::string_view noun = "file") {
     auto s = get_nonempty_string(f);
     if (!s) return std::nullopt;
     const auto path = resolve_secret(*s);
@@ -1006,72 +1040,74 @@ class loader {
       error(f, std::string{noun} + " '" + resolved + "' is empty");
       return std::nullopt;
     }
-    if (struct stat st {}; ::stat(resolved.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0)
-      warnings_.push_back(fmt_error(f.line, f.path + ": secret file '" + resolved + "' is readable by others (mode " +
-                                                fmt::format("{:04o}", st.st_mode & 07777) + "); chmod o-r it"));
+    if (struct stat st{}; ::stat(resolved.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0)
+      warnings_.push_back(fmt_error(
+          f.line, f.path + ": secret file '" + resolved + "' is readable by others (mode " +
+                      fmt::format("{:04o}", st.st_mode & 07777) + "); chmod o-r it"));
     return secret;
   }
 
   // --- method: jwt -----------------------------------------------------------------------
 
-  static constexpr std::string_view jwt_algorithms[] = {
-      "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
-      "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"};
+  static constexpr std::string_view jwt_algorithms[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                                        "RS512", "PS256", "PS384", "PS512", "ES256",
+                                                        "ES384", "ES512", "EdDSA"};
 
   void load_jwt(const field& where, homeserver_config& hs) {
     jwt_login login;
     std::optional<field> algorithm_f, secret_f, private_key_f, subject_claim_f;
-    walk_map(where,
-             {
-                 {"method", true, [](const field&) {}},
-                 {"flavor", false,
-                  [&](const field& f) {
-                    auto s = get_string(f);
-                    if (!s) return;
-                    if (*s == "synapse")
-                      login.flavor = jwt_flavor::synapse;
-                    else if (*s == "famedly")
-                      login.flavor = jwt_flavor::famedly;
-                    else
-                      error(f, "unknown flavor " + echoed(*s) + " (expected synapse or famedly)");
-                  }},
-                 {"algorithm", true,
-                  [&](const field& f) {
-                    auto s = get_string(f);
-                    if (!s) return;
-                    if (std::find(std::begin(jwt_algorithms), std::end(jwt_algorithms), *s) ==
-                        std::end(jwt_algorithms)) {
-                      error(f, "unknown algorithm " + echoed(*s) +
-                                   " (expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
-                                   "PS384, PS512, ES256, ES384, ES512 or EdDSA)");
-                      return;
-                    }
-                    login.algorithm = std::move(*s);
-                    algorithm_f = f;
-                  }},
-                 {"secret_file", false, [&](const field& f) { secret_f = f; }},
-                 {"private_key_file", false, [&](const field& f) { private_key_f = f; }},
-                 {"subject_claim", false,
-                  [&](const field& f) {
-                    if (auto s = get_nonempty_string(f)) {
-                      login.subject_claim = std::move(*s);
-                      subject_claim_f = f;
-                    }
-                  }},
-                 {"issuer", false,
-                  [&](const field& f) {
-                    if (auto s = get_nonempty_string(f)) login.issuer = std::move(*s);
-                  }},
-                 {"audiences", false, [&](const field& f) { read_string_list(f, login.audiences); }},
-                 {"token_lifetime", false,
-                  [&](const field& f) {
-                    read_duration(f, login.token_lifetime);
-                    if (login.token_lifetime < std::chrono::seconds{1}) {
-                      error(f, "must be at least 1s (JWT times are whole seconds)");
-                      login.token_lifetime = std::chrono::seconds{1};
-                    }
-                  }},
-             });
+    walk_map(
+        where,
+        {
+            {"method", true, [](const field&) {}},
+            {"flavor", false,
+             [&](const field& f) {
+               auto s = get_string(f);
+               if (!s) return;
+               if (*s == "synapse")
+                 login.flavor = jwt_flavor::synapse;
+               else if (*s == "famedly")
+                 login.flavor = jwt_flavor::famedly;
+               else
+                 error(f, "unknown flavor " + echoed(*s) + " (expected synapse or famedly)");
+             }},
+            {"algorithm", true,
+             [&](const field& f) {
+               auto s = get_string(f);
+               if (!s) return;
+               if (std::find(std::begin(jwt_algorithms), std::end(jwt_algorithms), *s) ==
+                   std::end(jwt_algorithms)) {
+                 error(f, "unknown algorithm " + echoed(*s) +
+                              " (expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
+                              "PS384, PS512, ES256, ES384, ES512 or EdDSA)");
+                 return;
+               }
+               login.algorithm = std::move(*s);
+               algorithm_f = f;
+             }},
+            {"secret_file", false, [&](const field& f) { secret_f = f; }},
+            {"private_key_file", false, [&](const field& f) { private_key_f = f; }},
+            {"subject_claim", false,
+             [&](const field& f) {
+               if (auto s = get_nonempty_string(f)) {
+                 login.subject_claim = std::move(*s);
+                 subject_claim_f = f;
+               }
+             }},
+            {"issuer", false,
+             [&](const field& f) {
+               if (auto s = get_nonempty_string(f)) login.issuer = std::move(*s);
+             }},
+            {"audiences", false, [&](const field& f) { read_string_list(f, login.audiences); }},
+            {"token_lifetime", false,
+             [&](const field& f) {
+               read_duration(f, login.token_lifetime);
+               if (login.token_lifetime < std::chrono::seconds{1}) {
+                 error(f, "must be at least 1s (JWT times are whole seconds)");
+                 login.token_lifetime = std::chrono::seconds{1};
+               }
+             }},
+        });
     if (subject_claim_f && login.flavor == jwt_flavor::famedly && login.subject_claim != "sub")
       error(*subject_claim_f, "flavor famedly always reads the subject from 'sub'");
     if (algorithm_f) {
@@ -1201,8 +1237,7 @@ class loader {
           login.user_regex_sources.push_back(regex.Scalar());
         } catch (const std::regex_error& e) {
           error(f, at(regex) + name + echoed(regex.Scalar()) +
-                       " is not a regular expression std::regex (ECMAScript) accepts: " +
-                       e.what());
+                       " is not a regular expression std::regex (ECMAScript) accepts: " + e.what());
           bad_regex = true;
         }
       }
@@ -1314,7 +1349,8 @@ class loader {
   fs::path base_dir_;
   std::vector<located_error> errors_;
   std::vector<std::string> warnings_;
-  std::optional<field> tcp_field_;  // where listen.tcp was set, for errors found after the whole file
+  std::optional<field>
+      tcp_field_;  // where listen.tcp was set, for errors found after the whole file
 };
 
 }  // namespace
@@ -1326,10 +1362,14 @@ std::vector<const secret_string*> secrets_of(const login_config& login) {
   return std::visit(
       [](const auto& m) -> std::vector<const secret_string*> {
         using method_t = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<method_t, shared_secret_login>) return {&m.secret};
-        else if constexpr (std::is_same_v<method_t, jwt_login>) return {&m.key};
-        else if constexpr (std::is_same_v<method_t, appservice_login>) return {&m.as_token};
-        else return {&m.admin_token};
+        if constexpr (std::is_same_v<method_t, shared_secret_login>)
+          return {&m.secret};
+        else if constexpr (std::is_same_v<method_t, jwt_login>)
+          return {&m.key};
+        else if constexpr (std::is_same_v<method_t, appservice_login>)
+          return {&m.as_token};
+        else
+          return {&m.admin_token};
       },
       login);
 }
@@ -1340,9 +1380,11 @@ bool same_homeserver(const homeserver_config& a, const homeserver_config& b) {
   if (a.fingerprint != b.fingerprint || a.request_refresh_token != b.request_refresh_token ||
       a.login.index() != b.login.index())
     return false;
-  if (const auto* asa = std::get_if<appservice_login>(&a.login)) {  // the registration file may have changed
+  if (const auto* asa =
+          std::get_if<appservice_login>(&a.login)) {  // the registration file may have changed
     const auto& asb = std::get<appservice_login>(b.login);
-    if (asa->user_regex_sources != asb.user_regex_sources || asa->sender_localpart != asb.sender_localpart)
+    if (asa->user_regex_sources != asb.user_regex_sources ||
+        asa->sender_localpart != asb.sender_localpart)
       return false;
   }
   const auto sa = secrets_of(a.login), sb = secrets_of(b.login);

@@ -44,10 +44,10 @@ struct jwt_login {
   // private_key_file. Whether the key fits the algorithm is checked by the JWT signer
   // when the homeserver client is built; `key_origin` names the key for that error.
   secret_string key;
-  std::string key_file;    // resolved path of secret_file / private_key_file
-  std::string key_origin;  // "FILE:LINE: homeservers.NAME.login.private_key_file"
-  std::string subject_claim = "sub";  // flavor synapse only (jwt_config.subject_claim)
-  std::optional<std::string> issuer;  // "iss" claim when set
+  std::string key_file;                // resolved path of secret_file / private_key_file
+  std::string key_origin;              // "FILE:LINE: homeservers.NAME.login.private_key_file"
+  std::string subject_claim = "sub";   // flavor synapse only (jwt_config.subject_claim)
+  std::optional<std::string> issuer;   // "iss" claim when set
   std::vector<std::string> audiences;  // "aud" claim: none, one (a string) or several
   milliseconds token_lifetime{std::chrono::seconds{60}};  // exp - iat, whole seconds
 };
@@ -72,7 +72,8 @@ struct synapse_admin_login {
   milliseconds token_lifetime{std::chrono::hours{24}};  // valid_until_ms = now + this
 };
 
-using login_config = std::variant<shared_secret_login, jwt_login, appservice_login, synapse_admin_login>;
+using login_config =
+    std::variant<shared_secret_login, jwt_login, appservice_login, synapse_admin_login>;
 
 struct homeserver_config {
   std::string server_name;  // the map key, e.g. "example.com" or "localhost:8448"
@@ -84,7 +85,7 @@ struct homeserver_config {
   unsigned max_concurrent_logins = 4;
   milliseconds request_timeout{std::chrono::seconds{20}};  // one homeserver request
   milliseconds connect_timeout{std::chrono::seconds{10}};  // TCP connect + TLS handshake
-  std::size_t max_response_bytes = 1024 * 1024;             // body limit for answers
+  std::size_t max_response_bytes = 1024 * 1024;            // body limit for answers
   bool request_refresh_token = false;  // copied from sessions.refresh_tokens at load
   std::string fingerprint;             // the YAML of this entry as loaded, for reload comparisons
 };
@@ -102,7 +103,8 @@ struct tcp_listen_config {
 struct listen_config {
   std::string unix_socket = "/run/mxpuppetd/mxpuppetd.sock";
   unsigned socket_mode = 0660;
-  // Owner and group set on the socket file (user/group names are resolved at load); unset: left as created.
+  // Owner and group set on the socket file (user/group names are resolved at load); unset: left as
+  // created.
   std::optional<std::uint32_t> socket_owner;
   std::optional<std::uint32_t> socket_group;
   milliseconds request_timeout{std::chrono::seconds{30}};  // whole API request, retries included
@@ -131,7 +133,8 @@ struct sessions_config {
   // A token with less than this left is renewed before it is handed out.
   milliseconds refresh_margin{std::chrono::seconds{60}};
   refresh_policy refresh = refresh_policy::on_demand;
-  // A session unused for longer than this is checked with whoami before it is handed out; unset: never.
+  // A session unused for longer than this is checked with whoami before it is handed out; unset:
+  // never.
   std::optional<milliseconds> validate_after;
 };
 
@@ -156,8 +159,9 @@ struct log_config {
 struct client_config {
   std::string name;
   std::optional<std::uint32_t> uid;  // from `uid:` or `user:`
-  std::optional<std::uint32_t> gid;  // from `gid:` or `group:`; matches primary and supplementary groups
-  std::vector<std::string> allow;    // globs on the full user ID: '*' any run, '?' one character
+  std::optional<std::uint32_t>
+      gid;  // from `gid:` or `group:`; matches primary and supplementary groups
+  std::vector<std::string> allow;  // globs on the full user ID: '*' any run, '?' one character
   // SHA-256 of the client's API key: given as `api_key_sha256`, or computed from the contents of
   // `api_key_file` (one trailing newline stripped). The key itself is not kept.
   std::optional<std::array<unsigned char, 32>> api_key_sha256;
@@ -170,7 +174,8 @@ struct daemon_config {
   std::map<std::string, homeserver_config> homeservers;  // keyed by server name
   sessions_config sessions;
   store_config store;
-  // Access control of the socket API; nullopt (no `clients:` section): every peer may ask for anything.
+  // Access control of the socket API; nullopt (no `clients:` section): every peer may ask for
+  // anything.
   std::optional<std::vector<client_config>> clients;
   log_config log;
 };
@@ -178,7 +183,8 @@ struct daemon_config {
 struct load_result {
   std::optional<daemon_config> config;  // set only when errors is empty
   std::vector<std::string> errors;      // "FILE:LINE: KEY: what is wrong", one per problem
-  std::vector<std::string> warnings;    // same form; loading still succeeds (e.g. a secret file readable by others)
+  std::vector<std::string>
+      warnings;  // same form; loading still succeeds (e.g. a secret file readable by others)
 };
 
 // Loads and validates a YAML config file, including reading every secret file

@@ -29,8 +29,10 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
     } else {
       return std::nullopt;  // a bare number is ambiguous: demand a unit
     }
-    constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / 4);
-    if (amount > max_ms / unit_ms || static_cast<std::uint64_t>(total_ms) + amount * unit_ms > max_ms)
+    constexpr auto max_ms =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / 4);
+    if (amount > max_ms / unit_ms ||
+        static_cast<std::uint64_t>(total_ms) + amount * unit_ms > max_ms)
       return std::nullopt;
     total_ms += static_cast<std::int64_t>(amount * unit_ms);
   }
@@ -39,7 +41,10 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
 
 std::string format_duration(std::chrono::milliseconds d) {
   const auto ms = d.count();
-  struct unit { std::int64_t size; const char* suffix; };
+  struct unit {
+    std::int64_t size;
+    const char* suffix;
+  };
   for (auto u : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"}, unit{1000, "s"}}) {
     if (ms != 0 && ms % u.size == 0) return std::to_string(ms / u.size) + u.suffix;
   }

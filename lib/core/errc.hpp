@@ -9,19 +9,19 @@ namespace mxp {
 
 enum class errc {
   ok = 0,
-  invalid_user_id,            // malformed user ID (M_INVALID_PARAM)
-  invalid_request,            // malformed API request (M_BAD_JSON / M_INVALID_PARAM)
-  unknown_homeserver,         // no homeserver configured for that server name (M_NOT_FOUND)
-  forbidden,                  // client may not have this user (M_FORBIDDEN)
-  not_found,                  // no such route / session (M_NOT_FOUND)
-  upstream_refused,           // homeserver answered with an error (MXP_UPSTREAM)
-  upstream_rate_limited,      // homeserver said M_LIMIT_EXCEEDED (M_LIMIT_EXCEEDED)
-  upstream_unavailable,       // homeserver could not be reached (MXP_UNAVAILABLE)
-  upstream_bad_response,      // homeserver answered something we cannot use (MXP_UPSTREAM)
-  upstream_timeout,           // homeserver did not answer in time (MXP_TIMEOUT)
-  deadline_exceeded,          // the API request's own deadline passed (MXP_TIMEOUT)
-  shutting_down,              // daemon is stopping (MXP_UNAVAILABLE)
-  discovery_failed,           // .well-known lookup failed (MXP_UNAVAILABLE)
+  invalid_user_id,        // malformed user ID (M_INVALID_PARAM)
+  invalid_request,        // malformed API request (M_BAD_JSON / M_INVALID_PARAM)
+  unknown_homeserver,     // no homeserver configured for that server name (M_NOT_FOUND)
+  forbidden,              // client may not have this user (M_FORBIDDEN)
+  not_found,              // no such route / session (M_NOT_FOUND)
+  upstream_refused,       // homeserver answered with an error (MXP_UPSTREAM)
+  upstream_rate_limited,  // homeserver said M_LIMIT_EXCEEDED (M_LIMIT_EXCEEDED)
+  upstream_unavailable,   // homeserver could not be reached (MXP_UNAVAILABLE)
+  upstream_bad_response,  // homeserver answered something we cannot use (MXP_UPSTREAM)
+  upstream_timeout,       // homeserver did not answer in time (MXP_TIMEOUT)
+  deadline_exceeded,      // the API request's own deadline passed (MXP_TIMEOUT)
+  shutting_down,          // daemon is stopping (MXP_UNAVAILABLE)
+  discovery_failed,       // .well-known lookup failed (MXP_UNAVAILABLE)
 };
 
 const boost::system::error_category& mxp_category() noexcept;

@@ -26,7 +26,8 @@ std::size_t plain_prefix(const unsigned char* p, std::size_t n) {
     std::uint64_t w;
     std::memcpy(&w, p + i, 8);
     const std::uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-    const std::uint64_t hits = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
+    const std::uint64_t hits =
+        ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
     if (hits & highs) break;  // some byte in this word needs a look
   }
   while (i < n && !needs_escape[p[i]]) ++i;
@@ -46,13 +47,27 @@ void append_json_string(std::string& out, std::string_view s) {
   while (i < n) {
     const auto c = p[i++];
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default: {
         const char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
         out.append(esc, 6);

@@ -5,8 +5,8 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
-#include <charconv>
 #include <fmt/format.h>
+#include <charconv>
 #include <vector>
 
 #include "config/config.hpp"
@@ -48,7 +48,6 @@ upstream_error bad_response(int status, std::string diagnostic) {
   return {errc::upstream_bad_response, status, {}, {}, std::nullopt, std::move(diagnostic)};
 }
 
-
 class matrix_homeserver final : public homeserver_client {
  public:
   matrix_homeserver(asio::any_io_executor executor, const config::homeserver_config& config)
@@ -57,16 +56,22 @@ class matrix_homeserver final : public homeserver_client {
     http_options_.request_timeout = config.request_timeout;
     http_options_.connect_timeout = config.connect_timeout;
     http_options_.max_response_bytes = config.max_response_bytes;
-    if (!config.url.empty()) use_client(std::make_unique<net::http_client>(executor_, config.url, http_options_));
+    if (!config.url.empty())
+      use_client(std::make_unique<net::http_client>(executor_, config.url, http_options_));
     if (auto* s = std::get_if<config::shared_secret_login>(&config_.login)) {
-      if (s->login_type == config::shared_secret_login_type::devture) resolved_login_type_ = devture_type;
-      if (s->login_type == config::shared_secret_login_type::password) resolved_login_type_ = password_type;
+      if (s->login_type == config::shared_secret_login_type::devture)
+        resolved_login_type_ = devture_type;
+      if (s->login_type == config::shared_secret_login_type::password)
+        resolved_login_type_ = password_type;
     }
-    strategy_ = make_login_strategy(config_);  // jwt, appservice, synapse_admin; throws on a bad key
+    strategy_ =
+        make_login_strategy(config_);  // jwt, appservice, synapse_admin; throws on a bad key
   }
 
   const std::string& server_name() const override { return config_.server_name; }
-  std::string_view method_name() const override { return strategy_ ? strategy_->method_name() : "shared_secret"; }
+  std::string_view method_name() const override {
+    return strategy_ ? strategy_->method_name() : "shared_secret";
+  }
   std::string login_type() const override {
     if (strategy_) return strategy_->login_type();
     return resolved_login_type_.empty() ? "auto" : resolved_login_type_;
@@ -78,7 +83,8 @@ class matrix_homeserver final : public homeserver_client {
   }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
-    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready)
+      co_return unexpected{std::move(ready).error()};
     if (strategy_) co_return co_await strategy_->login(http_.get(), std::move(user_id));
     const auto& secret_cfg = std::get<config::shared_secret_login>(config_.login);
     const auto hmac = credentials::shared_secret_token(secret_cfg.secret, user_id);
@@ -86,31 +92,40 @@ class matrix_homeserver final : public homeserver_client {
     std::string body;
     json_writer w{body};
     w.begin_object().member("type", std::string_view{resolved_login_type_});
-    w.key("identifier").begin_object().member("type", "m.id.user").member("user", user_id).end_object();
+    w.key("identifier")
+        .begin_object()
+        .member("type", "m.id.user")
+        .member("user", user_id)
+        .end_object();
     w.member(resolved_login_type_ == devture_type ? "token" : "password", hmac.reveal());
     write_device_members(w, device_);
     w.end_object();
     secret_string body_secret{std::move(body)};  // the body carries the HMAC: wipe it after use
 
-    net::http_request request{.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
+    net::http_request request{
+        .method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
     auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
     co_return read_login_answer(*answer, user_id, false, fmt::format("login of {}", user_id));
   }
 
   asio::awaitable<upstream_result<refresh_grant>> refresh(secret_string refresh_token) override {
-    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready)
+      co_return unexpected{std::move(ready).error()};
     std::string body;
     json_writer{body}.begin_object().member("refresh_token", refresh_token.reveal()).end_object();
     secret_string body_secret{std::move(body)};
     for (;;) {
       // replay_safe = false: a refresh whose answer was lost may have rotated the token already.
-      net::http_request request{.method = "POST", .target = refresh_path_, .body = body_secret.reveal(),
+      net::http_request request{.method = "POST",
+                                .target = refresh_path_,
+                                .body = body_secret.reveal(),
                                 .replay_safe = false};
       auto answer = co_await http_->request(std::move(request));
       if (!answer) co_return unexpected{transport_error(answer.error())};
       if (answer->status != 200) {
-        auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "refresh");
+        auto e =
+            classify_error_response(answer->status, answer->body, answer->retry_after, "refresh");
         // Older Synapse serves refresh only under /v1; an unrecognised endpoint processed nothing.
         if ((answer->status == 400 || answer->status == 404) && e.errcode == "M_UNRECOGNIZED" &&
             refresh_path_ == refresh_v3) {
@@ -126,9 +141,11 @@ class matrix_homeserver final : public homeserver_client {
         co_return unexpected{bad_response(200, "refresh answer lacks access_token")};
       refresh_grant grant;
       grant.access_token = secret_string{std::string{token}};
-      if (auto next = string_member(doc, "refresh_token")) grant.refresh_token = secret_string{std::move(*next)};
+      if (auto next = string_member(doc, "refresh_token"))
+        grant.refresh_token = secret_string{std::move(*next)};
       if (auto ms = int_member(doc, "expires_in_ms")) {
-        if (*ms <= 0) co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
+        if (*ms <= 0)
+          co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
         grant.expires_in_ms = *ms;
       }
       co_return grant;
@@ -136,8 +153,10 @@ class matrix_homeserver final : public homeserver_client {
   }
 
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
-    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
-    net::http_request request{.method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
+    if (auto ready = co_await ensure_ready(); !ready)
+      co_return unexpected{std::move(ready).error()};
+    net::http_request request{
+        .method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status == 200) co_return logout_outcome{true};
@@ -147,12 +166,15 @@ class matrix_homeserver final : public homeserver_client {
   }
 
   asio::awaitable<upstream_result<std::string>> whoami(secret_string token) override {
-    if (auto ready = co_await ensure_ready(); !ready) co_return unexpected{std::move(ready).error()};
-    net::http_request request{.method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token};
+    if (auto ready = co_await ensure_ready(); !ready)
+      co_return unexpected{std::move(ready).error()};
+    net::http_request request{
+        .method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status != 200)
-      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
+      co_return unexpected{
+          classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
     simdjson::dom::element doc;
     if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object())
       co_return unexpected{bad_response(200, "whoami answer is not a JSON object")};
@@ -171,7 +193,8 @@ class matrix_homeserver final : public homeserver_client {
         try {
           use_client(std::make_unique<net::http_client>(executor_, *url, http_options_));
         } catch (const std::exception& e) {
-          co_return unexpected{upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()}};
+          co_return unexpected{
+              upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()}};
         }
       }
     }
@@ -186,12 +209,17 @@ class matrix_homeserver final : public homeserver_client {
   // GET https://<server_name>/.well-known/matrix/client -> m.homeserver.base_url
   asio::awaitable<upstream_result<std::string>> discover() {
     const auto fail = [&](std::string why) {
-      return upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt,
+      return upstream_error{errc::discovery_failed,
+                            0,
+                            {},
+                            {},
+                            std::nullopt,
                             fmt::format("discovery of {}: {}", config_.server_name, why)};
     };
     std::unique_ptr<net::http_client> well_known;
     try {
-      well_known = std::make_unique<net::http_client>(executor_, "https://" + config_.server_name, http_options_);
+      well_known = std::make_unique<net::http_client>(executor_, "https://" + config_.server_name,
+                                                      http_options_);
     } catch (const std::exception& e) {
       co_return unexpected{fail(e.what())};
     }
@@ -204,7 +232,8 @@ class matrix_homeserver final : public homeserver_client {
     if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS ||
         doc["m.homeserver"]["base_url"].get_string().get(base) != simdjson::SUCCESS)
       co_return unexpected{fail("answer has no m.homeserver.base_url")};
-    if (!net::parse_base_url(base)) co_return unexpected{fail("m.homeserver.base_url is not an http(s) URL")};
+    if (!net::parse_base_url(base))
+      co_return unexpected{fail("m.homeserver.base_url is not an http(s) URL")};
     co_return std::string{base};
   }
 
@@ -214,11 +243,12 @@ class matrix_homeserver final : public homeserver_client {
     auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
     if (answer->status != 200)
-      co_return unexpected{classify_error_response(answer->status, answer->body, answer->retry_after,
-                                                   "reading login flows")};
+      co_return unexpected{classify_error_response(answer->status, answer->body,
+                                                   answer->retry_after, "reading login flows")};
     simdjson::dom::element doc;
     simdjson::dom::array flows;
-    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || doc["flows"].get_array().get(flows) != simdjson::SUCCESS)
+    if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS ||
+        doc["flows"].get_array().get(flows) != simdjson::SUCCESS)
       co_return unexpected{bad_response(200, "GET /login answer has no flows array")};
     bool has_devture = false, has_password = false;
     for (auto flow : flows) {
@@ -229,8 +259,13 @@ class matrix_homeserver final : public homeserver_client {
     }
     if (has_devture) co_return std::string{devture_type};
     if (has_password) co_return std::string{password_type};
-    co_return unexpected{upstream_error{errc::upstream_refused, 200, {}, {}, std::nullopt,
-                                        "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"}};
+    co_return unexpected{upstream_error{
+        errc::upstream_refused,
+        200,
+        {},
+        {},
+        std::nullopt,
+        "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"}};
   }
 
   void use_client(std::unique_ptr<net::http_client> client) {

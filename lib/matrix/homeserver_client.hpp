@@ -25,11 +25,11 @@ namespace mxp::matrix {
 // homeserver said, kept for logs (its text never goes back to API clients).
 struct upstream_error {
   boost::system::error_code code;
-  int http_status = 0;                       // 0 when no HTTP answer arrived
-  std::string errcode;                       // Matrix errcode, e.g. "M_FORBIDDEN"
-  std::string error;                         // the homeserver's "error" text
+  int http_status = 0;                         // 0 when no HTTP answer arrived
+  std::string errcode;                         // Matrix errcode, e.g. "M_FORBIDDEN"
+  std::string error;                           // the homeserver's "error" text
   std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED
-  std::string diagnostic;                    // what mxpuppetd was doing; no secrets
+  std::string diagnostic;                      // what mxpuppetd was doing; no secrets
 };
 
 template <typename T>
@@ -38,9 +38,9 @@ using upstream_result = expected<T, upstream_error>;
 struct login_grant {
   secret_string access_token;
   std::string user_id;
-  std::optional<std::string> device_id;        // none for admin-minted tokens
-  std::optional<std::int64_t> expires_in_ms;   // none: does not expire
-  secret_string refresh_token;                 // empty: the homeserver gave none
+  std::optional<std::string> device_id;       // none for admin-minted tokens
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
+  secret_string refresh_token;                // empty: the homeserver gave none
 };
 
 // What POST /refresh gives: a new access token (same device) and usually a new refresh token.
@@ -60,14 +60,15 @@ class homeserver_client {
 
   virtual const std::string& server_name() const = 0;
   virtual std::string_view method_name() const = 0;  // "shared_secret", ...
-  virtual std::string login_type() const = 0;        // e.g. "com.devture.shared_secret_auth", "auto"
-  virtual const std::string& base_url() const = 0;   // empty until discovered
+  virtual std::string login_type() const = 0;       // e.g. "com.devture.shared_secret_auth", "auto"
+  virtual const std::string& base_url() const = 0;  // empty until discovered
 
   virtual boost::asio::awaitable<upstream_result<login_grant>> login(std::string user_id) = 0;
   // Exchanges a refresh token (sent once, never replayed: a lost answer may have rotated it).
   // Tries /v3/refresh and falls back to /v1/refresh for good when the homeserver does not
   // know v3 (older Synapse: 400 M_UNRECOGNIZED).
-  virtual boost::asio::awaitable<upstream_result<refresh_grant>> refresh(secret_string refresh_token) = 0;
+  virtual boost::asio::awaitable<upstream_result<refresh_grant>> refresh(
+      secret_string refresh_token) = 0;
   // Logging out a token deletes its device (Synapse) and so every token of that device.
   virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) = 0;
   // Returns the user ID the token belongs to.

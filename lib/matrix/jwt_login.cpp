@@ -25,7 +25,8 @@ constexpr std::string_view famedly_type = "com.famedly.login.token";
 credentials::jwt_signer make_signer(const config::jwt_login& method) {
   const auto alg = credentials::parse_jwt_algorithm(method.algorithm);
   if (!alg)  // the config loader accepts only known names
-    throw std::runtime_error(fmt::format("{}: unknown JWT algorithm '{}'", method.key_origin, method.algorithm));
+    throw std::runtime_error(
+        fmt::format("{}: unknown JWT algorithm '{}'", method.key_origin, method.algorithm));
   auto signer = credentials::jwt_signer::create(*alg, method.key);
   if (!signer) throw std::runtime_error(fmt::format("{}: {}", method.key_origin, signer.error()));
   return std::move(signer).value();
@@ -34,41 +35,58 @@ credentials::jwt_signer make_signer(const config::jwt_login& method) {
 class jwt_login_strategy final : public login_strategy {
  public:
   jwt_login_strategy(const config::homeserver_config& hs, const config::jwt_login& method)
-      : device_(hs), famedly_(method.flavor == config::jwt_flavor::famedly), signer_(make_signer(method)) {
+      : device_(hs),
+        famedly_(method.flavor == config::jwt_flavor::famedly),
+        signer_(make_signer(method)) {
     claims_template_.subject_claim = method.subject_claim;
     claims_template_.issuer = method.issuer;
     claims_template_.audiences = method.audiences;
-    claims_template_.lifetime = std::chrono::duration_cast<std::chrono::seconds>(method.token_lifetime);
+    claims_template_.lifetime =
+        std::chrono::duration_cast<std::chrono::seconds>(method.token_lifetime);
   }
 
   std::string_view method_name() const override { return "jwt"; }
-  std::string login_type() const override { return std::string{famedly_ ? famedly_type : synapse_type}; }
+  std::string login_type() const override {
+    return std::string{famedly_ ? famedly_type : synapse_type};
+  }
 
-  asio::awaitable<upstream_result<login_grant>> login(net::http_client* http, std::string user_id) override {
+  asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
+                                                      std::string user_id) override {
     const auto parts = parse_user_id(user_id);
     if (!parts)
-      co_return unexpected{upstream_error{errc::invalid_user_id, 0, {}, {}, std::nullopt,
+      co_return unexpected{upstream_error{errc::invalid_user_id,
+                                          0,
+                                          {},
+                                          {},
+                                          std::nullopt,
                                           fmt::format("'{}' is not a user ID", user_id)}};
     credentials::jwt_claims claims = claims_template_;
     claims.subject = std::string{parts->localpart};
     secret_string body_secret;
     {
-      const secret_string jwt = credentials::mint_jwt(signer_, claims, std::chrono::system_clock::now());
+      const secret_string jwt =
+          credentials::mint_jwt(signer_, claims, std::chrono::system_clock::now());
       std::string body;
       json_writer w{body};
       w.begin_object().member("type", famedly_ ? famedly_type : synapse_type);
       if (famedly_)
-        w.key("identifier").begin_object().member("type", "m.id.user").member("user", claims.subject).end_object();
+        w.key("identifier")
+            .begin_object()
+            .member("type", "m.id.user")
+            .member("user", claims.subject)
+            .end_object();
       w.member("token", jwt.reveal());
       write_device_members(w, device_);
       w.end_object();
       body_secret = secret_string{std::move(body)};  // carries the JWT: wiped after use
     }
-    net::http_request request{.method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
+    net::http_request request{
+        .method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
     auto answer = co_await http->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
-    co_return read_login_answer(*answer, user_id, false,
-                                fmt::format("{} login of {}", famedly_ ? famedly_type : synapse_type, user_id));
+    co_return read_login_answer(
+        *answer, user_id, false,
+        fmt::format("{} login of {}", famedly_ ? famedly_type : synapse_type, user_id));
   }
 
  private:
@@ -80,7 +98,8 @@ class jwt_login_strategy final : public login_strategy {
 
 }  // namespace
 
-std::unique_ptr<login_strategy> make_jwt_login(const config::homeserver_config& hs, const config::jwt_login& method) {
+std::unique_ptr<login_strategy> make_jwt_login(const config::homeserver_config& hs,
+                                               const config::jwt_login& method) {
   return std::make_unique<jwt_login_strategy>(hs, method);
 }
 

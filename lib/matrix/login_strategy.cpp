@@ -43,10 +43,14 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
                                                const std::string& user_id, bool user_id_optional,
                                                std::string diagnostic) {
   if (answer.status != 200)
-    return unexpected{
-        classify_error_response(answer.status, answer.body, answer.retry_after, std::move(diagnostic))};
+    return unexpected{classify_error_response(answer.status, answer.body, answer.retry_after,
+                                              std::move(diagnostic))};
   const auto bad = [&](std::string why) {
-    return unexpected{upstream_error{errc::upstream_bad_response, 200, {}, {}, std::nullopt,
+    return unexpected{upstream_error{errc::upstream_bad_response,
+                                     200,
+                                     {},
+                                     {},
+                                     std::nullopt,
                                      fmt::format("{}: {}", diagnostic, why)}};
   };
   simdjson::dom::parser parser;
@@ -59,7 +63,8 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
   login_grant grant;
   std::string_view who;
   if (doc["user_id"].get_string().get(who) == simdjson::SUCCESS) {
-    if (who != user_id) return bad(fmt::format("homeserver logged in {} instead of {}", who, user_id));
+    if (who != user_id)
+      return bad(fmt::format("homeserver logged in {} instead of {}", who, user_id));
   } else if (!user_id_optional) {
     return bad("answer lacks user_id");
   }

@@ -40,10 +40,14 @@ bool valid_label_name(std::string_view name) noexcept {
 
 void append_escaped_label_value(std::string& out, std::string_view value) {
   for (char c : value) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
 }
 
@@ -55,20 +59,28 @@ void append_number(std::string& out, double v) {
   out.append(buf, r.ptr);
 }
 
-std::vector<double> latency_buckets() { return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}; }
+std::vector<double> latency_buckets() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+}
 
 void histogram::observe(double v) noexcept {
   const auto& b = *bounds_;
-  const auto i = static_cast<std::size_t>(std::lower_bound(b.begin(), b.end(), v) - b.begin());  // le: v <= bound
+  const auto i = static_cast<std::size_t>(std::lower_bound(b.begin(), b.end(), v) -
+                                          b.begin());  // le: v <= bound
   ++counts_[i];
   ++count_;
   sum_ += v;
 }
 
-family_base::family_base(std::string name, std::string help, std::vector<std::string> label_names, metric_type type)
-    : name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)), type_(type) {
+family_base::family_base(std::string name, std::string help, std::vector<std::string> label_names,
+                         metric_type type)
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      label_names_(std::move(label_names)),
+      type_(type) {
   for (const auto& l : label_names_) {
-    if (!valid_label_name(l)) throw std::invalid_argument("invalid label name '" + l + "' for " + name_);
+    if (!valid_label_name(l))
+      throw std::invalid_argument("invalid label name '" + l + "' for " + name_);
     if (type_ == metric_type::histogram && l == "le")
       throw std::invalid_argument("histogram " + name_ + " may not have a label named le");
   }
@@ -76,8 +88,8 @@ family_base::family_base(std::string name, std::string help, std::vector<std::st
 
 void family_base::check_labels(const label_values& values) const {
   if (values.size() != label_names_.size())
-    throw std::invalid_argument(name_ + ": expected " + std::to_string(label_names_.size()) + " label values, got " +
-                                std::to_string(values.size()));
+    throw std::invalid_argument(name_ + ": expected " + std::to_string(label_names_.size()) +
+                                " label values, got " + std::to_string(values.size()));
 }
 
 void family_base::write_header(std::string& out) const {
@@ -85,17 +97,23 @@ void family_base::write_header(std::string& out) const {
   out += name_;
   out += ' ';
   for (char c : help_) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   out += "\n# TYPE ";
   out += name_;
-  out += type_ == metric_type::counter ? " counter\n" : type_ == metric_type::gauge ? " gauge\n" : " histogram\n";
+  out += type_ == metric_type::counter ? " counter\n"
+         : type_ == metric_type::gauge ? " gauge\n"
+                                       : " histogram\n";
 }
 
-void family_base::write_series_name(std::string& out, std::string_view suffix, const label_values& values,
-                                    std::string_view extra_label, std::string_view extra_value) const {
+void family_base::write_series_name(std::string& out, std::string_view suffix,
+                                    const label_values& values, std::string_view extra_label,
+                                    std::string_view extra_value) const {
   out += name_;
   out += suffix;
   if (values.empty() && extra_label.empty()) return;
@@ -148,8 +166,10 @@ void family<histogram>::write(std::string& out) const {
     for (std::size_t i = 0; i <= bounds.size(); ++i) {
       cumulative += h->bucket(i);
       le.clear();
-      if (i < bounds.size()) append_number(le, bounds[i]);
-      else le = "+Inf";
+      if (i < bounds.size())
+        append_number(le, bounds[i]);
+      else
+        le = "+Inf";
       write_series_name(out, "_bucket", values, "le", le);
       out += ' ';
       append_uint(out, cumulative);
@@ -172,16 +192,18 @@ void registry::check_name(const std::string& name) const {
     if (f->name() == name) throw std::invalid_argument("metric " + name + " registered twice");
 }
 
-family<counter>& registry::add_counter(std::string name, std::string help, std::vector<std::string> label_names) {
+family<counter>& registry::add_counter(std::string name, std::string help,
+                                       std::vector<std::string> label_names) {
   check_name(name);
-  auto f = std::make_unique<family<counter>>(std::move(name), std::move(help), std::move(label_names),
-                                             metric_type::counter);
+  auto f = std::make_unique<family<counter>>(std::move(name), std::move(help),
+                                             std::move(label_names), metric_type::counter);
   auto& ref = *f;
   families_.push_back(std::move(f));
   return ref;
 }
 
-family<gauge>& registry::add_gauge(std::string name, std::string help, std::vector<std::string> label_names) {
+family<gauge>& registry::add_gauge(std::string name, std::string help,
+                                   std::vector<std::string> label_names) {
   check_name(name);
   auto f = std::make_unique<family<gauge>>(std::move(name), std::move(help), std::move(label_names),
                                            metric_type::gauge);
@@ -190,15 +212,17 @@ family<gauge>& registry::add_gauge(std::string name, std::string help, std::vect
   return ref;
 }
 
-family<histogram>& registry::add_histogram(std::string name, std::string help, std::vector<std::string> label_names,
+family<histogram>& registry::add_histogram(std::string name, std::string help,
+                                           std::vector<std::string> label_names,
                                            std::vector<double> bounds) {
   check_name(name);
   if (bounds.empty() || !std::is_sorted(bounds.begin(), bounds.end()) ||
       std::adjacent_find(bounds.begin(), bounds.end()) != bounds.end() ||
       std::any_of(bounds.begin(), bounds.end(), [](double b) { return !std::isfinite(b); }))
-    throw std::invalid_argument("histogram " + name + ": bounds must be finite and strictly increasing");
-  auto f = std::make_unique<family<histogram>>(std::move(name), std::move(help), std::move(label_names),
-                                               metric_type::histogram);
+    throw std::invalid_argument("histogram " + name +
+                                ": bounds must be finite and strictly increasing");
+  auto f = std::make_unique<family<histogram>>(std::move(name), std::move(help),
+                                               std::move(label_names), metric_type::histogram);
   f->bounds = std::move(bounds);
   auto& ref = *f;
   families_.push_back(std::move(f));

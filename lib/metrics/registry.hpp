@@ -39,7 +39,8 @@ class gauge {
 class histogram {
  public:
   // `bounds`: the upper bounds of the buckets, strictly increasing, without +Inf.
-  explicit histogram(const std::vector<double>& bounds) : bounds_(&bounds), counts_(bounds.size() + 1, 0) {}
+  explicit histogram(const std::vector<double>& bounds)
+      : bounds_(&bounds), counts_(bounds.size() + 1, 0) {}
   void observe(double v) noexcept;
   std::uint64_t count() const noexcept { return count_; }
   double sum() const noexcept { return sum_; }
@@ -58,7 +59,8 @@ enum class metric_type { counter, gauge, histogram };
 
 class family_base {
  public:
-  family_base(std::string name, std::string help, std::vector<std::string> label_names, metric_type type);
+  family_base(std::string name, std::string help, std::vector<std::string> label_names,
+              metric_type type);
   virtual ~family_base() = default;
   family_base(const family_base&) = delete;
   family_base& operator=(const family_base&) = delete;
@@ -73,7 +75,8 @@ class family_base {
   void write_header(std::string& out) const;
   // name{labels[,extra]} with escaped label values.
   void write_series_name(std::string& out, std::string_view suffix, const label_values& values,
-                         std::string_view extra_label = {}, std::string_view extra_value = {}) const;
+                         std::string_view extra_label = {},
+                         std::string_view extra_value = {}) const;
 
   std::string name_, help_;
   std::vector<std::string> label_names_;
@@ -99,8 +102,10 @@ class family final : public family_base {
 
  private:
   std::unique_ptr<Metric> make() {
-    if constexpr (std::is_same_v<Metric, histogram>) return std::make_unique<histogram>(bounds);
-    else return std::make_unique<Metric>();
+    if constexpr (std::is_same_v<Metric, histogram>)
+      return std::make_unique<histogram>(bounds);
+    else
+      return std::make_unique<Metric>();
   }
   std::map<label_values, std::unique_ptr<Metric>> children_;
 };
@@ -115,9 +120,12 @@ void family<histogram>::write(std::string& out) const;
 class registry {
  public:
   // Names must be valid Prometheus names and unique; throws std::invalid_argument otherwise.
-  family<counter>& add_counter(std::string name, std::string help, std::vector<std::string> label_names = {});
-  family<gauge>& add_gauge(std::string name, std::string help, std::vector<std::string> label_names = {});
-  family<histogram>& add_histogram(std::string name, std::string help, std::vector<std::string> label_names,
+  family<counter>& add_counter(std::string name, std::string help,
+                               std::vector<std::string> label_names = {});
+  family<gauge>& add_gauge(std::string name, std::string help,
+                           std::vector<std::string> label_names = {});
+  family<histogram>& add_histogram(std::string name, std::string help,
+                                   std::vector<std::string> label_names,
                                    std::vector<double> bounds);
   // Runs before every exposition, to bring gauges up to date from the state they mirror.
   void add_collector(std::function<void()> collect) { collectors_.push_back(std::move(collect)); }

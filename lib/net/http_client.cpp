@@ -66,7 +66,8 @@ std::optional<base_url> parse_base_url(std::string_view url) {
     port = authority.substr(colon + 1);
   }
   if (host.empty()) return std::nullopt;
-  if (!port.empty() && (port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos))
+  if (!port.empty() &&
+      (port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos))
     return std::nullopt;
   out.host = std::string{host};
   out.port = port.empty() ? (out.tls ? "443" : "80") : std::string{port};
@@ -110,11 +111,12 @@ http_failure failure_from(const error_code& ec, std::string_view step, const bas
   if (ec == beast::error::timeout)
     return {errc::upstream_timeout, fmt::format("{} {}:{}: timed out", step, url.host, url.port)};
   if (ec == http::error::body_limit)
-    return {errc::upstream_bad_response, fmt::format("{} {}:{}: answer too large", step, url.host, url.port)};
+    return {errc::upstream_bad_response,
+            fmt::format("{} {}:{}: answer too large", step, url.host, url.port)};
   if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
       ec != http::error::end_of_stream)
-    return {errc::upstream_bad_response,
-            fmt::format("{} {}:{}: malformed HTTP answer: {}", step, url.host, url.port, ec.message())};
+    return {errc::upstream_bad_response, fmt::format("{} {}:{}: malformed HTTP answer: {}", step,
+                                                     url.host, url.port, ec.message())};
   return {ec, fmt::format("{} {}:{}: {}", step, url.host, url.port, ec.message())};
 }
 
@@ -144,7 +146,8 @@ struct http_client::impl {
     idle.push_back(std::move(c));
   }
 
-  asio::awaitable<expected<std::unique_ptr<connection>, http_failure>> connect(steady::time_point deadline) {
+  asio::awaitable<expected<std::unique_ptr<connection>, http_failure>> connect(
+      steady::time_point deadline) {
     const auto connect_deadline = std::min(deadline, steady::now() + options.connect_timeout);
     error_code ec;
     // The resolver has no deadline of its own: a timer cancels it.
@@ -156,8 +159,8 @@ struct http_client::impl {
       *timed_out = true;
       if (auto r = weak.lock()) r->cancel();
     });
-    auto endpoints = co_await resolver->async_resolve(url.host, url.port,
-                                                      asio::redirect_error(asio::use_awaitable, ec));
+    auto endpoints = co_await resolver->async_resolve(
+        url.host, url.port, asio::redirect_error(asio::use_awaitable, ec));
     guard.cancel();
     if (*timed_out) co_return unexpected{failure_from(beast::error::timeout, "resolve", url)};
     if (ec) co_return unexpected{failure_from(ec, "resolve", url)};
@@ -195,12 +198,14 @@ struct http_client::impl {
     error_code ec;
     co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return ec;
-    co_await http::async_read(stream, c.buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read(stream, c.buffer, parser,
+                              asio::redirect_error(asio::use_awaitable, ec));
     co_return ec;
   }
 };
 
-http_client::http_client(asio::any_io_executor executor, std::string_view url, http_client_options options)
+http_client::http_client(asio::any_io_executor executor, std::string_view url,
+                         http_client_options options)
     : impl_(std::make_unique<impl>()) {
   auto parsed = parse_base_url(url);
   if (!parsed) throw std::invalid_argument(fmt::format("malformed homeserver URL '{}'", url));
@@ -226,10 +231,16 @@ http_client::http_client(asio::any_io_executor executor, std::string_view url, h
   }
 }
 
-http_client::~http_client() { close_idle(); }
+http_client::~http_client() {
+  close_idle();
+}
 
-const base_url& http_client::url() const noexcept { return impl_->url; }
-std::size_t http_client::idle_connections() const noexcept { return impl_->idle.size(); }
+const base_url& http_client::url() const noexcept {
+  return impl_->url;
+}
+std::size_t http_client::idle_connections() const noexcept {
+  return impl_->idle.size();
+}
 
 void http_client::close_idle() {
   for (auto& c : impl_->idle) c->close();
@@ -258,7 +269,8 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
     auto c = self.take_idle();
     const bool reused = c != nullptr;
     if (!c) {
-      spdlog::debug("connecting to {}:{}{}", self.url.host, self.url.port, self.url.tls ? " (TLS)" : "");
+      spdlog::debug("connecting to {}:{}{}", self.url.host, self.url.port,
+                    self.url.tls ? " (TLS)" : "");
       auto connected = co_await self.connect(deadline);
       if (!connected) co_return unexpected{std::move(connected).error()};
       c = std::move(connected.value());
@@ -273,12 +285,14 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
     if (ec) {
       c->close();  // a stream that failed or timed out is never reused
       const bool nothing_received = !parser.got_some() && c->buffer.size() == 0;
-      if (reused && attempt == 0 && req.replay_safe && nothing_received && is_stale_connection_error(ec)) {
-        spdlog::debug("{} {}:{}: reused connection was closed ({}); retrying on a new one", req.target,
-                      self.url.host, self.url.port, ec.message());
+      if (reused && attempt == 0 && req.replay_safe && nothing_received &&
+          is_stale_connection_error(ec)) {
+        spdlog::debug("{} {}:{}: reused connection was closed ({}); retrying on a new one",
+                      req.target, self.url.host, self.url.port, ec.message());
         continue;  // the server closed an idle keep-alive connection: try a fresh one
       }
-      co_return unexpected{failure_from(ec, fmt::format("{} {} at", req.method, req.target), self.url)};
+      co_return unexpected{
+          failure_from(ec, fmt::format("{} {} at", req.method, req.target), self.url)};
     }
     auto& res = parser.get();
     http_response out;

@@ -66,7 +66,8 @@ struct http_failure {
 class http_client {
  public:
   // Throws std::invalid_argument for a malformed URL, std::runtime_error for an unusable CA file.
-  http_client(boost::asio::any_io_executor executor, std::string_view url, http_client_options options);
+  http_client(boost::asio::any_io_executor executor, std::string_view url,
+              http_client_options options);
   ~http_client();
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;

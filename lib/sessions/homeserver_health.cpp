@@ -7,9 +7,12 @@ namespace mxp::sessions {
 
 std::string_view to_string(circuit_state s) noexcept {
   switch (s) {
-    case circuit_state::closed: return "closed";
-    case circuit_state::open: return "open";
-    case circuit_state::half_open: return "half_open";
+    case circuit_state::closed:
+      return "closed";
+    case circuit_state::open:
+      return "open";
+    case circuit_state::half_open:
+      return "half_open";
   }
   return "unknown";
 }
@@ -41,7 +44,8 @@ void homeserver_health::on_unreachable(std::int64_t now_ms, double jitter) noexc
   for (unsigned i = 1; i < failures_ && backoff < options_.max_backoff_ms; ++i) backoff *= 2;
   backoff = std::min(backoff, options_.max_backoff_ms);
   jitter = std::clamp(jitter, 0.0, 1.0);
-  backoff_until_ms_ = now_ms + static_cast<std::int64_t>(static_cast<double>(backoff) * (0.5 + 0.5 * jitter));
+  backoff_until_ms_ =
+      now_ms + static_cast<std::int64_t>(static_cast<double>(backoff) * (0.5 + 0.5 * jitter));
 }
 
 }  // namespace mxp::sessions

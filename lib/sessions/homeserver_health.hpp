@@ -11,9 +11,9 @@
 namespace mxp::sessions {
 
 struct health_options {
-  std::int64_t base_backoff_ms = 250;     // first backoff after a failure
-  std::int64_t max_backoff_ms = 30'000;   // backoff never grows past this
-  unsigned open_after = 3;                // consecutive failures that open the circuit
+  std::int64_t base_backoff_ms = 250;          // first backoff after a failure
+  std::int64_t max_backoff_ms = 30'000;        // backoff never grows past this
+  unsigned open_after = 3;                     // consecutive failures that open the circuit
   std::int64_t default_retry_after_ms = 1000;  // for a 429 that did not say how long
 };
 

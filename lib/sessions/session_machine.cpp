@@ -5,19 +5,27 @@ namespace mxp::sessions {
 
 std::string_view to_string(session_state s) noexcept {
   switch (s) {
-    case session_state::absent: return "absent";
-    case session_state::logging_in: return "logging_in";
-    case session_state::active: return "active";
-    case session_state::refreshing: return "refreshing";
-    case session_state::validating: return "validating";
-    case session_state::revoking: return "revoking";
-    case session_state::gone: return "gone";
+    case session_state::absent:
+      return "absent";
+    case session_state::logging_in:
+      return "logging_in";
+    case session_state::active:
+      return "active";
+    case session_state::refreshing:
+      return "refreshing";
+    case session_state::validating:
+      return "validating";
+    case session_state::revoking:
+      return "revoking";
+    case session_state::gone:
+      return "gone";
   }
   return "unknown";
 }
 
 token_step session_machine::on_token_request(std::int64_t now_ms, std::int64_t min_valid_ms,
-                                             std::uint32_t waited_for, const renewal_policy& policy) {
+                                             std::uint32_t waited_for,
+                                             const renewal_policy& policy) {
   // A token is handed out only with the margin to spare on top of what the caller needs.
   const auto need = std::max<std::int64_t>(min_valid_ms, effective_margin(policy));
   switch (state_) {
@@ -89,7 +97,8 @@ void session_machine::on_validated(validation outcome) {
     state_ = session_state::active;
     return;
   }
-  if (!token_.refresh_token.empty()) {  // e.g. expired early (soft logout): the refresh token still works
+  if (!token_.refresh_token
+           .empty()) {  // e.g. expired early (soft logout): the refresh token still works
     state_ = session_state::refreshing;
     return;
   }
@@ -98,14 +107,15 @@ void session_machine::on_validated(validation outcome) {
 }
 
 bool session_machine::start_background_refresh(std::int64_t now_ms, const renewal_policy& policy) {
-  if (state_ != session_state::active || token_.refresh_token.empty() || !token_.expires_at_ms) return false;
+  if (state_ != session_state::active || token_.refresh_token.empty() || !token_.expires_at_ms)
+    return false;
   if (*token_.expires_at_ms - now_ms >= 2 * effective_margin(policy)) return false;
   begin(session_state::refreshing);
   return true;
 }
 
-void session_machine::restore(session_token token, secret_string pending_logout, std::int64_t created_at_ms,
-                              std::int64_t last_used_at_ms) {
+void session_machine::restore(session_token token, secret_string pending_logout,
+                              std::int64_t created_at_ms, std::int64_t last_used_at_ms) {
   state_ = token.access_token.empty() ? session_state::absent : session_state::active;
   token_ = std::move(token);
   pending_logout_ = std::move(pending_logout);

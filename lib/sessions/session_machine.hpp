@@ -6,9 +6,12 @@
 //      ^                          |   ^             |  \--revoke/evict--> revoking --> gone
 //      +-------- login failed ----+   |             +-- within the refresh margin --> refreshing
 //                                     |             |     refreshing --ok--> active
-//                                     +-------------+---- refresh failed (log the old token out, log in)
-//                                                   +-- idle past validate_after --> validating (whoami)
-//                                                         validating --alive--> active, --dead--> logging_in
+//                                     +-------------+---- refresh failed (log the old token out,
+//                                     log in)
+//                                                   +-- idle past validate_after --> validating
+//                                                   (whoami)
+//                                                         validating --alive--> active, --dead-->
+//                                                         logging_in
 //
 // Synapse facts it encodes: logging in again with the same device_id does not
 // kill the device's older tokens, and logging out any token of the device kills
@@ -26,7 +29,15 @@
 
 namespace mxp::sessions {
 
-enum class session_state : std::uint8_t { absent, logging_in, active, refreshing, validating, revoking, gone };
+enum class session_state : std::uint8_t {
+  absent,
+  logging_in,
+  active,
+  refreshing,
+  validating,
+  revoking,
+  gone
+};
 std::string_view to_string(session_state s) noexcept;
 
 struct session_token {
@@ -39,8 +50,8 @@ struct session_token {
 
 // How the pool wants tokens renewed; the same for every session, passed with each event.
 struct renewal_policy {
-  std::int64_t refresh_margin_ms = 0;       // renew a token with less than this left
-  std::int64_t validate_after_ms = 0;       // whoami a session idle for longer; 0: never
+  std::int64_t refresh_margin_ms = 0;  // renew a token with less than this left
+  std::int64_t validate_after_ms = 0;  // whoami a session idle for longer; 0: never
 };
 
 // What the homeserver's whoami said of a token that was being validated.
@@ -48,13 +59,14 @@ enum class validation : std::uint8_t { alive, dead, unknown };
 
 // What a caller asking for a token must do next.
 enum class token_step : std::uint8_t {
-  hand_out,     // the current token is good for long enough: return it
-  start_login,  // this caller starts the login (logging out pending_logout() first), then waits
-  start_renewal,  // this caller starts the refresh or validation task (state() says which), then waits
-  wait,         // an operation is under way: wait for the next change, then ask again
-  fail,         // the login this caller waited for failed: report that failure
-  too_short,    // a token just granted is still valid for less than min_valid_ms: report that
-  gone,         // the session is being dropped: look the user up again
+  hand_out,       // the current token is good for long enough: return it
+  start_login,    // this caller starts the login (logging out pending_logout() first), then waits
+  start_renewal,  // this caller starts the refresh or validation task (state() says which), then
+                  // waits
+  wait,           // an operation is under way: wait for the next change, then ask again
+  fail,           // the login this caller waited for failed: report that failure
+  too_short,      // a token just granted is still valid for less than min_valid_ms: report that
+  gone,           // the session is being dropped: look the user up again
 };
 
 enum class revoke_step : std::uint8_t {
@@ -65,12 +77,13 @@ enum class revoke_step : std::uint8_t {
 
 class session_machine {
  public:
-  explicit session_machine(std::int64_t now_ms) : created_at_ms_(now_ms), last_used_at_ms_(now_ms) {}
+  explicit session_machine(std::int64_t now_ms)
+      : created_at_ms_(now_ms), last_used_at_ms_(now_ms) {}
 
   // --- events -------------------------------------------------------------
   // `waited_for` is the flight() value the caller saw before it waited (0 if it did not).
-  token_step on_token_request(std::int64_t now_ms, std::int64_t min_valid_ms, std::uint32_t waited_for,
-                              const renewal_policy& policy = {});
+  token_step on_token_request(std::int64_t now_ms, std::int64_t min_valid_ms,
+                              std::uint32_t waited_for, const renewal_policy& policy = {});
   void on_login_succeeded(session_token token, std::int64_t now_ms);
   // refreshing -> active with the new token (an empty refresh token keeps the old one).
   void on_refresh_succeeded(session_token token, std::int64_t now_ms);
@@ -114,21 +127,26 @@ class session_machine {
   // The margin actually used: at most half the token's lifetime, so that a homeserver
   // issuing tokens shorter than the margin does not make every request renew.
   std::int64_t effective_margin(const renewal_policy& p) const noexcept {
-    return token_.lifetime_ms > 0 ? std::min(p.refresh_margin_ms, token_.lifetime_ms / 2) : p.refresh_margin_ms;
+    return token_.lifetime_ms > 0 ? std::min(p.refresh_margin_ms, token_.lifetime_ms / 2)
+                                  : p.refresh_margin_ms;
   }
   // Valid for at least min_valid_ms more at now_ms? (The current token, in active or refreshing.)
   bool usable(std::int64_t now_ms, std::int64_t min_valid_ms) const noexcept {
     return (state_ == session_state::active || state_ == session_state::refreshing) &&
-           (!token_.expires_at_ms || *token_.expires_at_ms - now_ms >= std::max<std::int64_t>(min_valid_ms, 1));
+           (!token_.expires_at_ms ||
+            *token_.expires_at_ms - now_ms >= std::max<std::int64_t>(min_valid_ms, 1));
   }
   // Would on_token_request hand the current token out without starting anything? (No side effects:
   // the pool's fast path.)
-  bool ready_for(std::int64_t now_ms, std::int64_t min_valid_ms, const renewal_policy& p) const noexcept {
+  bool ready_for(std::int64_t now_ms, std::int64_t min_valid_ms,
+                 const renewal_policy& p) const noexcept {
     if (!usable(now_ms, std::max<std::int64_t>(min_valid_ms, effective_margin(p)))) return false;
     return state_ != session_state::active || p.validate_after_ms <= 0 ||
            now_ms - last_used_at_ms_ <= p.validate_after_ms;
   }
-  void touch(std::int64_t now_ms) noexcept { last_used_at_ms_ = std::max(last_used_at_ms_, now_ms); }
+  void touch(std::int64_t now_ms) noexcept {
+    last_used_at_ms_ = std::max(last_used_at_ms_, now_ms);
+  }
 
  private:
   void begin(session_state s) {
@@ -137,8 +155,9 @@ class session_machine {
   }
 
   session_state state_ = session_state::absent;
-  bool forget_after_logout_ = false;  // revoking for revoke/evict (-> gone) vs invalidate (-> absent)
-  std::uint32_t flight_ = 0;          // bumped when a login or logout starts
+  bool forget_after_logout_ =
+      false;                  // revoking for revoke/evict (-> gone) vs invalidate (-> absent)
+  std::uint32_t flight_ = 0;  // bumped when a login or logout starts
   std::uint32_t failed_flight_ = 0;   // the flight whose login failed last
   std::uint32_t granted_flight_ = 0;  // the flight that granted the current token
   std::int64_t created_at_ms_;

@@ -33,7 +33,8 @@ struct homeserver_state {
   homeserver_health health;
   unsigned logins_in_flight = 0;
   wait_queue login_slot_freed;
-  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0, refreshes_failed = 0;
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0,
+                refreshes_failed = 0;
 };
 
 // One user's session. Shared with the tasks working on it, so that a session
@@ -65,10 +66,14 @@ bool is_unreachable(const pool_error& e) {
 }
 
 // Worth another try after a backoff: no answer, or the homeserver's own 5xx.
-bool is_transient(const pool_error& e) { return is_unreachable(e) || e.http_status >= 500; }
+bool is_transient(const pool_error& e) {
+  return is_unreachable(e) || e.http_status >= 500;
+}
 
 std::int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             steady_clock::now().time_since_epoch())
+      .count();
 }
 
 std::int64_t elapsed_ms(steady_clock::time_point since) {
@@ -111,13 +116,15 @@ struct session_pool::impl {
 
   token_view view(const session_entry& e) const {
     const auto& t = e.machine.token();
-    return {e.user_id, &t.access_token, &t.device_id, t.expires_at_ms, e.homeserver->entry.client.get()};
+    return {e.user_id, &t.access_token, &t.device_id, t.expires_at_ms,
+            e.homeserver->entry.client.get()};
   }
 
   // Removes `e` from the pool if it is still the pool's entry for its user.
   void erase(session_entry& e) {
     if (e.is_linked()) lru.erase(lru.iterator_to(e));
-    if (auto it = sessions.find(e.user_id); it != sessions.end() && it->second.get() == &e) sessions.erase(it);
+    if (auto it = sessions.find(e.user_id); it != sessions.end() && it->second.get() == &e)
+      sessions.erase(it);
   }
 
   std::shared_ptr<session_entry> find_or_create(const std::string& user_id, homeserver_state* hs) {
@@ -220,7 +227,8 @@ struct session_pool::impl {
 
   // validating: whoami; a dead token moves the machine on to refreshing or logging_in.
   asio::awaitable<void> validate(session_entry& e) {
-    const auto client_ref = e.homeserver->entry.client;  // a reload may swap the entry's client meanwhile
+    const auto client_ref =
+        e.homeserver->entry.client;  // a reload may swap the entry's client meanwhile
     auto& client = *client_ref;
     const auto started = steady_clock::now();
     validation outcome = validation::unknown;
@@ -241,7 +249,8 @@ struct session_pool::impl {
     }
     static constexpr std::string_view names[] = {"alive", "dead", "unknown"};
     spdlog::info("validate user={} homeserver={} result={} duration_ms={} detail=\"{}\"", e.user_id,
-                 client.server_name(), names[static_cast<int>(outcome)], elapsed_ms(started), detail);
+                 client.server_name(), names[static_cast<int>(outcome)], elapsed_ms(started),
+                 detail);
     e.machine.on_validated(outcome);  // unknown: handed out, the homeserver could not say otherwise
   }
 
@@ -275,17 +284,20 @@ struct session_pool::impl {
       }
     }
     if (options.observer)
-      options.observer->on_refresh(client.server_name(), steady_clock::now() - started, failure ? &*failure : nullptr);
+      options.observer->on_refresh(client.server_name(), steady_clock::now() - started,
+                                   failure ? &*failure : nullptr);
     if (!failure) {
-      spdlog::info("refresh user={} homeserver={} result=ok duration_ms={}", e.user_id, client.server_name(),
-                   elapsed_ms(started));
+      spdlog::info("refresh user={} homeserver={} result=ok duration_ms={}", e.user_id,
+                   client.server_name(), elapsed_ms(started));
       co_return;
     }
     ++hs.refreshes_failed;
-    spdlog::warn("refresh user={} homeserver={} result={} duration_ms={} upstream_status={} upstream_errcode={} "
-                 "detail=\"{}\": logging in again",
-                 e.user_id, client.server_name(), failure->code.message(), elapsed_ms(started), failure->http_status,
-                 failure->errcode, failure->diagnostic);
+    spdlog::warn(
+        "refresh user={} homeserver={} result={} duration_ms={} upstream_status={} "
+        "upstream_errcode={} "
+        "detail=\"{}\": logging in again",
+        e.user_id, client.server_name(), failure->code.message(), elapsed_ms(started),
+        failure->http_status, failure->errcode, failure->diagnostic);
     e.machine.on_refresh_failed();
   }
 
@@ -302,25 +314,33 @@ struct session_pool::impl {
       const auto now_steady = steady_ms();
       const auto admitted = hs.health.admit(now_steady);
       if (admitted == admission::fail_fast) {
-        // After a try of its own, the caller hears what that try met; otherwise that the circuit is open.
+        // After a try of its own, the caller hears what that try met; otherwise that the circuit is
+        // open.
         if (!failure)
-          failure = local_error(errc::upstream_unavailable,
-                                fmt::format("homeserver unreachable ({} failures in a row): failing fast for {} ms",
-                                            hs.health.consecutive_failures(), hs.health.not_before_ms() - now_steady));
+          failure = local_error(
+              errc::upstream_unavailable,
+              fmt::format("homeserver unreachable ({} failures in a row): failing fast for {} ms",
+                          hs.health.consecutive_failures(),
+                          hs.health.not_before_ms() - now_steady));
         break;
       }
       if (admitted == admission::wait) {
-        if (attempts > 0 && e.waiters == 0) break;  // nobody waits any more: report the last failure
-        if (!e.last_failure || attempts == 0) {  // the pause is someone else's: say why this one waits
-          auto why = hs.health.rate_limited(now_steady)
-                         ? local_error(errc::upstream_rate_limited, "homeserver rate limit: logins paused")
-                         : local_error(errc::upstream_unavailable, "homeserver failing: backing off");
-          if (why.code == errc::upstream_rate_limited) why.retry_after_ms = hs.health.not_before_ms() - now_steady;
+        if (attempts > 0 && e.waiters == 0)
+          break;  // nobody waits any more: report the last failure
+        if (!e.last_failure ||
+            attempts == 0) {  // the pause is someone else's: say why this one waits
+          auto why =
+              hs.health.rate_limited(now_steady)
+                  ? local_error(errc::upstream_rate_limited, "homeserver rate limit: logins paused")
+                  : local_error(errc::upstream_unavailable, "homeserver failing: backing off");
+          if (why.code == errc::upstream_rate_limited)
+            why.retry_after_ms = hs.health.not_before_ms() - now_steady;
           e.last_failure = std::make_unique<pool_error>(std::move(why));
         }
         e.retry_at_ms = hs.health.not_before_ms();
         e.changed.notify_all();  // waiters whose deadline comes first answer now
-        co_await stop_requested.wait(steady_clock::now() + std::chrono::milliseconds{e.retry_at_ms - now_steady});
+        co_await stop_requested.wait(steady_clock::now() +
+                                     std::chrono::milliseconds{e.retry_at_ms - now_steady});
         continue;
       }
       e.retry_at_ms = 0;
@@ -333,42 +353,48 @@ struct session_pool::impl {
       e.last_failure = std::make_unique<pool_error>(*failure);
       if (failure->code == errc::upstream_rate_limited) {
         hs.health.on_rate_limited(steady_ms(), failure->retry_after_ms.value_or(0));
-        spdlog::info("login user={} homeserver={}: rate limited, retrying in {} ms", e.user_id, client.server_name(),
-                     hs.health.not_before_ms() - steady_ms());
+        spdlog::info("login user={} homeserver={}: rate limited, retrying in {} ms", e.user_id,
+                     client.server_name(), hs.health.not_before_ms() - steady_ms());
         continue;
       }
       if (!is_transient(*failure)) {
         hs.health.on_success();  // it answered, and refused: trying again would not help
         break;
       }
-      hs.health.on_unreachable(steady_ms(), std::uniform_real_distribution<double>{0, 1}(jitter_source));
+      hs.health.on_unreachable(steady_ms(),
+                               std::uniform_real_distribution<double>{0, 1}(jitter_source));
       if (attempts >= options.max_login_attempts) break;
     }
     e.retry_at_ms = 0;
     if (!failure && e.machine.state() == session_state::logging_in && stopping)
       failure = local_error(errc::shutting_down, "daemon is shutting down");
-    // A login that never went out (circuit open, shutdown) is not one the homeserver saw: not counted.
+    // A login that never went out (circuit open, shutdown) is not one the homeserver saw: not
+    // counted.
     if (options.observer && attempts > 0)
-      options.observer->on_login(client.server_name(), client.method_name(), steady_clock::now() - started,
-                                 failure ? &*failure : nullptr);
+      options.observer->on_login(client.server_name(), client.method_name(),
+                                 steady_clock::now() - started, failure ? &*failure : nullptr);
     if (failure) {
       if (attempts > 0) ++hs.logins_failed;
-      spdlog::warn("login user={} homeserver={} method={} result={} duration_ms={} attempts={} upstream_status={} "
-                   "upstream_errcode={} upstream_error=\"{}\" detail=\"{}\"",
-                   e.user_id, client.server_name(), client.method_name(), failure->code.message(),
-                   elapsed_ms(started), attempts, failure->http_status, failure->errcode, failure->error,
-                   failure->diagnostic);
+      spdlog::warn(
+          "login user={} homeserver={} method={} result={} duration_ms={} attempts={} "
+          "upstream_status={} "
+          "upstream_errcode={} upstream_error=\"{}\" detail=\"{}\"",
+          e.user_id, client.server_name(), client.method_name(), failure->code.message(),
+          elapsed_ms(started), attempts, failure->http_status, failure->errcode, failure->error,
+          failure->diagnostic);
       e.last_failure = std::make_unique<pool_error>(std::move(*failure));
       e.machine.on_login_failed();
     } else {
       ++hs.logins_ok;
       e.last_failure.reset();
-      spdlog::info("login user={} homeserver={} method={} result=ok duration_ms={} attempts={}", e.user_id,
-                   client.server_name(), client.method_name(), elapsed_ms(started), attempts);
+      spdlog::info("login user={} homeserver={} method={} result=ok duration_ms={} attempts={}",
+                   e.user_id, client.server_name(), client.method_name(), elapsed_ms(started),
+                   attempts);
     }
   }
 
-  // One try: the pending logout (if any), then the login; the token is durable before anyone sees it.
+  // One try: the pending logout (if any), then the login; the token is durable before anyone sees
+  // it.
   asio::awaitable<std::optional<pool_error>> attempt_login(session_entry& e) {
     auto& hs = *e.homeserver;
     const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
@@ -397,7 +423,8 @@ struct session_pool::impl {
     }
   }
 
-  asio::awaitable<void> logout_task(std::shared_ptr<session_entry> e, bool forget_even_if_unconfirmed) {
+  asio::awaitable<void> logout_task(std::shared_ptr<session_entry> e,
+                                    bool forget_even_if_unconfirmed) {
     auto& hs = *e->homeserver;
     // Written first: if the daemon dies mid-logout, the next run still logs this token out.
     co_await persist(row_of(*e, e->machine.token_to_log_out()));
@@ -416,17 +443,21 @@ struct session_pool::impl {
     } catch (const std::exception& ex) {
       failure = local_error(errc::upstream_unavailable, ex.what());
     }
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started).count();
-    if (options.observer) options.observer->on_logout(client.server_name(), failure ? &*failure : nullptr);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started)
+            .count();
+    if (options.observer)
+      options.observer->on_logout(client.server_name(), failure ? &*failure : nullptr);
     if (failure) {
-      spdlog::warn("logout user={} homeserver={} result={} duration_ms={} upstream_status={} detail=\"{}\"",
-                   e->user_id, client.server_name(), failure->code.message(), ms,
-                   failure->http_status, failure->diagnostic);
+      spdlog::warn(
+          "logout user={} homeserver={} result={} duration_ms={} upstream_status={} detail=\"{}\"",
+          e->user_id, client.server_name(), failure->code.message(), ms, failure->http_status,
+          failure->diagnostic);
       e->last_failure = std::make_unique<pool_error>(std::move(*failure));
     } else {
       ++hs.logouts;
-      spdlog::info("logout user={} homeserver={} result=ok token_was_live={} duration_ms={}", e->user_id,
-                   client.server_name(), was_live, ms);
+      spdlog::info("logout user={} homeserver={} result=ok token_was_live={} duration_ms={}",
+                   e->user_id, client.server_name(), was_live, ms);
     }
     e->machine.on_logout_finished(!failure);
     if (!failure) co_await unpersist(e->user_id);  // nothing of it is live any more
@@ -456,13 +487,15 @@ session_pool::session_pool(asio::any_io_executor executor, pool_options options,
 
 session_pool::~session_pool() = default;
 
-expected<const matrix::homeserver_client*, pool_error> session_pool::route(std::string_view user_id) const {
+expected<const matrix::homeserver_client*, pool_error> session_pool::route(
+    std::string_view user_id) const {
   auto parts = matrix::parse_user_id(user_id);
   if (!parts) return unexpected{local_error(errc::invalid_user_id, "malformed user ID")};
   auto it = impl_->homeservers.find(parts->server_name);
   if (it == impl_->homeservers.end())
-    return unexpected{local_error(errc::unknown_homeserver,
-                                  "no homeserver configured for server name '" + std::string{parts->server_name} + "'")};
+    return unexpected{local_error(
+        errc::unknown_homeserver,
+        "no homeserver configured for server name '" + std::string{parts->server_name} + "'")};
   return it->second->entry.client.get();
 }
 
@@ -478,7 +511,8 @@ session_pool::restore_result session_pool::restore(std::vector<store::stored_ses
       ++result.skipped;
       continue;
     }
-    auto e = std::make_shared<session_entry>(std::move(row.user_id), hs->second.get(), row.created_at_ms);
+    auto e = std::make_shared<session_entry>(std::move(row.user_id), hs->second.get(),
+                                             row.created_at_ms);
     e->machine.restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms,
                         std::move(row.refresh_token), row.lifetime_ms},
                        std::move(row.pending_logout), row.created_at_ms, row.last_used_at_ms);
@@ -489,12 +523,14 @@ session_pool::restore_result session_pool::restore(std::vector<store::stored_ses
   return result;
 }
 
-std::optional<token_view> session_pool::find_ready(std::string_view user_id, std::int64_t min_valid_ms) {
+std::optional<token_view> session_pool::find_ready(std::string_view user_id,
+                                                   std::int64_t min_valid_ms) {
   auto it = impl_->sessions.find(user_id);
   if (it == impl_->sessions.end()) return std::nullopt;
   auto& e = *it->second;
   const auto now = impl_->now();
-  if (e.homeserver->removed || !e.machine.ready_for(now, min_valid_ms, impl_->options.renewal)) return std::nullopt;
+  if (e.homeserver->removed || !e.machine.ready_for(now, min_valid_ms, impl_->options.renewal))
+    return std::nullopt;
   e.machine.touch(now);
   impl_->touch(e);
   if (impl_->options.observer) impl_->options.observer->on_token_lookup(true);
@@ -511,19 +547,24 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
   std::uint32_t waited_for = 0;
   bool looked_up = false;  // counted as a cache hit or miss (observer)
   for (;;) {
-    if (self.stopping) co_return unexpected{local_error(errc::shutting_down, "daemon is shutting down")};
+    if (self.stopping)
+      co_return unexpected{local_error(errc::shutting_down, "daemon is shutting down")};
     auto e = self.find_or_create(user_id, hs);
-    switch (e->machine.on_token_request(self.now(), min_valid_ms, waited_for, self.options.renewal)) {
+    switch (
+        e->machine.on_token_request(self.now(), min_valid_ms, waited_for, self.options.renewal)) {
       case token_step::hand_out:
         self.touch(*e);
         if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(true);
         co_return self.view(*e);
       case token_step::fail:
-        co_return unexpected{e->last_failure ? *e->last_failure : local_error(errc::upstream_unavailable, "login failed")};
+        co_return unexpected{e->last_failure
+                                 ? *e->last_failure
+                                 : local_error(errc::upstream_unavailable, "login failed")};
       case token_step::too_short:
         co_return unexpected{local_error(
-            errc::invalid_request, fmt::format("min_valid_ms={} is longer than the tokens this homeserver grants",
-                                               min_valid_ms))};
+            errc::invalid_request,
+            fmt::format("min_valid_ms={} is longer than the tokens this homeserver grants",
+                        min_valid_ms))};
       case token_step::gone:
         waited_for = 0;
         continue;
@@ -540,23 +581,28 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
         looked_up = true;
         // A login waiting out a 429 or a backoff past this caller's deadline: answer now.
         if (e->retry_at_ms > 0 && e->last_failure &&
-            steady_clock::now() + std::chrono::milliseconds{e->retry_at_ms - steady_ms()} > deadline) {
+            steady_clock::now() + std::chrono::milliseconds{e->retry_at_ms - steady_ms()} >
+                deadline) {
           auto failure = *e->last_failure;
-          if (failure.code == errc::upstream_rate_limited) failure.retry_after_ms = e->retry_at_ms - steady_ms();
+          if (failure.code == errc::upstream_rate_limited)
+            failure.retry_after_ms = e->retry_at_ms - steady_ms();
           co_return unexpected{std::move(failure)};
         }
         waited_for = e->machine.flight();
         ++e->waiters;
         const bool woken = co_await e->changed.wait(deadline);
         --e->waiters;
-        if (!woken) co_return unexpected{local_error(errc::deadline_exceeded, "no token within the request deadline")};
+        if (!woken)
+          co_return unexpected{
+              local_error(errc::deadline_exceeded, "no token within the request deadline")};
         continue;
       }
     }
   }
 }
 
-asio::awaitable<expected<bool, pool_error>> session_pool::invalidate(std::string user_id, secret_string token,
+asio::awaitable<expected<bool, pool_error>> session_pool::invalidate(std::string user_id,
+                                                                     secret_string token,
                                                                      steady_time deadline) {
   auto& self = *impl_;
   if (auto routed = route(user_id); !routed) co_return unexpected{routed.error()};
@@ -569,12 +615,14 @@ asio::awaitable<expected<bool, pool_error>> session_pool::invalidate(std::string
   self.spawn(self.logout_task(e, false));
   // Answer once the old token is dead, so the bridge can rely on it.
   while (e->machine.state() == session_state::revoking && e->machine.flight() == flight) {
-    if (!co_await e->changed.wait(deadline)) break;  // still dropped; the logout finishes in the background
+    if (!co_await e->changed.wait(deadline))
+      break;  // still dropped; the logout finishes in the background
   }
   co_return true;
 }
 
-asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string user_id, steady_time deadline) {
+asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string user_id,
+                                                                 steady_time deadline) {
   auto& self = *impl_;
   if (auto routed = route(user_id); !routed) co_return unexpected{routed.error()};
   for (;;) {
@@ -588,7 +636,8 @@ asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string use
         co_return false;  // nothing was logged in
       case revoke_step::wait:
         if (!co_await e->changed.wait(deadline))
-          co_return unexpected{local_error(errc::deadline_exceeded, "session busy past the request deadline")};
+          co_return unexpected{
+              local_error(errc::deadline_exceeded, "session busy past the request deadline")};
         continue;
       case revoke_step::start_logout: {
         const auto flight = e->machine.flight();
@@ -596,12 +645,15 @@ asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string use
         self.spawn(self.logout_task(e, false));
         while (e->machine.state() == session_state::revoking && e->machine.flight() == flight) {
           if (!co_await e->changed.wait(deadline))
-            co_return unexpected{local_error(errc::deadline_exceeded, "logout did not finish within the request deadline")};
+            co_return unexpected{local_error(errc::deadline_exceeded,
+                                             "logout did not finish within the request deadline")};
         }
         if (e->machine.state() == session_state::gone) co_return true;
         // Unconfirmed: kept with the token pending logout, so nothing is lost; report why.
         if (!e->is_linked() && self.sessions.count(e->user_id)) self.lru.push_front(*e);
-        co_return unexpected{e->last_failure ? *e->last_failure : local_error(errc::upstream_unavailable, "logout failed")};
+        co_return unexpected{e->last_failure
+                                 ? *e->last_failure
+                                 : local_error(errc::upstream_unavailable, "logout failed")};
       }
     }
   }
@@ -636,14 +688,16 @@ std::size_t session_pool::remove_homeserver(const std::string& server_name) {
   for (auto& [_, e] : self.sessions)
     if (e->homeserver == state) victims.push_back(e.get());
   for (auto* e : victims) {
-    if (e->machine.busy()) continue;  // its task finishes with the old client; it is gone from routing already
+    if (e->machine.busy())
+      continue;  // its task finishes with the old client; it is gone from routing already
     self.evict(*e, "homeserver removed from the configuration");
   }
   return victims.size();
 }
 
-void session_pool::set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout, bool revoke_on_evict,
-                              renewal_policy renewal, bool background_refresh) {
+void session_pool::set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout,
+                              bool revoke_on_evict, renewal_policy renewal,
+                              bool background_refresh) {
   auto& o = impl_->options;
   o.max_sessions = std::max<std::size_t>(max_sessions, 1);
   o.idle_timeout = idle_timeout;
@@ -651,7 +705,8 @@ void session_pool::set_limits(std::size_t max_sessions, std::chrono::millisecond
   o.renewal = renewal;
   o.background_refresh = background_refresh;
   impl_->enforce_capacity(nullptr);
-  if (impl_->maintenance_timer) impl_->maintenance_timer->cancel();  // the next round uses the new period
+  if (impl_->maintenance_timer)
+    impl_->maintenance_timer->cancel();  // the next round uses the new period
 }
 
 std::size_t session_pool::refresh_due() {
@@ -661,7 +716,8 @@ std::size_t session_pool::refresh_due() {
   // may run at once and must not find the list half walked.
   std::vector<std::shared_ptr<session_entry>> due;
   for (auto& e : self.lru)
-    if (e.machine.start_background_refresh(now, self.options.renewal)) due.push_back(self.sessions.at(e.user_id));
+    if (e.machine.start_background_refresh(now, self.options.renewal))
+      due.push_back(self.sessions.at(e.user_id));
   for (auto& e : due) self.spawn(self.session_task(std::move(e)));
   return due.size();
 }
@@ -684,13 +740,14 @@ asio::awaitable<void> session_pool::run_maintenance() {
   auto& timer = self.maintenance_timer.emplace(self.executor);
   while (!self.stopping) {
     // Recomputed each round: a reload may change the idle timeout or the refresh policy.
-    auto period = std::clamp<std::chrono::milliseconds>(self.options.idle_timeout / 4, std::chrono::seconds{1},
-                                                        std::chrono::seconds{60});
-    // Background refresh looks often enough to catch every token between twice the margin and the margin.
+    auto period = std::clamp<std::chrono::milliseconds>(
+        self.options.idle_timeout / 4, std::chrono::seconds{1}, std::chrono::seconds{60});
+    // Background refresh looks often enough to catch every token between twice the margin and the
+    // margin.
     if (self.options.background_refresh)
       period = std::clamp<std::chrono::milliseconds>(
-          std::chrono::milliseconds{self.options.renewal.refresh_margin_ms / 4}, std::chrono::milliseconds{100},
-          period);
+          std::chrono::milliseconds{self.options.renewal.refresh_margin_ms / 4},
+          std::chrono::milliseconds{100}, period);
     timer.expires_after(period);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -711,12 +768,14 @@ asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadli
     std::vector<std::shared_ptr<session_entry>> all;
     for (auto& [_, e] : self.sessions) all.push_back(e);
     for (auto& e : all)
-      if (e->machine.on_revoke() == revoke_step::start_logout) self.spawn(self.logout_task(e, true));
+      if (e->machine.on_revoke() == revoke_step::start_logout)
+        self.spawn(self.logout_task(e, true));
     spdlog::info("shutdown: logging out {} sessions", self.tasks);
   }
   while (self.tasks > 0)
     if (!co_await self.task_finished.wait(deadline)) break;
-  if (self.tasks > 0) spdlog::warn("shutdown: {} homeserver operations still running at the deadline", self.tasks);
+  if (self.tasks > 0)
+    spdlog::warn("shutdown: {} homeserver operations still running at the deadline", self.tasks);
   for (auto& [_, hs] : self.homeservers) hs->entry.client->close_idle_connections();
   if (self.options.store) co_await self.options.store->flush();
 }
@@ -726,8 +785,9 @@ std::vector<session_info> session_pool::sessions() const {
   out.reserve(impl_->sessions.size());
   for (const auto& [_, e] : impl_->sessions) {
     const auto& m = e->machine;
-    out.push_back({e->user_id, m.token().device_id, std::string{e->homeserver->entry.client->method_name()},
-                   m.created_at_ms(), m.last_used_at_ms(), m.token().expires_at_ms, m.state()});
+    out.push_back({e->user_id, m.token().device_id,
+                   std::string{e->homeserver->entry.client->method_name()}, m.created_at_ms(),
+                   m.last_used_at_ms(), m.token().expires_at_ms, m.state()});
   }
   return out;
 }
@@ -737,8 +797,16 @@ std::vector<homeserver_status> session_pool::homeservers() const {
   for (const auto& [name, hs] : impl_->homeservers) {
     const auto& c = *hs->entry.client;
     const auto now = steady_ms();
-    homeserver_status st{name, c.base_url(), std::string{c.method_name()}, c.login_type(), hs->logins_in_flight,
-                         hs->logins_ok, hs->logins_failed, hs->logouts, hs->refreshes_ok, hs->refreshes_failed};
+    homeserver_status st{name,
+                         c.base_url(),
+                         std::string{c.method_name()},
+                         c.login_type(),
+                         hs->logins_in_flight,
+                         hs->logins_ok,
+                         hs->logins_failed,
+                         hs->logouts,
+                         hs->refreshes_ok,
+                         hs->refreshes_failed};
     st.consecutive_failures = hs->health.consecutive_failures();
     st.healthy = st.consecutive_failures == 0;
     st.circuit = hs->health.circuit(now);
@@ -753,17 +821,31 @@ pool_stats session_pool::stats() const {
   for (const auto& [_, e] : impl_->sessions) {
     ++s.total;
     switch (e->machine.state()) {
-      case session_state::active: ++s.active; break;
-      case session_state::logging_in: ++s.logging_in; break;
-      case session_state::refreshing: ++s.refreshing; break;
-      case session_state::validating: ++s.validating; break;
-      case session_state::revoking: ++s.revoking; break;
-      default: ++s.absent; break;
+      case session_state::active:
+        ++s.active;
+        break;
+      case session_state::logging_in:
+        ++s.logging_in;
+        break;
+      case session_state::refreshing:
+        ++s.refreshing;
+        break;
+      case session_state::validating:
+        ++s.validating;
+        break;
+      case session_state::revoking:
+        ++s.revoking;
+        break;
+      default:
+        ++s.absent;
+        break;
     }
   }
   return s;
 }
 
-std::size_t session_pool::background_tasks() const noexcept { return impl_->tasks; }
+std::size_t session_pool::background_tasks() const noexcept {
+  return impl_->tasks;
+}
 
 }  // namespace mxp::sessions

@@ -51,7 +51,8 @@ struct pool_options {
 };
 
 struct homeserver_entry {
-  // Shared: a task that is talking to the homeserver keeps its client even when a reload replaces it.
+  // Shared: a task that is talking to the homeserver keeps its client even when a reload replaces
+  // it.
   std::shared_ptr<matrix::homeserver_client> client;
   unsigned max_concurrent_logins = 4;
 };
@@ -78,7 +79,8 @@ struct session_info {
 struct homeserver_status {
   std::string server_name, url, method, login_type;
   unsigned logins_in_flight = 0;
-  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0, refreshes_failed = 0;
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0,
+                refreshes_failed = 0;
   bool healthy = true;  // false while the last requests failed to reach it
   circuit_state circuit = circuit_state::closed;
   unsigned consecutive_failures = 0;
@@ -86,7 +88,8 @@ struct homeserver_status {
 };
 
 struct pool_stats {
-  std::size_t total = 0, active = 0, logging_in = 0, refreshing = 0, validating = 0, revoking = 0, absent = 0;
+  std::size_t total = 0, active = 0, logging_in = 0, refreshing = 0, validating = 0, revoking = 0,
+              absent = 0;
 };
 
 class session_pool {
@@ -112,14 +115,17 @@ class session_pool {
                                                                      std::int64_t min_valid_ms,
                                                                      steady_time deadline);
   // Drops `token` if it is still the current one (logging it out first); true if it was.
-  boost::asio::awaitable<expected<bool, pool_error>> invalidate(std::string user_id, secret_string token,
+  boost::asio::awaitable<expected<bool, pool_error>> invalidate(std::string user_id,
+                                                                secret_string token,
                                                                 steady_time deadline);
   // Logs the session out and forgets it; true if there was one.
-  boost::asio::awaitable<expected<bool, pool_error>> revoke(std::string user_id, steady_time deadline);
+  boost::asio::awaitable<expected<bool, pool_error>> revoke(std::string user_id,
+                                                            steady_time deadline);
 
   // Evicts sessions idle for longer than idle_timeout (logging them out in the background).
   std::size_t evict_idle();
-  // Background policy: starts a refresh for every session within twice the margin; returns how many.
+  // Background policy: starts a refresh for every session within twice the margin; returns how
+  // many.
   std::size_t refresh_due();
   // Runs evict_idle() periodically until stop().
   boost::asio::awaitable<void> run_maintenance();
@@ -139,8 +145,8 @@ class session_pool {
   // (logged out with the old client when revoke_on_evict). Returns how many sessions it had.
   std::size_t remove_homeserver(const std::string& server_name);
   // New limits and renewal settings (store and observer stay as they are).
-  void set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout, bool revoke_on_evict,
-                  renewal_policy renewal, bool background_refresh);
+  void set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout,
+                  bool revoke_on_evict, renewal_policy renewal, bool background_refresh);
 
   // Checks a user ID and finds its homeserver; errors are invalid_user_id / unknown_homeserver.
   expected<const matrix::homeserver_client*, pool_error> route(std::string_view user_id) const;

@@ -13,11 +13,11 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fmt/format.h>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <fmt/format.h>
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
@@ -71,8 +71,10 @@ struct statement {
 };
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v, bool null_if_empty = true) {
-  if (null_if_empty && v.empty()) sqlite3_bind_null(s, i);
-  else sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  if (null_if_empty && v.empty())
+    sqlite3_bind_null(s, i);
+  else
+    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
 std::string column_text(sqlite3_stmt* s, int i) {
@@ -95,7 +97,8 @@ struct session_store::impl {
   std::thread writer;
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error(fmt::format("session store {}: {}: {}", path, what, db ? sqlite3_errmsg(db) : "out of memory"));
+    throw std::runtime_error(fmt::format("session store {}: {}: {}", path, what,
+                                         db ? sqlite3_errmsg(db) : "out of memory"));
   }
   void exec(const char* sql) {
     if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) fail(sql);
@@ -104,30 +107,37 @@ struct session_store::impl {
   void open(open_result* result) {
     // Create the file 0600 ourselves so it is never, even briefly, readable by others.
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) throw std::runtime_error(fmt::format("session store {}: cannot open: {}", path, std::strerror(errno)));
+    if (fd < 0)
+      throw std::runtime_error(
+          fmt::format("session store {}: cannot open: {}", path, std::strerror(errno)));
     struct stat st {};
     ::fstat(fd, &st);
     if ((st.st_mode & 077) != 0) {
       if (::fchmod(fd, 0600) != 0) {
         ::close(fd);
-        throw std::runtime_error(fmt::format("session store {} is readable by others (mode {:04o}) and cannot be fixed: {}",
-                                             path, st.st_mode & 0777, std::strerror(errno)));
+        throw std::runtime_error(fmt::format(
+            "session store {} is readable by others (mode {:04o}) and cannot be fixed: {}", path,
+            st.st_mode & 0777, std::strerror(errno)));
       }
       if (result)
-        result->warnings.push_back(fmt::format("session store {} had mode {:04o}; tokens at rest must not be readable "
-                                               "by others: changed to 0600", path, st.st_mode & 0777));
+        result->warnings.push_back(
+            fmt::format("session store {} had mode {:04o}; tokens at rest must not be readable "
+                        "by others: changed to 0600",
+                        path, st.st_mode & 0777));
     }
     ::close(fd);
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK)
       fail("cannot open");
     sqlite3_busy_timeout(db, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=FULL");  // a token is handed out only once its row survives a crash
-    exec("CREATE TABLE IF NOT EXISTS sessions ("
-         " user_id TEXT PRIMARY KEY, access_token TEXT, device_id TEXT, expires_at_ms INTEGER,"
-         " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL,"
-         " refresh_token TEXT, lifetime_ms INTEGER"
-         ") WITHOUT ROWID");
+    exec(
+        "CREATE TABLE IF NOT EXISTS sessions ("
+        " user_id TEXT PRIMARY KEY, access_token TEXT, device_id TEXT, expires_at_ms INTEGER,"
+        " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL,"
+        " refresh_token TEXT, lifetime_ms INTEGER"
+        ") WITHOUT ROWID");
     // A database written before refresh tokens were kept gains the columns (NULL: none).
     for (const char* column : {"refresh_token TEXT", "lifetime_ms INTEGER"}) {
       const auto sql = fmt::format("ALTER TABLE sessions ADD COLUMN {}", column);
@@ -135,12 +145,14 @@ struct session_store::impl {
           std::string_view{sqlite3_errmsg(db)}.find("duplicate column") == std::string_view::npos)
         fail(sql);
     }
-    if (sqlite3_prepare_v2(db,
-                           "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
-                           " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms)"
-                           " VALUES (?,?,?,?,?,?,?,?,?)",
-                           -1, &upsert.stmt, nullptr) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE user_id = ?", -1, &remove.stmt, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            db,
+            "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
+            " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            -1, &upsert.stmt, nullptr) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE user_id = ?", -1, &remove.stmt,
+                           nullptr) != SQLITE_OK)
       fail("cannot prepare statements");
   }
 
@@ -151,13 +163,22 @@ struct session_store::impl {
       s = upsert.stmt;
       bind_text(s, 1, r.user_id, false);
       bind_text(s, 2, r.access_token.reveal());
-      if (r.device_id) bind_text(s, 3, *r.device_id, false); else sqlite3_bind_null(s, 3);
-      if (r.expires_at_ms) sqlite3_bind_int64(s, 4, *r.expires_at_ms); else sqlite3_bind_null(s, 4);
+      if (r.device_id)
+        bind_text(s, 3, *r.device_id, false);
+      else
+        sqlite3_bind_null(s, 3);
+      if (r.expires_at_ms)
+        sqlite3_bind_int64(s, 4, *r.expires_at_ms);
+      else
+        sqlite3_bind_null(s, 4);
       bind_text(s, 5, r.pending_logout.reveal());
       sqlite3_bind_int64(s, 6, r.created_at_ms);
       sqlite3_bind_int64(s, 7, r.last_used_at_ms);
       bind_text(s, 8, r.refresh_token.reveal());
-      if (r.lifetime_ms > 0) sqlite3_bind_int64(s, 9, r.lifetime_ms); else sqlite3_bind_null(s, 9);
+      if (r.lifetime_ms > 0)
+        sqlite3_bind_int64(s, 9, r.lifetime_ms);
+      else
+        sqlite3_bind_null(s, 9);
     } else if (op.what == write_op::kind::erase) {
       s = remove.stmt;
       bind_text(s, 1, r.user_id, false);
@@ -202,7 +223,8 @@ struct session_store::impl {
     return asio::async_initiate<Token, void(error_code)>(
         [this](auto handler, write_op op) {
           auto ex = asio::get_associated_executor(handler, executor);
-          op.done = std::make_unique<handler_completion<decltype(handler), decltype(ex)>>(std::move(handler), ex);
+          op.done = std::make_unique<handler_completion<decltype(handler), decltype(ex)>>(
+              std::move(handler), ex);
           {
             std::lock_guard lock{mutex};
             queue.push_back(std::move(op));
@@ -213,7 +235,8 @@ struct session_store::impl {
   }
 };
 
-session_store::session_store(asio::any_io_executor executor, const std::string& path, open_result* result)
+session_store::session_store(asio::any_io_executor executor, const std::string& path,
+                             open_result* result)
     : impl_(std::make_unique<impl>()) {
   impl_->executor = std::move(executor);
   impl_->path = path;
@@ -242,18 +265,21 @@ session_store::~session_store() {
 std::vector<stored_session> session_store::load_all() {
   std::vector<stored_session> out;
   statement select;
-  if (sqlite3_prepare_v2(impl_->db,
-                         "SELECT user_id, access_token, device_id, expires_at_ms, pending_logout, created_at_ms,"
-                         " last_used_at_ms, refresh_token, lifetime_ms FROM sessions ORDER BY last_used_at_ms",
-                         -1, &select.stmt, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(
+          impl_->db,
+          "SELECT user_id, access_token, device_id, expires_at_ms, pending_logout, created_at_ms,"
+          " last_used_at_ms, refresh_token, lifetime_ms FROM sessions ORDER BY last_used_at_ms",
+          -1, &select.stmt, nullptr) != SQLITE_OK)
     impl_->fail("cannot read sessions");
   int rc;
   while ((rc = sqlite3_step(select.stmt)) == SQLITE_ROW) {
     stored_session s;
     s.user_id = column_text(select.stmt, 0);
     s.access_token = secret_string{column_text(select.stmt, 1)};
-    if (sqlite3_column_type(select.stmt, 2) != SQLITE_NULL) s.device_id = column_text(select.stmt, 2);
-    if (sqlite3_column_type(select.stmt, 3) != SQLITE_NULL) s.expires_at_ms = sqlite3_column_int64(select.stmt, 3);
+    if (sqlite3_column_type(select.stmt, 2) != SQLITE_NULL)
+      s.device_id = column_text(select.stmt, 2);
+    if (sqlite3_column_type(select.stmt, 3) != SQLITE_NULL)
+      s.expires_at_ms = sqlite3_column_int64(select.stmt, 3);
     s.pending_logout = secret_string{column_text(select.stmt, 4)};
     s.created_at_ms = sqlite3_column_int64(select.stmt, 5);
     s.last_used_at_ms = sqlite3_column_int64(select.stmt, 6);
@@ -286,6 +312,8 @@ asio::awaitable<void> session_store::flush() {
   co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
 }
 
-std::uint64_t session_store::transactions() const noexcept { return impl_->commits; }
+std::uint64_t session_store::transactions() const noexcept {
+  return impl_->commits;
+}
 
 }  // namespace mxp::store

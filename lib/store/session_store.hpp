@@ -22,12 +22,12 @@ namespace mxp::store {
 // may be live at the homeserver: a current token and/or one awaiting logout.
 struct stored_session {
   std::string user_id;
-  secret_string access_token;                 // empty: no current token
+  secret_string access_token;  // empty: no current token
   std::optional<std::string> device_id;
   std::optional<std::int64_t> expires_at_ms;
-  secret_string pending_logout;               // a token to log out before the next login
-  secret_string refresh_token;                // empty: none
-  std::int64_t lifetime_ms = 0;               // expires_in_ms as granted; 0: unknown
+  secret_string pending_logout;  // a token to log out before the next login
+  secret_string refresh_token;   // empty: none
+  std::int64_t lifetime_ms = 0;  // expires_in_ms as granted; 0: unknown
   std::int64_t created_at_ms = 0;
   std::int64_t last_used_at_ms = 0;
 };
@@ -41,7 +41,8 @@ class session_store {
   // Opens (creating if needed) the database at `path`; enforces mode 0600
   // (fixing a looser file and saying so in the result). Throws std::runtime_error
   // with the path and SQLite's message when it cannot.
-  session_store(boost::asio::any_io_executor executor, const std::string& path, open_result* result = nullptr);
+  session_store(boost::asio::any_io_executor executor, const std::string& path,
+                open_result* result = nullptr);
   ~session_store();  // flushes queued writes and joins the writer thread
   session_store(const session_store&) = delete;
   session_store& operator=(const session_store&) = delete;

@@ -30,10 +30,12 @@ struct access_fixture : ::testing::Test {
     dir.write("secret", std::string{secret} + "\n");
   }
   void start(const std::string& clients_yaml, const std::string& listen_extra = "") {
-    const auto cfg = dir.write("config.yaml", "listen:\n  unix_socket: " + socket + "\n" + listen_extra +
-                                                  "homeservers:\n  localhost:\n    url: " + hs->url() +
-                                                  "\n    login:\n      method: shared_secret\n      secret_file: secret\n" +
-                                                  clients_yaml + "log:\n  level: debug\n");
+    const auto cfg =
+        dir.write("config.yaml",
+                  "listen:\n  unix_socket: " + socket + "\n" + listen_extra +
+                      "homeservers:\n  localhost:\n    url: " + hs->url() +
+                      "\n    login:\n      method: shared_secret\n      secret_file: secret\n" +
+                      clients_yaml + "log:\n  level: debug\n");
     daemon = std::make_unique<daemon_process>(cfg, socket, dir.file("daemon.log"));
     ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   }
@@ -41,7 +43,8 @@ struct access_fixture : ::testing::Test {
 };
 
 TEST_F(access_fixture, DeniedUserGets403AndNoLoginWhileAllowedUserGetsItsToken) {
-  start("clients:\n  - name: test-bridge\n    uid: " + me() + "\n    allow: [\"@allowed*:localhost\", \"@bot_?:localhost\"]\n");
+  start("clients:\n  - name: test-bridge\n    uid: " + me() +
+        "\n    allow: [\"@allowed*:localhost\", \"@bot_?:localhost\"]\n");
   unix_http_client c{socket};
 
   auto denied = c.request("GET", "/v1/users/@bob:localhost/token");
@@ -50,15 +53,19 @@ TEST_F(access_fixture, DeniedUserGets403AndNoLoginWhileAllowedUserGetsItsToken) 
   // The slow path (percent-encoded user ID) decides the same way.
   EXPECT_EQ(c.request("GET", "/v1/users/%40bob%3Alocalhost/token").status, 403);
   EXPECT_EQ(c.request("DELETE", "/v1/users/@bob:localhost/session").status, 403);
-  EXPECT_EQ(c.request("POST", "/v1/users/@bob:localhost/invalidate", R"({"access_token":"x"})").status, 403);
-  EXPECT_EQ(c.request("GET", "/v1/users/@bot_12:localhost/token").status, 403);  // '?' is one character
+  EXPECT_EQ(
+      c.request("POST", "/v1/users/@bob:localhost/invalidate", R"({"access_token":"x"})").status,
+      403);
+  EXPECT_EQ(c.request("GET", "/v1/users/@bot_12:localhost/token").status,
+            403);  // '?' is one character
   EXPECT_EQ(hs->login_count(), 0) << "a denied request caused a login";
 
   auto allowed = c.request("GET", "/v1/users/@allowed-alice:localhost/token");
   EXPECT_EQ(allowed.status, 200) << allowed.body;
   EXPECT_EQ(c.request("GET", "/v1/users/%40bot_1%3Alocalhost/token").status, 200);
   EXPECT_EQ(hs->login_count(), 2);
-  EXPECT_EQ(c.request("GET", "/v1/users/@allowed-alice:localhost/token").status, 200);  // cached: fast path
+  EXPECT_EQ(c.request("GET", "/v1/users/@allowed-alice:localhost/token").status,
+            200);  // cached: fast path
   EXPECT_EQ(hs->login_count(), 2);
 
   // The peer is covered by an entry: status and sessions answer; healthz is open anyway.
@@ -72,8 +79,8 @@ TEST_F(access_fixture, DeniedUserGets403AndNoLoginWhileAllowedUserGetsItsToken) 
                      " (client test-bridge: no allow glob matches)"),
             std::string::npos)
       << log;
-  EXPECT_NE(log.find("access: allowed @allowed-alice:localhost to peer uid=" + me() + " pid=" + pid +
-                     " (client test-bridge)"),
+  EXPECT_NE(log.find("access: allowed @allowed-alice:localhost to peer uid=" + me() +
+                     " pid=" + pid + " (client test-bridge)"),
             std::string::npos)
       << log;
 }
@@ -92,7 +99,8 @@ TEST_F(access_fixture, PeerCoveredByNoEntryOnlyReachesHealthz) {
 
 TEST_F(access_fixture, GroupEntriesMatchThePeersGroupAndEntriesAddUp) {
   start("clients:\n  - name: by-group\n    gid: " + std::to_string(::getgid()) +
-        "\n    allow: [\"@g*:localhost\"]\n  - name: by-uid\n    uid: " + me() + "\n    allow: [\"@u*:localhost\"]\n");
+        "\n    allow: [\"@g*:localhost\"]\n  - name: by-uid\n    uid: " + me() +
+        "\n    allow: [\"@u*:localhost\"]\n");
   unix_http_client c{socket};
   EXPECT_EQ(c.request("GET", "/v1/users/@gina:localhost/token").status, 200);
   EXPECT_EQ(c.request("GET", "/v1/users/@ulla:localhost/token").status, 200);

@@ -8,8 +8,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;

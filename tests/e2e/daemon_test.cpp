@@ -1,8 +1,8 @@
 // End-to-end: the built mxpuppetd, started with a temp config, talking to an
 // in-process fake homeserver, driven over its Unix socket as a bridge would.
 #include <gtest/gtest.h>
-#include <simdjson.h>
 #include <netinet/in.h>
+#include <simdjson.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,8 +17,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 #include "support/test_tls.hpp"
 
 using namespace mxp::test;
@@ -59,22 +59,28 @@ struct daemon_fixture : ::testing::Test {
     dir.write("secret", std::string{secret} + "\n");
     return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
                                         "\n  socket_mode: \"0640\"\n  request_timeout: 5s\n"
-                                        "homeservers:\n" + homeservers_yaml + extra +
-                                        "log:\n  level: debug\n");
+                                        "homeservers:\n" +
+                                        homeservers_yaml + extra + "log:\n  level: debug\n");
   }
   std::string default_homeserver(const std::string& url, const std::string& more = "") {
     return "  localhost:\n    url: " + url +
-           "\n    login:\n      method: shared_secret\n      secret_file: secret\n      login_type: auto\n"
-           "    device_id: MXPTEST\n    device_display_name: \"e2e puppet\"\n    request_timeout: 2s\n" + more;
+           "\n    login:\n      method: shared_secret\n      secret_file: secret\n      "
+           "login_type: auto\n"
+           "    device_id: MXPTEST\n    device_display_name: \"e2e puppet\"\n    request_timeout: "
+           "2s\n" +
+           more;
   }
   void start(const std::string& config_file) {
     daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
     ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   }
-  void start_default(const std::string& more = "") { start(config(default_homeserver(hs->url(), more))); }
+  void start_default(const std::string& more = "") {
+    start(config(default_homeserver(hs->url(), more)));
+  }
 
   mxp::client::http_response get_token(unix_http_client& c, const std::string& user) {
-    auto r = c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
+    auto r =
+        c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
     if (r.status == 200) tokens_seen.insert(json_string(r.body, "access_token"));
     return r;
   }
@@ -86,7 +92,8 @@ struct daemon_fixture : ::testing::Test {
       if (t.empty()) continue;
       EXPECT_EQ(log.find(t), std::string::npos) << "a token appeared in the daemon log";
     }
-    EXPECT_EQ(log.find(secret), std::string::npos) << "the shared secret appeared in the daemon log";
+    EXPECT_EQ(log.find(secret), std::string::npos)
+        << "the shared secret appeared in the daemon log";
     EXPECT_EQ(log.find(fake_shared_secret_token(secret, "@alice:localhost")), std::string::npos);
   }
 };
@@ -110,7 +117,8 @@ TEST_F(daemon_fixture, BridgeGetsAWorkingTokenLoggedInLazily) {
   EXPECT_NE(body.find(R"("user":"@alice:localhost")"), std::string::npos);
   EXPECT_NE(body.find(fake_shared_secret_token(secret, "@alice:localhost")), std::string::npos);
   // Cached afterwards: same token, no new login.
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(json_string(get_token(c, "@alice:localhost").body, "access_token"), token);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(json_string(get_token(c, "@alice:localhost").body, "access_token"), token);
   EXPECT_EQ(hs->login_count(), 1);
   // Percent-encoded user IDs are decoded.
   auto encoded = c.request("GET", "/v1/users/%40alice%3Alocalhost/token");
@@ -145,7 +153,9 @@ TEST_F(daemon_fixture, LoginsInFlightPerHomeserverAreCapped) {
   for (int i = 0; i < 12; ++i) {
     threads.emplace_back([&, i] {
       unix_http_client c{socket};
-      if (c.request("GET", "/v1/users/@user" + std::to_string(i) + ":localhost/token").status == 200) ++ok;
+      if (c.request("GET", "/v1/users/@user" + std::to_string(i) + ":localhost/token").status ==
+          200)
+        ++ok;
     });
   }
   for (auto& t : threads) t.join();
@@ -159,10 +169,12 @@ TEST_F(daemon_fixture, InvalidatingALiveTokenKillsItAndYieldsANewWorkingOne) {
   unix_http_client c{socket};
   const auto old_token = json_string(get_token(c, "@carol:localhost").body, "access_token");
   ASSERT_TRUE(hs->token_is_live(old_token));
-  auto stale = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":"syt_not_current"})");
+  auto stale = c.request("POST", "/v1/users/@carol:localhost/invalidate",
+                         R"({"access_token":"syt_not_current"})");
   EXPECT_EQ(stale.status, 200);
   EXPECT_EQ(stale.body, R"({"invalidated":false})");
-  auto r = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":")" + old_token + "\"}");
+  auto r = c.request("POST", "/v1/users/@carol:localhost/invalidate",
+                     R"({"access_token":")" + old_token + "\"}");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.body, R"({"invalidated":true})");
   EXPECT_FALSE(hs->token_is_live(old_token));  // dead at the homeserver already
@@ -171,7 +183,8 @@ TEST_F(daemon_fixture, InvalidatingALiveTokenKillsItAndYieldsANewWorkingOne) {
   EXPECT_TRUE(hs->token_is_live(new_token));
   EXPECT_EQ(hs->device_count("@carol:localhost"), 1);  // the device was replaced, not added
   // Invalidating the old token again must not kill the new one.
-  r = c.request("POST", "/v1/users/@carol:localhost/invalidate", R"({"access_token":")" + old_token + "\"}");
+  r = c.request("POST", "/v1/users/@carol:localhost/invalidate",
+                R"({"access_token":")" + old_token + "\"}");
   EXPECT_EQ(r.body, R"({"invalidated":false})");
   EXPECT_TRUE(hs->token_is_live(new_token));
 }
@@ -188,7 +201,8 @@ TEST_F(daemon_fixture, RevokeLogsOutAndSessionsNeverShowTokens) {
   EXPECT_EQ(sessions.body.find("access_token"), std::string::npos);
   auto status = c.request("GET", "/v1/status");
   EXPECT_EQ(status.status, 200);
-  EXPECT_NE(status.body.find(R"("login_type":"com.devture.shared_secret_auth")"), std::string::npos);
+  EXPECT_NE(status.body.find(R"("login_type":"com.devture.shared_secret_auth")"),
+            std::string::npos);
   EXPECT_EQ(status.body.find(token), std::string::npos);
   auto r = c.request("DELETE", "/v1/users/@dave:localhost/session");
   EXPECT_EQ(r.body, R"({"revoked":true})");
@@ -253,7 +267,7 @@ TEST_F(daemon_fixture, TransportFailuresAreRetriedWithBackoffThenAnswered) {
   auto r = c.request("GET", "/v1/users/@five:localhost/token");
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_EQ(json_int(r.body, "upstream_status"), 500);
-  std::this_thread::sleep_for(1100ms);  // three failures opened the circuit for at most 1 s
+  std::this_thread::sleep_for(1100ms);         // three failures opened the circuit for at most 1 s
   hs->fail_next(2, failure::drop_connection);  // a reused keep-alive connection is retried once
   r = c.request("GET", "/v1/users/@dropped:localhost/token");
   EXPECT_EQ(r.status, 503) << r.body;
@@ -339,7 +353,8 @@ TEST_F(daemon_fixture, MalformedRequestsGetAnAnswerAndTheDaemonLivesOn) {
   }
   {
     unix_http_client c{socket};
-    auto r = c.request("POST", "/v1/users/@alice:localhost/invalidate", std::string(100 * 1024, 'x'));
+    auto r =
+        c.request("POST", "/v1/users/@alice:localhost/invalidate", std::string(100 * 1024, 'x'));
     EXPECT_EQ(r.status, 413);
   }
   unix_http_client c{socket};
@@ -374,9 +389,10 @@ TEST_F(daemon_fixture, SocketModeStaleSocketAndLiveSocket) {
 
 TEST_F(daemon_fixture, CheckConfigNamesFileLineAndKey) {
   dir.write("secret", "x\n");
-  const auto bad = dir.write("bad.yaml", "listen:\n  unix_socket: /tmp/x.sock\n  bogus_key: 1\nhomeservers:\n"
-                                         "  localhost:\n    login:\n      method: shared_secret\n"
-                                         "      secret_file: missing.secret\n");
+  const auto bad = dir.write("bad.yaml",
+                             "listen:\n  unix_socket: /tmp/x.sock\n  bogus_key: 1\nhomeservers:\n"
+                             "  localhost:\n    login:\n      method: shared_secret\n"
+                             "      secret_file: missing.secret\n");
   auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", bad});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find(bad + ":3"), std::string::npos) << r.output;

@@ -18,8 +18,8 @@
 #include "client/percent_encoding.hpp"
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -54,12 +54,15 @@ std::pair<int, std::string> whoami(unsigned short port, const std::string& token
     ::close(fd);
     return {0, {}};
   }
-  const std::string req = "GET /_matrix/client/v3/account/whoami HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-                          "Authorization: Bearer " + token + "\r\n\r\n";
+  const std::string req =
+      "GET /_matrix/client/v3/account/whoami HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+      "Authorization: Bearer " +
+      token + "\r\n\r\n";
   (void)!::write(fd, req.data(), req.size());
   std::string answer;
   char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) answer.append(buf, static_cast<std::size_t>(n));
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    answer.append(buf, static_cast<std::size_t>(n));
   ::close(fd);
   int status = 0;
   if (answer.size() > 12) status = std::stoi(answer.substr(9, 3));
@@ -76,7 +79,8 @@ class key_store {
  public:
   const key_pair& get(const std::string& algorithm) {
     std::lock_guard lock(mu_);
-    const std::string kind = algorithm.starts_with("RS") || algorithm.starts_with("PS") ? "rsa" : algorithm;
+    const std::string kind =
+        algorithm.starts_with("RS") || algorithm.starts_with("PS") ? "rsa" : algorithm;
     if (auto it = keys_.find(kind); it != keys_.end()) return it->second;
     std::vector<std::string> args{"/usr/bin/openssl", "genpkey", "-out", dir_.file(kind + ".pem")};
     if (kind == "rsa") {
@@ -89,10 +93,11 @@ class key_store {
     }
     const auto gen = run_program(args);
     if (gen.exit_code != 0) throw std::runtime_error("openssl genpkey failed: " + gen.output);
-    const auto pub = run_program({"/usr/bin/openssl", "pkey", "-in", dir_.file(kind + ".pem"), "-pubout", "-out",
-                                  dir_.file(kind + ".pub")});
+    const auto pub = run_program({"/usr/bin/openssl", "pkey", "-in", dir_.file(kind + ".pem"),
+                                  "-pubout", "-out", dir_.file(kind + ".pub")});
     if (pub.exit_code != 0) throw std::runtime_error("openssl pkey -pubout failed: " + pub.output);
-    return keys_.emplace(kind, key_pair{dir_.file(kind + ".pem"), read_file(dir_.file(kind + ".pub"))})
+    return keys_
+        .emplace(kind, key_pair{dir_.file(kind + ".pem"), read_file(dir_.file(kind + ".pub"))})
         .first->second;
   }
 
@@ -118,8 +123,8 @@ struct login_methods : ::testing::Test {
   std::string config(const std::string& login_yaml) {
     return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
                                         "\n  request_timeout: 10s\n"
-                                        "homeservers:\n  localhost:\n    url: " + hs->url() +
-                                        "\n    login:\n" + login_yaml +
+                                        "homeservers:\n  localhost:\n    url: " +
+                                        hs->url() + "\n    login:\n" + login_yaml +
                                         "    device_id: MXPMETHODS\n    request_timeout: 5s\n"
                                         "log:\n  level: debug\n");
   }
@@ -132,7 +137,8 @@ struct login_methods : ::testing::Test {
 
   mxp::client::http_response get_token(const std::string& user) {
     unix_http_client c{socket};
-    auto r = c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
+    auto r =
+        c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
     if (r.status == 200) secrets_seen.insert(json_string(r.body, "access_token"));
     return r;
   }
@@ -175,7 +181,8 @@ TEST_F(login_methods, SharedSecret) {
   dir.write("secret", std::string{shared_secret} + "\n");
   start(o, "      method: shared_secret\n      secret_file: secret\n");
   expect_working_token("@alice:localhost", "shared_secret");
-  EXPECT_NE(status_body().find(R"("method":"shared_secret","login_type":"com.devture.shared_secret_auth")"),
+  EXPECT_NE(status_body().find(
+                R"("method":"shared_secret","login_type":"com.devture.shared_secret_auth")"),
             std::string::npos);
 }
 
@@ -184,7 +191,8 @@ TEST_F(login_methods, SharedSecret) {
 class jwt_synapse : public login_methods, public ::testing::WithParamInterface<std::string> {};
 
 // Configures the fake and writes the daemon's key for `alg`; returns the key lines of the login.
-std::string jwt_key_setup(temp_dir& dir, const std::string& alg, std::string& secret, std::string& public_pem) {
+std::string jwt_key_setup(temp_dir& dir, const std::string& alg, std::string& secret,
+                          std::string& public_pem) {
   if (alg.starts_with("HS")) {
     secret = jwt_secret;
     dir.write("jwt.secret", secret + "\n");
@@ -203,23 +211,27 @@ TEST_P(jwt_synapse, TokenWorks) {
   o.jwt_audiences = {"matrix"};
   const auto key_lines = jwt_key_setup(dir, alg, o.jwt_secret, o.jwt_public_key_pem);
   start(o, "      method: jwt\n      flavor: synapse\n      algorithm: " + alg + "\n" + key_lines +
-               "      issuer: mxpuppetd-test\n      audiences: [matrix, other]\n      token_lifetime: 30s\n");
+               "      issuer: mxpuppetd-test\n      audiences: [matrix, other]\n      "
+               "token_lifetime: 30s\n");
   expect_working_token("@alice:localhost", "jwt");
-  EXPECT_EQ(hs->device_of_token(json_string(get_token("@alice:localhost").body, "access_token")), "MXPMETHODS");
+  EXPECT_EQ(hs->device_of_token(json_string(get_token("@alice:localhost").body, "access_token")),
+            "MXPMETHODS");
   // The wire format: native type, the JWT in "token", no identifier, device members.
   const auto body = hs->last_login_body();
   EXPECT_NE(body.find(R"("type":"org.matrix.login.jwt")"), std::string::npos) << body;
   EXPECT_NE(body.find(R"("token":"eyJ)"), std::string::npos);
   EXPECT_EQ(body.find("identifier"), std::string::npos);
   EXPECT_NE(body.find(R"("device_id":"MXPMETHODS")"), std::string::npos);
-  EXPECT_NE(status_body().find(R"("method":"jwt","login_type":"org.matrix.login.jwt")"), std::string::npos);
+  EXPECT_NE(status_body().find(R"("method":"jwt","login_type":"org.matrix.login.jwt")"),
+            std::string::npos);
   // Synapse creates users it has not seen: another user works as well.
   expect_working_token("@bob_2:localhost", "jwt");
 }
 
 INSTANTIATE_TEST_SUITE_P(every_algorithm, jwt_synapse,
-                         ::testing::Values("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
-                                           "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
+                         ::testing::Values("HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+                                           "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                                           "EdDSA"),
                          [](const auto& info) { return info.param; });
 
 TEST_F(login_methods, JwtSubjectClaimIsConfigurable) {
@@ -228,7 +240,9 @@ TEST_F(login_methods, JwtSubjectClaimIsConfigurable) {
   o.jwt_secret = jwt_secret;
   o.jwt_subject_claim = "username";
   dir.write("jwt.secret", std::string{jwt_secret});
-  start(o, "      method: jwt\n      algorithm: HS256\n      secret_file: jwt.secret\n      subject_claim: username\n");
+  start(o,
+        "      method: jwt\n      algorithm: HS256\n      secret_file: jwt.secret\n      "
+        "subject_claim: username\n");
   expect_working_token("@carol:localhost", "jwt");
 }
 
@@ -245,17 +259,21 @@ TEST_F(login_methods, JwtRejectedByTheHomeserverIs502AndTheReasonStaysInTheLog) 
   EXPECT_EQ(json_int(r.body, "upstream_status"), 403);
   EXPECT_EQ(json_string(r.body, "upstream_errcode"), "M_FORBIDDEN");
   EXPECT_EQ(r.body.find("JWT validation failed"), std::string::npos);
-  EXPECT_NE(daemon->log().find("JWT validation failed: Signature verification failed"), std::string::npos);
+  EXPECT_NE(daemon->log().find("JWT validation failed: Signature verification failed"),
+            std::string::npos);
 }
 
 TEST_F(login_methods, JwtKeyThatDoesNotFitTheAlgorithmStopsTheDaemonNamingTheKeyLine) {
   hs = std::make_unique<fake_homeserver>(fake_homeserver_options{});
   const auto& rsa = keys().get("RS256");
-  const auto file = config("      method: jwt\n      algorithm: ES256\n      private_key_file: " + rsa.private_pem_file + "\n");
+  const auto file = config("      method: jwt\n      algorithm: ES256\n      private_key_file: " +
+                           rsa.private_pem_file + "\n");
   const auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", file});
   EXPECT_NE(r.exit_code, 0);
-  // Line 9: listen(1) unix_socket(2) request_timeout(3) homeservers(4) localhost(5) url(6) login(7) method(8).
-  EXPECT_NE(r.output.find(file + ":10: homeservers.localhost.login.private_key_file: "), std::string::npos)
+  // Line 9: listen(1) unix_socket(2) request_timeout(3) homeservers(4) localhost(5) url(6) login(7)
+  // method(8).
+  EXPECT_NE(r.output.find(file + ":10: homeservers.localhost.login.private_key_file: "),
+            std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("ES256"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("PRIVATE KEY"), std::string::npos) << r.output;
@@ -274,11 +292,14 @@ TEST_P(jwt_famedly, TokenWorks) {
   expect_working_token("@dave:localhost", "jwt");
   const auto body = hs->last_login_body();
   EXPECT_NE(body.find(R"("type":"com.famedly.login.token")"), std::string::npos) << body;
-  EXPECT_NE(body.find(R"("identifier":{"type":"m.id.user","user":"dave"})"), std::string::npos) << body;
-  EXPECT_NE(status_body().find(R"("method":"jwt","login_type":"com.famedly.login.token")"), std::string::npos);
+  EXPECT_NE(body.find(R"("identifier":{"type":"m.id.user","user":"dave"})"), std::string::npos)
+      << body;
+  EXPECT_NE(status_body().find(R"("method":"jwt","login_type":"com.famedly.login.token")"),
+            std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(some_algorithms, jwt_famedly, ::testing::Values("HS256", "HS512", "RS256", "ES256", "EdDSA"),
+INSTANTIATE_TEST_SUITE_P(some_algorithms, jwt_famedly,
+                         ::testing::Values("HS256", "HS512", "RS256", "ES256", "EdDSA"),
                          [](const auto& info) { return info.param; });
 
 TEST_F(login_methods, FamedlyRejectionIsTheGenericForbidden) {
@@ -286,7 +307,9 @@ TEST_F(login_methods, FamedlyRejectionIsTheGenericForbidden) {
   o.famedly_algorithm = "HS512";
   o.famedly_secret = "not the daemon's secret";
   dir.write("jwt.secret", std::string{jwt_secret});
-  start(o, "      method: jwt\n      flavor: famedly\n      algorithm: HS512\n      secret_file: jwt.secret\n");
+  start(o,
+        "      method: jwt\n      flavor: famedly\n      algorithm: HS512\n      secret_file: "
+        "jwt.secret\n");
   auto r = get_token("@alice:localhost");
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_EQ(json_int(r.body, "upstream_status"), 403);
@@ -322,8 +345,9 @@ TEST_F(login_methods, AppserviceWithRegistrationFile) {
   const auto body = hs->last_login_body();
   EXPECT_NE(body.find(R"("type":"m.login.application_service")"), std::string::npos) << body;
   EXPECT_NE(body.find(R"("user":"@bridge_alice:localhost")"), std::string::npos) << body;
-  EXPECT_NE(status_body().find(R"("method":"appservice","login_type":"m.login.application_service")"),
-            std::string::npos);
+  EXPECT_NE(
+      status_body().find(R"("method":"appservice","login_type":"m.login.application_service")"),
+      std::string::npos);
 
   // A user who exists already: /register says M_USER_IN_USE, the login goes on.
   hs->register_user("@bridge_bob:localhost");
@@ -367,7 +391,9 @@ TEST_F(login_methods, SynapseAdmin) {
   fake_homeserver_options o;
   o.admin_token = admin_token;
   dir.write("admin.token", std::string{admin_token} + "\n");
-  start(o, "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: 2h\n");
+  start(o,
+        "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: "
+        "2h\n");
 
   const auto before = wall_ms();
   auto r = get_token("@erin:localhost");
@@ -386,10 +412,14 @@ TEST_F(login_methods, SynapseAdmin) {
   ASSERT_TRUE(valid_until);
   EXPECT_GE(*valid_until, before + 2 * 3600 * 1000);
   EXPECT_LE(*valid_until, wall_ms() + 2 * 3600 * 1000);
-  EXPECT_NEAR(static_cast<double>(json_int(r.body, "expires_at_ms")), static_cast<double>(*valid_until), 50.0);
+  EXPECT_NEAR(static_cast<double>(json_int(r.body, "expires_at_ms")),
+              static_cast<double>(*valid_until), 50.0);
   const auto log = hs->request_log();
-  EXPECT_NE(std::find(log.begin(), log.end(), "POST /_synapse/admin/v1/users/%40erin%3Alocalhost/login"), log.end());
-  EXPECT_NE(status_body().find(R"("method":"synapse_admin","login_type":"synapse_admin")"), std::string::npos);
+  EXPECT_NE(
+      std::find(log.begin(), log.end(), "POST /_synapse/admin/v1/users/%40erin%3Alocalhost/login"),
+      log.end());
+  EXPECT_NE(status_body().find(R"("method":"synapse_admin","login_type":"synapse_admin")"),
+            std::string::npos);
 
   // Revocation logs out that token alone.
   const auto other = expect_working_token("@frank:localhost", "synapse_admin");

@@ -16,8 +16,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -469,24 +469,33 @@ TEST(MetricsRefresh, RefreshesAreCountedAndTimed) {
   fake_homeserver hs{o};
   dir.write("secret", secret);
   const auto socket = dir.file("mxpuppetd.sock");
-  const auto config = dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n"
-                                               "    url: " + hs.url() + "\n    login: {method: shared_secret, "
-                                               "secret_file: secret}\nsessions: {refresh_tokens: true}\n");
+  const auto config =
+      dir.write("config.yaml", "listen: {unix_socket: " + socket +
+                                   "}\nhomeservers:\n  localhost:\n"
+                                   "    url: " +
+                                   hs.url() +
+                                   "\n    login: {method: shared_secret, "
+                                   "secret_file: secret}\nsessions: {refresh_tokens: true}\n");
   daemon_process daemon{config, socket, dir.file("daemon.log")};
   ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
   unix_http_client c{socket};
   ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token").status, 200);
   std::this_thread::sleep_for(std::chrono::milliseconds{20});
-  ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token?min_valid_ms=9990").status, 200);  // refreshes
+  ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token?min_valid_ms=9990").status,
+            200);  // refreshes
   const auto r = c.request("GET", "/metrics");
   const auto m = parse_exposition(r.body);
   EXPECT_TRUE(m.errors.empty()) << r.body;
-  EXPECT_EQ(m.value("mxpuppetd_refreshes_total{homeserver=\"localhost\",result=\"ok\"}"), 1) << r.body;
+  EXPECT_EQ(m.value("mxpuppetd_refreshes_total{homeserver=\"localhost\",result=\"ok\"}"), 1)
+      << r.body;
   // The first try went to /v3/refresh, which this (older) homeserver does not know: one
   // refresh for the daemon, two requests for the homeserver.
   EXPECT_EQ(hs.refresh_count(), 2);
-  EXPECT_EQ(m.value("mxpuppetd_refresh_duration_seconds_count{homeserver=\"localhost\"}"), 1) << r.body;
-  EXPECT_EQ(m.value("mxpuppetd_logins_total{homeserver=\"localhost\",method=\"shared_secret\",result=\"ok\"}"), 1);
+  EXPECT_EQ(m.value("mxpuppetd_refresh_duration_seconds_count{homeserver=\"localhost\"}"), 1)
+      << r.body;
+  EXPECT_EQ(m.value("mxpuppetd_logins_total{homeserver=\"localhost\",method=\"shared_secret\","
+                    "result=\"ok\"}"),
+            1);
 }
 
 }  // namespace

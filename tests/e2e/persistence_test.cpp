@@ -12,8 +12,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -35,11 +35,12 @@ struct persistence_fixture : ::testing::Test {
     o.shared_secret = secret;
     hs = std::make_unique<fake_homeserver>(o);
     dir.write("secret", secret);
-    config_file = dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    url: " +
-                                               hs->url() +
-                                               "\n    login: {method: shared_secret, secret_file: secret}\n"
-                                               "    max_concurrent_logins: 8\nstore:\n  path: sessions.db\n"
-                                               "log: {level: info}\n");
+    config_file =
+        dir.write("config.yaml", "listen: {unix_socket: " + socket +
+                                     "}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
+                                     "\n    login: {method: shared_secret, secret_file: secret}\n"
+                                     "    max_concurrent_logins: 8\nstore:\n  path: sessions.db\n"
+                                     "log: {level: info}\n");
   }
   std::unique_ptr<daemon_process> start(const std::string& log = "daemon.log") {
     auto d = std::make_unique<daemon_process>(config_file, socket, dir.file(log));
@@ -90,8 +91,9 @@ TEST_F(persistence_fixture, RestartKeepsEverySessionAndAddsNoLogin) {
   const auto log = daemon->log();
   EXPECT_NE(log.find("1000 sessions read"), std::string::npos) << log;
   for (const auto& [user, token] : after) ASSERT_EQ(log.find(token), std::string::npos);
-  std::printf("[ figures  ] %d users across a restart: %d logins at the homeserver (target %d, not %d)\n", users,
-              hs->login_count(), users, 2 * users);
+  std::printf(
+      "[ figures  ] %d users across a restart: %d logins at the homeserver (target %d, not %d)\n",
+      users, hs->login_count(), users, 2 * users);
 }
 
 TEST_F(persistence_fixture, StoreFileIsPrivateAndALooseOneIsFixed) {
@@ -114,7 +116,9 @@ TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
   unix_http_client c{socket};
   const auto old_token = token_of(c.request("GET", "/v1/users/@inv:localhost/token").body);
   const auto revoked = token_of(c.request("GET", "/v1/users/@rev:localhost/token").body);
-  ASSERT_EQ(c.request("POST", "/v1/users/@inv:localhost/invalidate", R"({"access_token":")" + old_token + "\"}").body,
+  ASSERT_EQ(c.request("POST", "/v1/users/@inv:localhost/invalidate",
+                      R"({"access_token":")" + old_token + "\"}")
+                .body,
             R"({"invalidated":true})");
   const auto new_token = token_of(c.request("GET", "/v1/users/@inv:localhost/token").body);
   ASSERT_EQ(c.request("DELETE", "/v1/users/@rev:localhost/session").body, R"({"revoked":true})");
@@ -152,7 +156,8 @@ TEST_F(persistence_fixture, KillNineDuringALoginBurstLeavesAConsistentStore) {
   int relogins = hs->successful_login_count() - logins_before;
   for (const auto& [user, token] : tokens) {
     ASSERT_FALSE(token.empty()) << user;
-    EXPECT_EQ(hs->user_of_token(token), user) << "every token handed out after the crash works and is the user's";
+    EXPECT_EQ(hs->user_of_token(token), user)
+        << "every token handed out after the crash works and is the user's";
   }
   // Every session written before the kill came back without a login; only the rest logged in now.
   const auto log = daemon->log();
@@ -162,7 +167,8 @@ TEST_F(persistence_fixture, KillNineDuringALoginBurstLeavesAConsistentStore) {
   EXPECT_GT(restored, 0) << "the burst had persisted sessions before the kill";
   EXPECT_EQ(relogins, 300 - restored);
   EXPECT_LE(hs->device_count(), 300) << "no user has two devices";
-  std::printf("[ figures  ] kill -9 after %d logins: %d users logged in after the restart\n", logins_before, relogins);
+  std::printf("[ figures  ] kill -9 after %d logins: %d users logged in after the restart\n",
+              logins_before, relogins);
 }
 
 }  // namespace

@@ -10,8 +10,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -29,7 +29,8 @@ std::int64_t expires_at_of(const std::string& body) {
 }
 
 std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -47,11 +48,13 @@ struct refresh_fixture : ::testing::Test {
     dir.write("secret", secret);
   }
   void write_config(const std::string& sessions) {
-    config_file = dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    url: " +
-                                               hs->url() +
-                                               "\n    login: {method: shared_secret, secret_file: secret}\n"
-                                               "    max_concurrent_logins: 4\nstore: {path: sessions.db}\n"
-                                               "sessions:\n" + sessions + "log: {level: debug}\n");
+    config_file =
+        dir.write("config.yaml", "listen: {unix_socket: " + socket +
+                                     "}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
+                                     "\n    login: {method: shared_secret, secret_file: secret}\n"
+                                     "    max_concurrent_logins: 4\nstore: {path: sessions.db}\n"
+                                     "sessions:\n" +
+                                     sessions + "log: {level: debug}\n");
   }
   std::unique_ptr<daemon_process> start(const std::string& log = "daemon.log") {
     auto d = std::make_unique<daemon_process>(config_file, socket, dir.file(log));
@@ -69,7 +72,8 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
   ASSERT_EQ(r.status, 200) << r.body;
   const auto first = token_of(r.body);
   EXPECT_NEAR(static_cast<double>(expires_at_of(r.body) - wall_ms()), 3000, 500);
-  EXPECT_NE(hs->last_login_body().find("\"refresh_token\":true"), std::string::npos) << "asked as a JSON boolean";
+  EXPECT_NE(hs->last_login_body().find("\"refresh_token\":true"), std::string::npos)
+      << "asked as a JSON boolean";
   EXPECT_EQ(c.request("GET", "/v1/users/@ann:localhost/token").body, r.body);  // cached
 
   std::this_thread::sleep_for(2200ms);  // under 1 s left: the next request refreshes first
@@ -83,7 +87,8 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
   EXPECT_EQ(hs->device_count("@ann:localhost"), 1);
   EXPECT_TRUE(hs->token_is_live(second));
 
-  std::this_thread::sleep_for(1000ms);  // the first token has expired now (soft logout at the homeserver)
+  std::this_thread::sleep_for(
+      1000ms);  // the first token has expired now (soft logout at the homeserver)
   EXPECT_FALSE(hs->token_is_live(first));
 
   ASSERT_EQ(daemon->stop(SIGTERM), 0);
@@ -96,7 +101,8 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_NE(token_of(r.body), second);
   EXPECT_GE(expires_at_of(r.body) - wall_ms(), 2400);
-  EXPECT_EQ(hs->refresh_count(), 4) << "v1 is remembered per run: the restarted daemon tried v3 once more";
+  EXPECT_EQ(hs->refresh_count(), 4)
+      << "v1 is remembered per run: the restarted daemon tried v3 once more";
   EXPECT_EQ(hs->login_count(), 1) << "neither the restart nor the refreshes logged in again";
   r = c2.request("GET", "/v1/users/@ann:localhost/token?min_valid_ms=60000");
   EXPECT_EQ(r.status, 400) << r.body;  // longer than this homeserver's tokens live
@@ -127,7 +133,8 @@ TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
   EXPECT_EQ(hs->refresh_count(), refreshes + 1) << "the lost refresh is never sent again";
   EXPECT_EQ(hs->login_count(), 2);
   EXPECT_TRUE(hs->token_is_live(after));
-  EXPECT_EQ(hs->device_count("@bea:localhost"), 1) << "the old device was logged out before the login";
+  EXPECT_EQ(hs->device_count("@bea:localhost"), 1)
+      << "the old device was logged out before the login";
 }
 
 TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
@@ -177,10 +184,12 @@ TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
   EXPECT_NE(r.body.find("\"errcode\":\"M_LIMIT_EXCEEDED\""), std::string::npos) << r.body;
   simdjson::dom::parser p;
   std::int64_t retry_after = 0;
-  EXPECT_EQ(p.parse(r.body)["retry_after_ms"].get_int64().get(retry_after), simdjson::SUCCESS) << r.body;
+  EXPECT_EQ(p.parse(r.body)["retry_after_ms"].get_int64().get(retry_after), simdjson::SUCCESS)
+      << r.body;
   EXPECT_GT(retry_after, 59'000);
   EXPECT_LE(retry_after, 60'000);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << "answered at once, not at the 30 s deadline";
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s)
+      << "answered at once, not at the 30 s deadline";
 }
 
 TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecovers) {
@@ -248,7 +257,8 @@ TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
   ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
   for (const auto& t : tokens) EXPECT_FALSE(hs->token_is_live(t));
   EXPECT_EQ(hs->device_count(), 0);
-  daemon = start("daemon2.log");  // nothing comes back from the store: every row went with its logout
+  daemon =
+      start("daemon2.log");  // nothing comes back from the store: every row went with its logout
   unix_http_client c2{socket};
   EXPECT_NE(c2.request("GET", "/v1/sessions").body.find("\"sessions\":[]"), std::string::npos);
 }

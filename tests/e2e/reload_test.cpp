@@ -8,8 +8,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -35,14 +35,15 @@ struct reload_fixture : ::testing::Test {
     dir.write("first.secret", "first-secret");
     dir.write("second.secret", "second-secret");
   }
-  std::string homeserver(const std::string& name, const fake_homeserver& hs, const std::string& secret_file,
-                         unsigned max_logins = 4) {
-    return "  " + name + ":\n    url: " + hs.url() + "\n    login: {method: shared_secret, secret_file: " + secret_file +
+  std::string homeserver(const std::string& name, const fake_homeserver& hs,
+                         const std::string& secret_file, unsigned max_logins = 4) {
+    return "  " + name + ":\n    url: " + hs.url() +
+           "\n    login: {method: shared_secret, secret_file: " + secret_file +
            "}\n    max_concurrent_logins: " + std::to_string(max_logins) + "\n";
   }
   void write_config(const std::string& homeservers, const std::string& rest = "") {
-    dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n" + homeservers + rest +
-                                 "log: {level: info}\n");
+    dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n" + homeservers +
+                                 rest + "log: {level: info}\n");
   }
   // Sends SIGHUP and waits until the daemon logged the outcome of that reload.
   bool reload_and_wait(const std::string& outcome) {
@@ -71,7 +72,8 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   EXPECT_EQ(c.request("GET", "/v1/users/@bob:second.test/token").status, 404);
 
   // Add a homeserver, and change the first one (a higher login cap): alice's session stays.
-  write_config(homeserver("localhost", *first, "first.secret", 8) + homeserver("second.test", *second, "second.secret"));
+  write_config(homeserver("localhost", *first, "first.secret", 8) +
+               homeserver("second.test", *second, "second.secret"));
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
   EXPECT_NE(daemon->log().find("homeserver second.test added"), std::string::npos);
   auto r = c.request("GET", "/v1/users/@bob:second.test/token");
@@ -82,9 +84,11 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   EXPECT_EQ(first->login_count(), 1) << "the reload dropped no session";
 
   // A broken config changes nothing.
-  dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    urll: x\n");
+  dir.write("config.yaml",
+            "listen: {unix_socket: " + socket + "}\nhomeservers:\n  localhost:\n    urll: x\n");
   ASSERT_TRUE(reload_and_wait("reload rejected")) << daemon->log();
-  EXPECT_NE(daemon->log().find("homeservers.localhost.urll: unknown key"), std::string::npos) << daemon->log();
+  EXPECT_NE(daemon->log().find("homeservers.localhost.urll: unknown key"), std::string::npos)
+      << daemon->log();
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@bob:second.test/token").body), bob);
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
 
@@ -113,7 +117,8 @@ TEST_F(reload_fixture, ARotatedSecretFileCountsAsAChange) {
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
   EXPECT_NE(daemon->log().find("homeserver localhost changed"), std::string::npos) << daemon->log();
   unix_http_client c{socket};
-  EXPECT_EQ(c.request("GET", "/v1/users/@carol:localhost/token").status, 502) << "the fake still wants the old secret";
+  EXPECT_EQ(c.request("GET", "/v1/users/@carol:localhost/token").status, 502)
+      << "the fake still wants the old secret";
   EXPECT_EQ(daemon->log().find("rotated-secret"), std::string::npos);
 }
 

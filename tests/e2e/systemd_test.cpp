@@ -2,9 +2,9 @@
 // socket activation (LISTEN_FDS: the daemon adopts fd 3 instead of binding) and
 // the notification socket (READY=1, STATUS=, WATCHDOG=1 pings, STOPPING=1).
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -45,10 +45,11 @@ struct systemd_fixture : ::testing::Test {
     dir.write("secret", std::string{secret} + "\n");
   }
   std::string config(const std::string& socket) {
-    return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
-                                        "\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                                        "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                                        "log:\n  level: debug\n");
+    return dir.write("config.yaml",
+                     "listen:\n  unix_socket: " + socket +
+                         "\nhomeservers:\n  localhost:\n    url: " + hs->url() +
+                         "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
+                         "log:\n  level: debug\n");
   }
 };
 
@@ -63,8 +64,10 @@ TEST_F(systemd_fixture, AdoptsTheSocketPassedBySocketActivation) {
   opts.listen_fd = listener;
   daemon_process daemon{config(configured), activated, dir.file("daemon.log"), opts};
   ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
-  EXPECT_FALSE(std::filesystem::exists(configured)) << "bound listen.unix_socket despite socket activation";
-  EXPECT_NE(daemon.log().find("listening on the socket passed by systemd"), std::string::npos) << daemon.log();
+  EXPECT_FALSE(std::filesystem::exists(configured))
+      << "bound listen.unix_socket despite socket activation";
+  EXPECT_NE(daemon.log().find("listening on the socket passed by systemd"), std::string::npos)
+      << daemon.log();
 
   unix_http_client c{activated};
   auto r = c.request("GET", "/v1/users/@alice:localhost/token");
@@ -82,10 +85,12 @@ TEST_F(systemd_fixture, RefusesSomethingOtherThanAListeningUnixSocket) {
   ASSERT_GE(datagram, 0);
   daemon_options opts;
   opts.listen_fd = datagram;
-  daemon_process daemon{config(dir.file("configured.sock")), dir.file("configured.sock"), dir.file("daemon.log"), opts};
+  daemon_process daemon{config(dir.file("configured.sock")), dir.file("configured.sock"),
+                        dir.file("daemon.log"), opts};
   EXPECT_FALSE(daemon.wait_ready(3s));
   EXPECT_EQ(daemon.exited().value_or(-1), 1) << daemon.log();
-  EXPECT_NE(daemon.log().find("not a listening AF_UNIX stream socket"), std::string::npos) << daemon.log();
+  EXPECT_NE(daemon.log().find("not a listening AF_UNIX stream socket"), std::string::npos)
+      << daemon.log();
   ::close(datagram);
 }
 

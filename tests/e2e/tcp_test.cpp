@@ -10,8 +10,8 @@
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
-#include "support/json_fields.hpp"
 #include "support/fake_homeserver.hpp"
+#include "support/json_fields.hpp"
 #include "support/tcp_http.hpp"
 
 using namespace mxp::test;

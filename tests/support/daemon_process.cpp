@@ -9,11 +9,11 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include "client/unix_http_client.hpp"
@@ -34,7 +34,8 @@ temp_dir::~temp_dir() {
   fs::remove_all(path_, ec);
 }
 
-std::string temp_dir::write(const std::string& name, const std::string& content, unsigned mode) const {
+std::string temp_dir::write(const std::string& name, const std::string& content,
+                            unsigned mode) const {
   const auto p = file(name);
   {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -53,14 +54,16 @@ std::string read_file(const std::string& path) {
 
 std::string env_or_throw(const char* name) {
   const char* v = std::getenv(name);
-  if (!v || !*v) throw std::runtime_error(std::string{name} + " is not set (run the tests through ctest)");
+  if (!v || !*v)
+    throw std::runtime_error(std::string{name} + " is not set (run the tests through ctest)");
   return v;
 }
 
 namespace {
 
 pid_t spawn(const std::vector<std::string>& argv, int out_fd, const daemon_options& options = {}) {
-  // Everything the child needs is built before fork(): the child only calls async-signal-safe functions.
+  // Everything the child needs is built before fork(): the child only calls async-signal-safe
+  // functions.
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -74,7 +77,8 @@ pid_t spawn(const std::vector<std::string>& argv, int out_fd, const daemon_optio
   std::size_t listen_pid_index = std::string::npos;
   if (options.listen_fd >= 0) {
     env_storage.emplace_back("LISTEN_FDS=1");
-    env_storage.emplace_back("LISTEN_PID=" + std::string(20, '\0'));  // the child writes its pid here
+    env_storage.emplace_back("LISTEN_PID=" +
+                             std::string(20, '\0'));  // the child writes its pid here
     listen_pid_index = env_storage.size() - 1;
   }
   std::vector<char*> envp;
@@ -88,12 +92,15 @@ pid_t spawn(const std::vector<std::string>& argv, int out_fd, const daemon_optio
     ::dup2(out_fd, STDERR_FILENO);
     int first_to_close = 3;
     if (options.listen_fd >= 0) {
-      if (options.listen_fd == 3) ::fcntl(3, F_SETFD, 0);
-      else ::dup2(options.listen_fd, 3);  // dup2 clears FD_CLOEXEC on the copy
+      if (options.listen_fd == 3)
+        ::fcntl(3, F_SETFD, 0);
+      else
+        ::dup2(options.listen_fd, 3);  // dup2 clears FD_CLOEXEC on the copy
       first_to_close = 4;
       char digits[20];
       int n = 0;
-      for (auto p = static_cast<unsigned long>(::getpid()); p > 0 && n < 20; p /= 10) digits[n++] = static_cast<char>('0' + p % 10);
+      for (auto p = static_cast<unsigned long>(::getpid()); p > 0 && n < 20; p /= 10)
+        digits[n++] = static_cast<char>('0' + p % 10);
       char* out = envp[listen_pid_index] + std::strlen("LISTEN_PID=");
       while (n > 0) *out++ = digits[--n];
     }
@@ -142,8 +149,8 @@ run_result run_program(const std::vector<std::string>& argv, std::chrono::millis
   return r;
 }
 
-daemon_process::daemon_process(std::string config_file, std::string socket_path, std::string log_file,
-                               daemon_options options)
+daemon_process::daemon_process(std::string config_file, std::string socket_path,
+                               std::string log_file, daemon_options options)
     : socket_path_(std::move(socket_path)), log_file_(std::move(log_file)) {
   const int fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("cannot open " + log_file_);
@@ -191,6 +198,8 @@ std::optional<int> daemon_process::stop(int sig, std::chrono::milliseconds timeo
   return std::nullopt;
 }
 
-std::string daemon_process::log() const { return read_file(log_file_); }
+std::string daemon_process::log() const {
+  return read_file(log_file_);
+}
 
 }  // namespace mxp::test

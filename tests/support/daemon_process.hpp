@@ -22,7 +22,8 @@ class temp_dir {
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
   // Writes `content` to path()/name with `mode`; returns the full path.
-  std::string write(const std::string& name, const std::string& content, unsigned mode = 0600) const;
+  std::string write(const std::string& name, const std::string& content,
+                    unsigned mode = 0600) const;
 
  private:
   std::string path_;
@@ -35,8 +36,10 @@ struct run_result {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
-// Runs a program to completion with a timeout (killed after it); for mxpuppetctl and --check-config.
-run_result run_program(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = std::chrono::seconds{30});
+// Runs a program to completion with a timeout (killed after it); for mxpuppetctl and
+// --check-config.
+run_result run_program(const std::vector<std::string>& argv,
+                       std::chrono::milliseconds timeout = std::chrono::seconds{30});
 
 // How to start the daemon beyond its config: extra environment, a socket-activation fd.
 struct daemon_options {
@@ -57,7 +60,8 @@ class daemon_process {
 
   // Polls GET /healthz until it answers 200; false if the process died or time ran out.
   bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds{15});
-  // Sends `sig` and waits for the exit; returns the exit code (128+signal if killed), nullopt on timeout.
+  // Sends `sig` and waits for the exit; returns the exit code (128+signal if killed), nullopt on
+  // timeout.
   std::optional<int> stop(int sig, std::chrono::milliseconds timeout = std::chrono::seconds{20});
   // Non-blocking: the exit code if it has exited.
   std::optional<int> exited();

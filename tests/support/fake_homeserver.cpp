@@ -3,10 +3,10 @@
 // tests can inspect and steer it from any thread.
 #include "support/fake_homeserver.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -199,10 +199,14 @@ std::optional<std::string> percent_decode(std::string_view in) {
     for (int k = 1; k <= 2; ++k) {
       const char c = in[i + k];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
-      else return std::nullopt;
+      if (c >= '0' && c <= '9')
+        v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      else
+        return std::nullopt;
     }
     out += static_cast<char>(v);
     i += 2;
@@ -218,12 +222,18 @@ std::optional<std::string> base64url_decode(std::string_view in) {
   int bits = 0;
   for (char c : in) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '-') v = 62;
-    else if (c == '_') v = 63;
-    else return std::nullopt;  // padding and the standard alphabet are not base64url
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '-')
+      v = 62;
+    else if (c == '_')
+      v = 63;
+    else
+      return std::nullopt;  // padding and the standard alphabet are not base64url
     buf = (buf << 6) | static_cast<unsigned>(v);
     bits += 6;
     if (bits >= 8) {
@@ -258,13 +268,16 @@ std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (!HMAC(md, rules.secret.data(), static_cast<int>(rules.secret.size()),
-              reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), mac, &len))
+              reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(),
+              mac, &len))
       return "HMAC failed";
-    if (sig.size() != len || CRYPTO_memcmp(sig.data(), mac, len) != 0) return "Signature verification failed";
+    if (sig.size() != len || CRYPTO_memcmp(sig.data(), mac, len) != 0)
+      return "Signature verification failed";
     return std::nullopt;
   }
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(rules.public_key_pem.data(), static_cast<int>(rules.public_key_pem.size())), &BIO_free);
+      BIO_new_mem_buf(rules.public_key_pem.data(), static_cast<int>(rules.public_key_pem.size())),
+      &BIO_free);
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
       bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr, &EVP_PKEY_free);
   if (!key) return "the test gave no usable public key";
@@ -273,8 +286,10 @@ std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_
     const std::size_t half = alg == "ES256" ? 32 : alg == "ES384" ? 48 : 66;
     if (sig.size() != 2 * half) return "Signature verification failed";
     ECDSA_SIG* es = ECDSA_SIG_new();
-    BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()), static_cast<int>(half), nullptr);
-    BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data() + half), static_cast<int>(half), nullptr);
+    BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()),
+                          static_cast<int>(half), nullptr);
+    BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data() + half),
+                          static_cast<int>(half), nullptr);
     ECDSA_SIG_set0(es, r, s);
     unsigned char* der = nullptr;
     const int der_len = i2d_ECDSA_SIG(es, &der);
@@ -285,7 +300,8 @@ std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_
   }
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   EVP_PKEY_CTX* pctx = nullptr;
-  if (EVP_DigestVerifyInit(ctx.get(), &pctx, alg == "EdDSA" ? nullptr : md, nullptr, key.get()) != 1)
+  if (EVP_DigestVerifyInit(ctx.get(), &pctx, alg == "EdDSA" ? nullptr : md, nullptr, key.get()) !=
+      1)
     return "the key does not fit the algorithm";
   if (alg.starts_with("PS")) {
     if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
@@ -295,8 +311,9 @@ std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_
   } else if (alg.starts_with("RS")) {
     if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) return "PKCS#1 setup failed";
   }
-  const int ok = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(der_sig.data()), der_sig.size(),
-                                  reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size());
+  const int ok = EVP_DigestVerify(
+      ctx.get(), reinterpret_cast<const unsigned char*>(der_sig.data()), der_sig.size(),
+      reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size());
   if (ok != 1) return "Signature verification failed";
   return std::nullopt;
 }
@@ -304,7 +321,8 @@ std::optional<std::string> verify_signature(const jwt_rules& rules, std::string_
 // Verifies a compact JWT: header alg, signature, exp/nbf/iat with the skew, iss and aud.
 // On success `claims` is the payload object (kept alive by `parser`); else the reason.
 std::optional<std::string> verify_jwt(const jwt_rules& rules, std::string_view token,
-                                      simdjson::dom::parser& parser, simdjson::dom::object& claims) {
+                                      simdjson::dom::parser& parser,
+                                      simdjson::dom::object& claims) {
   const auto dot1 = token.find('.');
   const auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
   if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos)
@@ -316,11 +334,13 @@ std::optional<std::string> verify_jwt(const jwt_rules& rules, std::string_view t
   {
     simdjson::dom::parser hp;
     std::string_view alg;
-    if (hp.parse(*header).get_object()["alg"].get_string().get(alg) != simdjson::SUCCESS) return "Invalid header";
+    if (hp.parse(*header).get_object()["alg"].get_string().get(alg) != simdjson::SUCCESS)
+      return "Invalid header";
     if (alg != rules.algorithm) return "The specified alg value is not allowed";
   }
   if (auto bad = verify_signature(rules, token.substr(0, dot2), *sig)) return bad;
-  if (parser.parse(*payload).get_object().get(claims) != simdjson::SUCCESS) return "Invalid payload";
+  if (parser.parse(*payload).get_object().get(claims) != simdjson::SUCCESS)
+    return "Invalid payload";
   const std::int64_t now = now_ms() / 1000;
   std::int64_t t = 0;
   if (auto exp = claims["exp"]; exp.error() != simdjson::NO_SUCH_FIELD) {
@@ -339,7 +359,8 @@ std::optional<std::string> verify_jwt(const jwt_rules& rules, std::string_view t
   }
   if (!rules.issuer.empty()) {
     std::string_view iss;
-    if (claims["iss"].get_string().get(iss) != simdjson::SUCCESS) return "Token is missing the \"iss\" claim";
+    if (claims["iss"].get_string().get(iss) != simdjson::SUCCESS)
+      return "Token is missing the \"iss\" claim";
     if (iss != rules.issuer) return "Invalid issuer";
   }
   if (!rules.audiences.empty()) {
@@ -539,7 +560,8 @@ struct fake_homeserver::impl {
       }
 
       const bool keep_alive = req.keep_alive();
-      reply r = a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms) : answer(a.ep, req);
+      reply r =
+          a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms) : answer(a.ep, req);
       if (r.drop) {  // the work is done, the answer is lost on the way
         boost::system::error_code ignored;
         tcp_layer.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -688,7 +710,8 @@ struct fake_homeserver::impl {
     if (opts.flow_devture) {
       w.begin_object().member("type", "com.devture.shared_secret_auth").end_object();
     }
-    if (!opts.jwt_algorithm.empty()) w.begin_object().member("type", "org.matrix.login.jwt").end_object();
+    if (!opts.jwt_algorithm.empty())
+      w.begin_object().member("type", "org.matrix.login.jwt").end_object();
     if (!opts.famedly_algorithm.empty())
       w.begin_object().member("type", "com.famedly.login.token").end_object();
     if (!opts.as_token.empty())
@@ -815,7 +838,8 @@ struct fake_homeserver::impl {
     if (login_wants_refresh && opts.refresh_access_lifetime_ms > 0) {
       valid_until_ms[token] = now_ms() + opts.refresh_access_lifetime_ms;
       const auto refresh_token = new_refresh_token_locked(user_id, *device_id);
-      w.member("refresh_token", refresh_token).member("expires_in_ms", opts.refresh_access_lifetime_ms);
+      w.member("refresh_token", refresh_token)
+          .member("expires_in_ms", opts.refresh_access_lifetime_ms);
     }
     w.end_object();
     login_wants_refresh = false;
@@ -825,7 +849,8 @@ struct fake_homeserver::impl {
   std::string new_refresh_token_locked(const std::string& user_id, const std::string& device_id) {
     std::string rt;
     do {
-      rt = "syr_" + random_string(rng, 20, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
+      rt = "syr_" +
+           random_string(rng, 20, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
     } while (refresh_tokens.contains(rt));
     refresh_tokens.emplace(rt, token_owner{user_id, device_id});
     return rt;
@@ -890,13 +915,20 @@ struct fake_homeserver::impl {
   reply jwt_login(simdjson::dom::object doc, std::optional<std::string> device_id,
                   std::optional<std::string> display_name) {
     const auto fail = [](std::string_view why) {
-      return json_error(http::status::forbidden, "M_FORBIDDEN", "JWT validation failed: " + std::string(why));
+      return json_error(http::status::forbidden, "M_FORBIDDEN",
+                        "JWT validation failed: " + std::string(why));
     };
     std::string_view token;
     if (doc["token"].get(token))
       return json_error(http::status::forbidden, "M_FORBIDDEN", "Token field for JWT is missing");
-    jwt_rules rules{opts.jwt_algorithm, opts.jwt_secret, opts.jwt_public_key_pem, opts.jwt_subject_claim,
-                    opts.jwt_issuer, opts.jwt_audiences, 120, false};
+    jwt_rules rules{opts.jwt_algorithm,
+                    opts.jwt_secret,
+                    opts.jwt_public_key_pem,
+                    opts.jwt_subject_claim,
+                    opts.jwt_issuer,
+                    opts.jwt_audiences,
+                    120,
+                    false};
     simdjson::dom::parser parser;
     simdjson::dom::object claims;
     if (auto why = verify_jwt(rules, token, parser, claims)) return fail(*why);
@@ -917,7 +949,13 @@ struct fake_homeserver::impl {
     std::string_view token;
     const auto user = login_user(doc);
     if (!user || doc["token"].get(token)) return forbidden();
-    jwt_rules rules{opts.famedly_algorithm, opts.famedly_secret, opts.famedly_public_key_pem, "sub", "", {}, 60,
+    jwt_rules rules{opts.famedly_algorithm,
+                    opts.famedly_secret,
+                    opts.famedly_public_key_pem,
+                    "sub",
+                    "",
+                    {},
+                    60,
                     true};
     simdjson::dom::parser parser;
     simdjson::dom::object claims;
@@ -935,14 +973,17 @@ struct fake_homeserver::impl {
   // m.login.application_service: the appservice's as_token as Bearer. A user that was never
   // registered gets 200 and a token that is dead at once, as Synapse does.
   reply appservice_login(simdjson::dom::object doc, std::string_view authorization,
-                         std::optional<std::string> device_id, std::optional<std::string> display_name) {
+                         std::optional<std::string> device_id,
+                         std::optional<std::string> display_name) {
     const auto bearer = bearer_token(authorization);
-    if (!bearer) return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
+    if (!bearer)
+      return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
     if (bearer->size() != opts.as_token.size() ||
         CRYPTO_memcmp(bearer->data(), opts.as_token.data(), opts.as_token.size()) != 0)
       return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unrecognised access token");
     const auto user = login_user(doc);
-    if (!user) return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid login submission");
+    if (!user)
+      return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid login submission");
     const auto user_id = qualify(*user);
     if (!user_id) return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid access_token");
     std::lock_guard lock(mu);
@@ -968,50 +1009,67 @@ struct fake_homeserver::impl {
       return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unrecognised access token");
     simdjson::dom::parser parser;
     simdjson::dom::object doc;
-    if (parser.parse(body).get(doc)) return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
+    if (parser.parse(body).get(doc))
+      return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
     std::string_view type, username;
     if (doc["type"].get(type) || type != "m.login.application_service")
       return json_error(http::status::bad_request, "M_UNKNOWN", "Unknown registration type");
-    if (doc["username"].get(username) || username.empty() || username.find(':') != std::string_view::npos)
+    if (doc["username"].get(username) || username.empty() ||
+        username.find(':') != std::string_view::npos)
       return json_error(http::status::bad_request, "M_INVALID_USERNAME", "Invalid username");
     const std::string user_id = "@" + std::string(username) + ":" + opts.server_name;
     std::lock_guard lock(mu);
     if (!registered.insert(user_id).second)
       return json_error(http::status::bad_request, "M_USER_IN_USE", "User ID already taken.");
     reply r;
-    json_writer(r.body).begin_object().member("user_id", user_id).member("home_server", opts.server_name).end_object();
+    json_writer(r.body)
+        .begin_object()
+        .member("user_id", user_id)
+        .member("home_server", opts.server_name)
+        .end_object();
     return r;
   }
 
   // POST /_synapse/admin/v1/users/{userId}/login {"valid_until_ms":N}: a token with no device.
-  reply admin_login(std::string_view target, const std::string& body, std::string_view authorization) {
-    if (opts.admin_token.empty()) return json_error(http::status::not_found, "M_UNRECOGNIZED", "Unrecognized request");
+  reply admin_login(std::string_view target, const std::string& body,
+                    std::string_view authorization) {
+    if (opts.admin_token.empty())
+      return json_error(http::status::not_found, "M_UNRECOGNIZED", "Unrecognized request");
     const auto bearer = bearer_token(authorization);
-    if (!bearer) return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
+    if (!bearer)
+      return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
     if (*bearer != opts.admin_token) {
       std::lock_guard lock(mu);
-      if (tokens.contains(*bearer)) return json_error(http::status::forbidden, "M_FORBIDDEN", "You are not a server admin");
+      if (tokens.contains(*bearer))
+        return json_error(http::status::forbidden, "M_FORBIDDEN", "You are not a server admin");
       return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unknown access token");
     }
     target = target.substr(0, target.find('?'));
     constexpr std::string_view prefix = "/_synapse/admin/v1/users/";
-    const auto segment = target.substr(prefix.size(), target.size() - prefix.size() - std::string_view{"/login"}.size());
+    const auto segment = target.substr(
+        prefix.size(), target.size() - prefix.size() - std::string_view{"/login"}.size());
     const auto decoded = percent_decode(segment);
     if (!decoded || !decoded->starts_with('@'))
       return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid user ID");
     const auto user_id = qualify(*decoded);
-    if (!user_id) return json_error(http::status::bad_request, "M_UNKNOWN", "Can only login local users");
-    const std::string admin = opts.admin_user_id.empty() ? "@admin:" + opts.server_name : opts.admin_user_id;
+    if (!user_id)
+      return json_error(http::status::bad_request, "M_UNKNOWN", "Can only login local users");
+    const std::string admin =
+        opts.admin_user_id.empty() ? "@admin:" + opts.server_name : opts.admin_user_id;
     if (*user_id == admin)
-      return json_error(http::status::bad_request, "M_UNKNOWN", "Cannot use admin API to login as self");
+      return json_error(http::status::bad_request, "M_UNKNOWN",
+                        "Cannot use admin API to login as self");
     std::optional<std::int64_t> valid_until;
     if (!body.empty()) {
       simdjson::dom::parser parser;
       simdjson::dom::object doc;
-      if (parser.parse(body).get(doc)) return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
+      if (parser.parse(body).get(doc))
+        return json_error(http::status::bad_request, "M_NOT_JSON", "Content not JSON.");
       if (auto v = doc["valid_until_ms"]; v.error() != simdjson::NO_SUCH_FIELD && !v.is_null()) {
         std::int64_t ms = 0;
-        if (v.get(ms)) return json_error(http::status::bad_request, "M_INVALID_PARAM", "valid_until_ms must be an integer");
+        if (v.get(ms))
+          return json_error(http::status::bad_request, "M_INVALID_PARAM",
+                            "valid_until_ms must be an integer");
         valid_until = ms;
       }
     }
@@ -1038,7 +1096,8 @@ struct fake_homeserver::impl {
       return r;
     }
     const token_owner owner = t->second;
-    if (const auto until = valid_until_ms.find(token); until != valid_until_ms.end() && until->second <= now_ms()) {
+    if (const auto until = valid_until_ms.find(token);
+        until != valid_until_ms.end() && until->second <= now_ms()) {
       reply r{http::status::unauthorized, {}};
       json_writer(r.body)
           .begin_object()
@@ -1091,8 +1150,9 @@ struct fake_homeserver::impl {
       valid_until_ms.erase(tok);
     }
     devices.erase(it);
-    std::erase_if(refresh_tokens,
-                  [&](const auto& kv) { return kv.second.user_id == user_id && kv.second.device_id == device_id; });
+    std::erase_if(refresh_tokens, [&](const auto& kv) {
+      return kv.second.user_id == user_id && kv.second.device_id == device_id;
+    });
   }
 
   // ------------------------------------------------------------------ state
@@ -1203,7 +1263,8 @@ void fake_homeserver::kill_token(const std::string& token) {
   std::lock_guard lock(impl_->mu);
   const auto it = impl_->tokens.find(token);
   if (it == impl_->tokens.end()) return;
-  if (auto d = impl_->devices.find({it->second.user_id, it->second.device_id}); d != impl_->devices.end())
+  if (auto d = impl_->devices.find({it->second.user_id, it->second.device_id});
+      d != impl_->devices.end())
     d->second.tokens.erase(token);
   impl_->tokens.erase(it);
   impl_->valid_until_ms.erase(token);

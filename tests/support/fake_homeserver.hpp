@@ -51,7 +51,7 @@ struct fake_homeserver_options {
   // POST /_synapse/admin/v1/users/{userId}/login, enabled when admin_token is set; the
   // admin is admin_user_id (default "@admin:<server_name>") and may not log in as itself.
   std::string admin_token, admin_user_id;
-  unsigned short port = 0;                  // 0 = ephemeral
+  unsigned short port = 0;  // 0 = ephemeral
   // Refresh tokens (Matrix v1.3), when above 0: a login with "refresh_token": true gets an
   // access token expiring after this long (then 401 M_UNKNOWN_TOKEN, soft_logout true) and a
   // refresh token. POST /v1/refresh rotates both on the same device; the old access token
@@ -114,7 +114,8 @@ class fake_homeserver {
   int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
   int refresh_count() const;
   // Kills one access token behind the client's back (as an admin or a password change would).
-  void kill_token(const std::string& token);           // POST /v1/refresh (and /v3/refresh) requests received
+  void kill_token(
+      const std::string& token);  // POST /v1/refresh (and /v3/refresh) requests received
   // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the
   // tokens, so the answer is lost; others: before).
   void fail_next_refresh(int count, failure kind);
@@ -123,7 +124,7 @@ class fake_homeserver {
   bool is_registered(const std::string& user_id) const;
   // valid_until_ms of an admin-minted token (nullopt: unknown token or no expiry).
   std::optional<std::int64_t> token_valid_until_ms(const std::string& token) const;
-  int device_count() const;            // devices alive, all users
+  int device_count() const;  // devices alive, all users
   int device_count(const std::string& user_id) const;
   bool token_is_live(const std::string& token) const;  // known and not expired
   std::optional<std::string> user_of_token(const std::string& token) const;

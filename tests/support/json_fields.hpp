@@ -9,6 +9,8 @@ namespace mxp::test {
 
 std::string json_string(const std::string& body, const char* key);
 std::int64_t json_int(const std::string& body, const char* key);
-inline std::string token_of(const std::string& body) { return json_string(body, "access_token"); }
+inline std::string token_of(const std::string& body) {
+  return json_string(body, "access_token");
+}
 
 }  // namespace mxp::test

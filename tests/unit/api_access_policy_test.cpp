@@ -35,10 +35,11 @@ struct cleanup {
 } remove_secret_at_exit;
 
 config::load_result load(const std::string& extra) {
-  return config::load_config_text("homeservers:\n  example.com:\n    url: https://m.example.com\n"
-                                  "    login: {method: shared_secret, secret_file: " + secret_file() + "}\n" +
-                                      extra,
-                                  "test.yaml", "/");
+  return config::load_config_text(
+      "homeservers:\n  example.com:\n    url: https://m.example.com\n"
+      "    login: {method: shared_secret, secret_file: " +
+          secret_file() + "}\n" + extra,
+      "test.yaml", "/");
 }
 
 bool has_error(const config::load_result& r, const std::string& part) {
@@ -122,12 +123,13 @@ TEST(access_policy, MatchesUidGidAndSupplementaryGroups) {
 }
 
 TEST(clients_config, ParsesEntriesAndResolvesNames) {
-  auto r = load("clients:\n"
-                "  - {name: a, uid: 998, allow: [\"@*:example.com\"]}\n"
-                "  - {name: b, gid: 0, allow: [\"@bot_*:other.org\", \"@x:y\"]}\n"
-                "  - {name: c, user: root, allow: [\"*\"]}\n"
-                "  - {name: d, group: root, allow: [\"@?:z\"]}\n"
-                "listen:\n  socket_owner: root\n  socket_group: \"0\"\n");
+  auto r = load(
+      "clients:\n"
+      "  - {name: a, uid: 998, allow: [\"@*:example.com\"]}\n"
+      "  - {name: b, gid: 0, allow: [\"@bot_*:other.org\", \"@x:y\"]}\n"
+      "  - {name: c, user: root, allow: [\"*\"]}\n"
+      "  - {name: d, group: root, allow: [\"@?:z\"]}\n"
+      "listen:\n  socket_owner: root\n  socket_group: \"0\"\n");
   ASSERT_TRUE(r.config) << errors_of(r);
   ASSERT_TRUE(r.config->clients);
   const auto& c = *r.config->clients;
@@ -155,11 +157,15 @@ TEST(clients_config, AbsentSectionMeansOpenEmptyListMeansClosed) {
 
 TEST(clients_config, RejectsMistakesWithFileLineAndKey) {
   auto r = load("clients:\n  - {name: a, allow: [\"@*:x\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: clients[0]: one of uid, gid, user or group (Unix socket peers) or of "
-                           "api_key_file or api_key_sha256 (TCP clients) is required"))
+  EXPECT_TRUE(
+      has_error(r,
+                "test.yaml:6: clients[0]: one of uid, gid, user or group (Unix socket peers) or of "
+                "api_key_file or api_key_sha256 (TCP clients) is required"))
       << errors_of(r);
   r = load("clients:\n  - {name: a, uid: 1, gid: 2, allow: [\"@*:x\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: clients[0]: at most one of uid, gid, user or group may be given")) << errors_of(r);
+  EXPECT_TRUE(
+      has_error(r, "test.yaml:6: clients[0]: at most one of uid, gid, user or group may be given"))
+      << errors_of(r);
   r = load("clients:\n  - {name: a, user: no-such-user-mxp, allow: [\"@*:x\"]}\n");
   EXPECT_TRUE(has_error(r, "clients[0].user: unknown user 'no-such-user-mxp'")) << errors_of(r);
   r = load("clients:\n  - {name: a, group: no-such-group-mxp, allow: [\"@*:x\"]}\n");
@@ -170,7 +176,8 @@ TEST(clients_config, RejectsMistakesWithFileLineAndKey) {
   EXPECT_TRUE(has_error(r, "clients[0].allow: must list at least one")) << errors_of(r);
   r = load("clients:\n  - {name: a, uid: 1, allow: [\"alice\"]}\n");
   EXPECT_TRUE(has_error(r, "clients[0].allow[0]: a user ID glob starts with '@'")) << errors_of(r);
-  r = load("clients:\n  - {name: a, uid: 1, allow: [\"*\"]}\n  - {name: a, uid: 2, allow: [\"*\"]}\n");
+  r = load(
+      "clients:\n  - {name: a, uid: 1, allow: [\"*\"]}\n  - {name: a, uid: 2, allow: [\"*\"]}\n");
   EXPECT_TRUE(has_error(r, "duplicate client name 'a'")) << errors_of(r);
   r = load("clients:\n  - {name: a, uid: -1, allow: [\"*\"]}\n");
   EXPECT_TRUE(has_error(r, "clients[0].uid: expected an integer")) << errors_of(r);
@@ -254,11 +261,16 @@ TEST(access_policy, FindsTheClientByItsKeyAndAppliesItsGlobs) {
 TEST(clients_config, ReadsApiKeysAsDigestsOnly) {
   key_file file{std::string{key_a} + "\n"};
   const auto b_hex = hex(sha256("key-of-b-0123456789"));
-  auto r = load("clients:\n"
-                "  - {name: a, api_key_file: " + file.path + ", allow: [\"*\"]}\n"
-                "  - {name: b, uid: 7, api_key_sha256: " + b_hex + ", allow: [\"*\"]}\n"
-                "  - {name: c, uid: 8, allow: [\"*\"]}\n"
-                "listen:\n  tcp: 127.0.0.1:8765\n");
+  auto r = load(
+      "clients:\n"
+      "  - {name: a, api_key_file: " +
+      file.path +
+      ", allow: [\"*\"]}\n"
+      "  - {name: b, uid: 7, api_key_sha256: " +
+      b_hex +
+      ", allow: [\"*\"]}\n"
+      "  - {name: c, uid: 8, allow: [\"*\"]}\n"
+      "listen:\n  tcp: 127.0.0.1:8765\n");
   ASSERT_TRUE(r.config) << errors_of(r);
   EXPECT_TRUE(r.warnings.empty());
   const auto& c = *r.config->clients;
@@ -290,8 +302,8 @@ TEST(clients_config, ShortOrWorldReadableKeyFilesLoadWithAWarning) {
   auto r = load("clients:\n  - {name: a, api_key_file: " + short_key.path + ", allow: [\"*\"]}\n");
   ASSERT_TRUE(r.config) << errors_of(r);
   ASSERT_EQ(r.warnings.size(), 1u);
-  EXPECT_NE(r.warnings[0].find("test.yaml:6: clients[0].api_key_file: the API key in '" + short_key.path +
-                               "' is shorter than 16 characters"),
+  EXPECT_NE(r.warnings[0].find("test.yaml:6: clients[0].api_key_file: the API key in '" +
+                               short_key.path + "' is shorter than 16 characters"),
             std::string::npos)
       << r.warnings[0];
   EXPECT_EQ(r.warnings[0].find("short\n"), std::string::npos);
@@ -305,30 +317,41 @@ TEST(clients_config, ShortOrWorldReadableKeyFilesLoadWithAWarning) {
 TEST(clients_config, RejectsBadApiKeysWithFileLineAndKey) {
   const auto a_hex = hex(sha256(key_a));
   auto r = load("clients:\n  - {name: a, api_key_sha256: abc, allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: clients[0].api_key_sha256: expected the SHA-256 of the key as 64 "
-                           "hexadecimal digits"))
+  EXPECT_TRUE(
+      has_error(r,
+                "test.yaml:6: clients[0].api_key_sha256: expected the SHA-256 of the key as 64 "
+                "hexadecimal digits"))
       << errors_of(r);
   r = load("clients:\n  - {name: a, api_key_sha256: " + a_hex.substr(1) + "g, allow: [\"*\"]}\n");
   EXPECT_TRUE(has_error(r, "clients[0].api_key_sha256: expected the SHA-256")) << errors_of(r);
   key_file file{key_a};
   r = load("clients:\n  - {name: a, api_key_file: " + file.path + ", api_key_sha256: " + a_hex +
            ", allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: clients[0]: api_key_file and api_key_sha256 exclude each other")) << errors_of(r);
+  EXPECT_TRUE(
+      has_error(r, "test.yaml:6: clients[0]: api_key_file and api_key_sha256 exclude each other"))
+      << errors_of(r);
   r = load("clients:\n  - {name: a, api_key_file: /nonexistent/mxp.key, allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: clients[0].api_key_file: cannot read '/nonexistent/mxp.key'")) << errors_of(r);
+  EXPECT_TRUE(
+      has_error(r, "test.yaml:6: clients[0].api_key_file: cannot read '/nonexistent/mxp.key'"))
+      << errors_of(r);
   key_file spaced{"two words here, long enough\n"};
   r = load("clients:\n  - {name: a, api_key_file: " + spaced.path + ", allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "clients[0].api_key_file: API key file '" + spaced.path + "' must hold one line of printable ASCII"))
+  EXPECT_TRUE(has_error(r, "clients[0].api_key_file: API key file '" + spaced.path +
+                               "' must hold one line of printable ASCII"))
       << errors_of(r);
   EXPECT_EQ(errors_of(r).find("two words"), std::string::npos) << "the key was echoed";
-  r = load("clients:\n  - {name: a, api_key_file: " + file.path + ", allow: [\"*\"]}\n"
-           "  - {name: b, api_key_sha256: " + a_hex + ", allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:7: clients[1]: has the same API key as client 'a'")) << errors_of(r);
+  r = load("clients:\n  - {name: a, api_key_file: " + file.path +
+           ", allow: [\"*\"]}\n"
+           "  - {name: b, api_key_sha256: " +
+           a_hex + ", allow: [\"*\"]}\n");
+  EXPECT_TRUE(has_error(r, "test.yaml:7: clients[1]: has the same API key as client 'a'"))
+      << errors_of(r);
 }
 
 TEST(listen_config, TcpTakesLoopbackAddressesOnly) {
   key_file file{key_a};
-  const std::string clients = "clients:\n  - {name: a, api_key_file: " + file.path + ", allow: [\"*\"]}\n";
+  const std::string clients =
+      "clients:\n  - {name: a, api_key_file: " + file.path + ", allow: [\"*\"]}\n";
   auto tcp_of = [&](const std::string& value) {
     auto r = load(clients + "listen:\n  tcp: \"" + value + "\"\n");
     EXPECT_TRUE(r.config) << value << ": " << errors_of(r);
@@ -344,16 +367,23 @@ TEST(listen_config, TcpTakesLoopbackAddressesOnly) {
     EXPECT_FALSE(r.config) << value;
     return errors_of(r);
   };
-  EXPECT_EQ(error_of("0.0.0.0:8765"),
-            "test.yaml:8: listen.tcp: '0.0.0.0' is not a loopback address; the TCP listener only takes "
-            "127.0.0.0/8 or [::1]\n");
-  EXPECT_NE(error_of("192.168.1.10:8765").find("listen.tcp: '192.168.1.10' is not a loopback address"), std::string::npos);
-  EXPECT_NE(error_of("[::]:8765").find("listen.tcp: '::' is not a loopback address"), std::string::npos);
-  EXPECT_NE(error_of("[::ffff:127.0.0.1]:8765").find("is not a loopback address"), std::string::npos);
+  EXPECT_EQ(
+      error_of("0.0.0.0:8765"),
+      "test.yaml:8: listen.tcp: '0.0.0.0' is not a loopback address; the TCP listener only takes "
+      "127.0.0.0/8 or [::1]\n");
+  EXPECT_NE(
+      error_of("192.168.1.10:8765").find("listen.tcp: '192.168.1.10' is not a loopback address"),
+      std::string::npos);
+  EXPECT_NE(error_of("[::]:8765").find("listen.tcp: '::' is not a loopback address"),
+            std::string::npos);
+  EXPECT_NE(error_of("[::ffff:127.0.0.1]:8765").find("is not a loopback address"),
+            std::string::npos);
   EXPECT_NE(error_of("128.0.0.1:8765").find("is not a loopback address"), std::string::npos);
-  EXPECT_NE(error_of("localhost:8765").find("listen.tcp: 'localhost' is not a numeric IP address"), std::string::npos);
+  EXPECT_NE(error_of("localhost:8765").find("listen.tcp: 'localhost' is not a numeric IP address"),
+            std::string::npos);
   EXPECT_NE(error_of("127.1:8765").find("is not a numeric IP address"), std::string::npos);
-  EXPECT_NE(error_of("::1:8765").find("listen.tcp: write an IPv6 address in brackets"), std::string::npos);
+  EXPECT_NE(error_of("::1:8765").find("listen.tcp: write an IPv6 address in brackets"),
+            std::string::npos);
   EXPECT_NE(error_of("127.0.0.1").find("listen.tcp: expected ADDRESS:PORT"), std::string::npos);
   EXPECT_NE(error_of(":8765").find("listen.tcp: expected ADDRESS:PORT"), std::string::npos);
   EXPECT_NE(error_of("127.0.0.1:0").find("listen.tcp: invalid port '0'"), std::string::npos);
@@ -363,10 +393,12 @@ TEST(listen_config, TcpTakesLoopbackAddressesOnly) {
 
 TEST(listen_config, TcpNeedsAClientWithAKey) {
   auto r = load("listen:\n  tcp: 127.0.0.1:8765\n");
-  EXPECT_EQ(errors_of(r), "test.yaml:6: listen.tcp: no client can use the TCP listener: give a clients: entry "
-                          "api_key_file or api_key_sha256\n");
+  EXPECT_EQ(errors_of(r),
+            "test.yaml:6: listen.tcp: no client can use the TCP listener: give a clients: entry "
+            "api_key_file or api_key_sha256\n");
   r = load("listen:\n  tcp: 127.0.0.1:8765\nclients:\n  - {name: a, uid: 1, allow: [\"*\"]}\n");
-  EXPECT_TRUE(has_error(r, "test.yaml:6: listen.tcp: no client can use the TCP listener")) << errors_of(r);
+  EXPECT_TRUE(has_error(r, "test.yaml:6: listen.tcp: no client can use the TCP listener"))
+      << errors_of(r);
 }
 
 }  // namespace

@@ -36,7 +36,9 @@ command_result run(const std::string& command) {
   return r;
 }
 
-bool have(const char* program) { return run(std::string{"command -v "} + program).exit_code == 0; }
+bool have(const char* program) {
+  return run(std::string{"command -v "} + program).exit_code == 0;
+}
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);
@@ -82,13 +84,16 @@ struct systemd_units : ::testing::Test {
 
 TEST_F(systemd_units, VerifyAcceptsServiceAndSocket) {
   copy_units();
-  const auto r = run("cd '" + work.string() + "' && systemd-analyze verify ./mxpuppetd.service ./mxpuppetd.socket");
+  const auto r = run("cd '" + work.string() +
+                     "' && systemd-analyze verify ./mxpuppetd.service ./mxpuppetd.socket");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(r.output.find("mxpuppetd."), std::string::npos) << "warnings about our units:\n" << r.output;
+  EXPECT_EQ(r.output.find("mxpuppetd."), std::string::npos) << "warnings about our units:\n"
+                                                            << r.output;
 }
 
 TEST_F(systemd_units, ServiceExposureIsAtMostTwo) {
-  const auto r = run("systemd-analyze security --offline=yes --no-pager '" + (units / "mxpuppetd.service").string() + "'");
+  const auto r = run("systemd-analyze security --offline=yes --no-pager '" +
+                     (units / "mxpuppetd.service").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::smatch m;
   const std::regex overall{R"(Overall exposure level for mxpuppetd\.service: ([0-9]+\.[0-9]+))"};
@@ -101,10 +106,12 @@ TEST_F(systemd_units, ServiceExposureIsAtMostTwo) {
 TEST_F(systemd_units, ServiceHasThePromisedSettings) {
   const auto unit = slurp(units / "mxpuppetd.service");
   for (const char* line :
-       {"Type=notify", "ExecStart=/usr/bin/mxpuppetd -c /etc/mxpuppetd/config.yaml", "ExecReload=/bin/kill -HUP $MAINPID",
-        "User=mxpuppetd", "RuntimeDirectory=mxpuppetd", "StateDirectory=mxpuppetd", "ConfigurationDirectory=mxpuppetd",
-        "WatchdogSec=30s", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service", "UMask=0077"})
+       {"Type=notify", "ExecStart=/usr/bin/mxpuppetd -c /etc/mxpuppetd/config.yaml",
+        "ExecReload=/bin/kill -HUP $MAINPID", "User=mxpuppetd", "RuntimeDirectory=mxpuppetd",
+        "StateDirectory=mxpuppetd", "ConfigurationDirectory=mxpuppetd", "WatchdogSec=30s",
+        "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service",
+        "UMask=0077"})
     EXPECT_NE(unit.find(line), std::string::npos) << line;
   const auto socket = slurp(units / "mxpuppetd.socket");
   EXPECT_NE(socket.find("ListenStream=/run/mxpuppetd/mxpuppetd.sock"), std::string::npos);
@@ -112,18 +119,22 @@ TEST_F(systemd_units, ServiceHasThePromisedSettings) {
 }
 
 TEST_F(systemd_units, SysusersAndTmpfilesApplyToAnEmptyRoot) {
-  if (!have("systemd-sysusers") || !have("systemd-tmpfiles")) GTEST_SKIP() << "systemd-sysusers/tmpfiles missing";
+  if (!have("systemd-sysusers") || !have("systemd-tmpfiles"))
+    GTEST_SKIP() << "systemd-sysusers/tmpfiles missing";
   fs::create_directories(work / "root/etc");
   const auto root = (work / "root").string();
-  auto r = run("systemd-sysusers --root='" + root + "' '" + (units / "mxpuppetd.sysusers.conf").string() + "'");
+  auto r = run("systemd-sysusers --root='" + root + "' '" +
+               (units / "mxpuppetd.sysusers.conf").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(slurp(work / "root/etc/passwd").find("mxpuppetd:x:"), std::string::npos);
-  r = run("systemd-tmpfiles --root='" + root + "' --create '" + (units / "mxpuppetd.tmpfiles.conf").string() + "'");
+  r = run("systemd-tmpfiles --root='" + root + "' --create '" +
+          (units / "mxpuppetd.tmpfiles.conf").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "");
   for (const char* d : {"etc/mxpuppetd", "var/lib/mxpuppetd", "run/mxpuppetd"})
     EXPECT_TRUE(fs::is_directory(work / "root" / d)) << d;
-  EXPECT_EQ(fs::status(work / "root/var/lib/mxpuppetd").permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(work / "root/var/lib/mxpuppetd").permissions() & fs::perms::all,
+            fs::perms::owner_all);
 }
 
 }  // namespace

@@ -22,9 +22,9 @@ using namespace std::chrono_literals;
 using mxp::config::load_config_file;
 using mxp::config::load_config_text;
 using mxp::config::load_result;
+using mxp::config::refresh_policy;
 using mxp::config::shared_secret_login;
 using mxp::config::shared_secret_login_type;
-using mxp::config::refresh_policy;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -693,7 +693,8 @@ TEST_F(ConfigLoad, LoadFileResolvesRelativeToTheConfigDirectory) {
 
 // --- jwt, appservice and synapse_admin -------------------------------------------------------
 
-constexpr const char* login_head = "homeservers:\n  example.com:\n    login:\n";  // method on line 4
+constexpr const char* login_head =
+    "homeservers:\n  example.com:\n    login:\n";  // method on line 4
 
 TEST_F(ConfigLoad, JwtEveryKey) {
   write("jwt.key", "-----BEGIN PRIVATE KEY-----\nnot-checked-here\n-----END PRIVATE KEY-----\n");
@@ -719,8 +720,9 @@ TEST_F(ConfigLoad, JwtEveryKey) {
 }
 
 TEST_F(ConfigLoad, JwtDefaults) {
-  const auto cfg = load_ok(std::string{login_head} +
-                           "      method: jwt\n      algorithm: HS512\n      secret_file: hs.secret\n");
+  const auto cfg =
+      load_ok(std::string{login_head} +
+              "      method: jwt\n      algorithm: HS512\n      secret_file: hs.secret\n");
   const auto& j = std::get<mxp::config::jwt_login>(cfg.homeservers.at("example.com").login);
   EXPECT_EQ(j.flavor, mxp::config::jwt_flavor::synapse);
   EXPECT_EQ(j.key.reveal(), "s3cret-value");  // trailing newline stripped
@@ -741,8 +743,10 @@ TEST_F(ConfigLoad, JwtErrors) {
   const std::string head = std::string{login_head} + "      method: jwt\n";
   const std::string p = "cfg.yaml:";
   const std::string k = ": homeservers.example.com.login.";
-  EXPECT_EQ(single_error(head + "      flavor: matrix\n      algorithm: HS256\n      secret_file: hs.secret\n"),
-            p + "5" + k + "flavor: unknown flavor 'matrix' (expected synapse or famedly)");
+  EXPECT_EQ(
+      single_error(head +
+                   "      flavor: matrix\n      algorithm: HS256\n      secret_file: hs.secret\n"),
+      p + "5" + k + "flavor: unknown flavor 'matrix' (expected synapse or famedly)");
   EXPECT_EQ(single_error(head + "      algorithm: none\n      secret_file: hs.secret\n"),
             p + "5" + k +
                 "algorithm: unknown algorithm 'none' (expected HS256, HS384, HS512, RS256, RS384, "
@@ -755,10 +759,13 @@ TEST_F(ConfigLoad, JwtErrors) {
             p + "5" + k + "private_key_file: required key is missing (algorithm RS256)");
   EXPECT_EQ(single_error(head + "      algorithm: HS256\n"),
             p + "5" + k + "secret_file: required key is missing (algorithm HS256)");
-  EXPECT_EQ(single_error(head + "      algorithm: RS256\n      secret_file: hs.secret\n"),
-            p + "6" + k + "secret_file: RS256 takes its key from private_key_file, not from secret_file");
-  EXPECT_EQ(single_error(head + "      algorithm: HS384\n      private_key_file: pem.key\n"),
-            p + "6" + k + "private_key_file: HS384 takes its key from secret_file, not from private_key_file");
+  EXPECT_EQ(
+      single_error(head + "      algorithm: RS256\n      secret_file: hs.secret\n"),
+      p + "6" + k + "secret_file: RS256 takes its key from private_key_file, not from secret_file");
+  EXPECT_EQ(
+      single_error(head + "      algorithm: HS384\n      private_key_file: pem.key\n"),
+      p + "6" + k +
+          "private_key_file: HS384 takes its key from secret_file, not from private_key_file");
   EXPECT_EQ(single_error(head + "      algorithm: ES256\n      private_key_file: hs.secret\n"),
             p + "6" + k + "private_key_file: ES256 needs a PEM private key, but '" +
                 (dir_ / "hs.secret").string() + "' holds no PEM text");
@@ -771,27 +778,38 @@ TEST_F(ConfigLoad, JwtErrors) {
   write("empty", "\n");
   EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: empty\n"),
             p + "6" + k + "secret_file: file '" + (dir_ / "empty").string() + "' is empty");
-  EXPECT_EQ(single_error(head + "      flavor: famedly\n      algorithm: HS256\n      secret_file: hs.secret\n"
-                                "      subject_claim: user\n"),
-            p + "8" + k + "subject_claim: flavor famedly always reads the subject from 'sub'");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      token_lifetime: 500ms\n"),
-            p + "7" + k + "token_lifetime: must be at least 1s (JWT times are whole seconds)");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      audiences: {a: 1}\n"),
-            p + "7" + k + "audiences: expected a list of strings, got a map");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: hs.secret\n      login_type: auto\n"),
-            p + "7" + k + "login_type: unknown key");
+  EXPECT_EQ(
+      single_error(head +
+                   "      flavor: famedly\n      algorithm: HS256\n      secret_file: hs.secret\n"
+                   "      subject_claim: user\n"),
+      p + "8" + k + "subject_claim: flavor famedly always reads the subject from 'sub'");
+  EXPECT_EQ(
+      single_error(
+          head +
+          "      algorithm: HS256\n      secret_file: hs.secret\n      token_lifetime: 500ms\n"),
+      p + "7" + k + "token_lifetime: must be at least 1s (JWT times are whole seconds)");
+  EXPECT_EQ(
+      single_error(
+          head + "      algorithm: HS256\n      secret_file: hs.secret\n      audiences: {a: 1}\n"),
+      p + "7" + k + "audiences: expected a list of strings, got a map");
+  EXPECT_EQ(
+      single_error(
+          head + "      algorithm: HS256\n      secret_file: hs.secret\n      login_type: auto\n"),
+      p + "7" + k + "login_type: unknown key");
 }
 
 TEST_F(ConfigLoad, JwtErrorsNeverEchoTheSecret) {
   write("hs.secret", "-----BEGIN-but-secret-material\n");
-  auto r = load(std::string{login_head} + "      method: jwt\n      algorithm: HS256\n      secret_file: hs.secret\n");
+  auto r = load(std::string{login_head} +
+                "      method: jwt\n      algorithm: HS256\n      secret_file: hs.secret\n");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_THAT(r.errors[0], Not(HasSubstr("secret-material")));
 }
 
 TEST_F(ConfigLoad, AppserviceWithTokenFile) {
   write("as.token", "as-token-value\n");
-  const auto cfg = load_ok(std::string{login_head} + "      method: appservice\n      as_token_file: as.token\n");
+  const auto cfg = load_ok(std::string{login_head} +
+                           "      method: appservice\n      as_token_file: as.token\n");
   const auto& a = std::get<mxp::config::appservice_login>(cfg.homeservers.at("example.com").login);
   EXPECT_EQ(a.as_token.reveal(), "as-token-value");
   EXPECT_EQ(a.as_token_file, (dir_ / "as.token").string());
@@ -812,8 +830,9 @@ namespaces:
     - regex: "@tg-.+"
   aliases: []
 )");
-  const auto cfg = load_ok(std::string{login_head} +
-                           "      method: appservice\n      registration_file: registration.yaml\n");
+  const auto cfg =
+      load_ok(std::string{login_head} +
+              "      method: appservice\n      registration_file: registration.yaml\n");
   const auto& a = std::get<mxp::config::appservice_login>(cfg.homeservers.at("example.com").login);
   EXPECT_EQ(a.as_token.reveal(), "the-as-token");
   EXPECT_EQ(a.registration_file, (dir_ / "registration.yaml").string());
@@ -832,22 +851,27 @@ TEST_F(ConfigLoad, AppserviceErrors) {
   EXPECT_EQ(single_error(head),
             "cfg.yaml:3: homeservers.example.com.login.as_token_file: required key is missing (or "
             "give registration_file)");
-  EXPECT_EQ(single_error(head + "      as_token_file: as.token\n      registration_file: reg.yaml\n"),
-            "cfg.yaml:6: homeservers.example.com.login.registration_file: give either as_token_file "
-            "or registration_file, not both");
-  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: cannot read registration '" + reg + "': No such file or directory");
+  EXPECT_EQ(
+      single_error(head + "      as_token_file: as.token\n      registration_file: reg.yaml\n"),
+      "cfg.yaml:6: homeservers.example.com.login.registration_file: give either as_token_file "
+      "or registration_file, not both");
+  EXPECT_EQ(
+      single_error(head + "      registration_file: reg.yaml\n"),
+      k + "registration_file: cannot read registration '" + reg + "': No such file or directory");
   write("reg.yaml", "id: x\nnamespaces:\n  users: [{regex: '@a.*'}]\n");
   EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: registration '" + reg + "': as_token is missing or not a non-empty string");
+            k + "registration_file: registration '" + reg +
+                "': as_token is missing or not a non-empty string");
   write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users:\n    - regex: '@a(['\n");
   auto e = single_error(head + "      registration_file: reg.yaml\n");
-  EXPECT_THAT(e, HasSubstr(k + "registration_file: registration '" + reg +
-                           "' line 4: namespaces.users[0].regex: '@a([' is not a regular expression"));
+  EXPECT_THAT(e,
+              HasSubstr(k + "registration_file: registration '" + reg +
+                        "' line 4: namespaces.users[0].regex: '@a([' is not a regular expression"));
   EXPECT_THAT(e, Not(HasSubstr("secret-as-token")));
   write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: {regex: x}\n");
   EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: registration '" + reg + "' line 3: namespaces.users: expected a list, got a map");
+            k + "registration_file: registration '" + reg +
+                "' line 3: namespaces.users: expected a list, got a map");
   write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: []\n");
   EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
             k + "registration_file: registration '" + reg +
@@ -861,21 +885,28 @@ TEST_F(ConfigLoad, AppserviceErrors) {
 
 TEST_F(ConfigLoad, SynapseAdmin) {
   write("admin.token", "syt_admin\n");
-  auto cfg = load_ok(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: admin.token\n");
-  const auto& a = std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login);
+  auto cfg = load_ok(std::string{login_head} +
+                     "      method: synapse_admin\n      admin_token_file: admin.token\n");
+  const auto& a =
+      std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login);
   EXPECT_EQ(a.admin_token.reveal(), "syt_admin");
   EXPECT_EQ(a.admin_token_file, (dir_ / "admin.token").string());
   EXPECT_EQ(a.token_lifetime, 24h);
   cfg = load_ok(std::string{login_head} +
-                "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: 2h\n");
-  EXPECT_EQ(std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login).token_lifetime, 2h);
+                "      method: synapse_admin\n      admin_token_file: admin.token\n      "
+                "token_lifetime: 2h\n");
+  EXPECT_EQ(std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login)
+                .token_lifetime,
+            2h);
   EXPECT_EQ(single_error(std::string{login_head} + "      method: synapse_admin\n"),
             "cfg.yaml:3: homeservers.example.com.login.admin_token_file: required key is missing");
+  EXPECT_EQ(
+      single_error(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: "
+                                             "admin.token\n      token_lifetime: 30s\n"),
+      "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
+      "is replaced before it runs out)");
   EXPECT_EQ(single_error(std::string{login_head} +
-                         "      method: synapse_admin\n      admin_token_file: admin.token\n      token_lifetime: 30s\n"),
-            "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
-            "is replaced before it runs out)");
-  EXPECT_EQ(single_error(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: nope\n"),
+                         "      method: synapse_admin\n      admin_token_file: nope\n"),
             "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '" +
                 (dir_ / "nope").string() + "': No such file or directory");
 }
@@ -952,14 +983,16 @@ TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
 }  // namespace
 
 TEST_F(ConfigLoad, RefreshKeys) {
-  auto c = load_ok(std::string{minimal} +
-                   "sessions:\n  refresh_tokens: true\n  refresh_margin: 2m\n  refresh: background\n"
-                   "  validate_after: 1h\n");
+  auto c =
+      load_ok(std::string{minimal} +
+              "sessions:\n  refresh_tokens: true\n  refresh_margin: 2m\n  refresh: background\n"
+              "  validate_after: 1h\n");
   EXPECT_TRUE(c.sessions.refresh_tokens);
   EXPECT_EQ(c.sessions.refresh_margin, std::chrono::minutes{2});
   EXPECT_EQ(c.sessions.refresh, refresh_policy::background);
   EXPECT_EQ(c.sessions.validate_after, std::chrono::hours{1});
-  EXPECT_TRUE(c.homeservers.at("example.com").request_refresh_token) << "copied to every homeserver";
+  EXPECT_TRUE(c.homeservers.at("example.com").request_refresh_token)
+      << "copied to every homeserver";
   const auto d = load_ok(minimal);
   EXPECT_FALSE(d.sessions.refresh_tokens);
   EXPECT_EQ(d.sessions.refresh_margin, std::chrono::seconds{60});
@@ -969,28 +1002,33 @@ TEST_F(ConfigLoad, RefreshKeys) {
 }
 
 TEST_F(ConfigLoad, RefreshKeyErrors) {
-  const auto r = load(std::string{minimal} +
-                      "sessions:\n  refresh_tokens: maybe\n  refresh: eager\n  refresh_margin: soon\n");
+  const auto r =
+      load(std::string{minimal} +
+           "sessions:\n  refresh_tokens: maybe\n  refresh: eager\n  refresh_margin: soon\n");
   EXPECT_FALSE(r.config);
   ASSERT_EQ(r.errors.size(), 3u);
   EXPECT_THAT(r.errors[0], HasSubstr("sessions.refresh_tokens"));
-  EXPECT_THAT(r.errors[1], HasSubstr("sessions.refresh: expected on_demand or background, got 'eager'"));
+  EXPECT_THAT(r.errors[1],
+              HasSubstr("sessions.refresh: expected on_demand or background, got 'eager'"));
   EXPECT_THAT(r.errors[2], HasSubstr("sessions.refresh_margin"));
 }
 
 TEST_F(ConfigLoad, SecretFilesReadableByOthersLoadWithAWarning) {
   const auto path = write("open.secret", "s3cret\n");
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read);
-  const auto r = load("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                      "      secret_file: open.secret\n");
+  const auto r = load(
+      "homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
+      "      secret_file: open.secret\n");
   ASSERT_TRUE(r.config) << ::testing::PrintToString(r.errors);
   ASSERT_EQ(r.warnings.size(), 1u);
-  EXPECT_THAT(r.warnings[0], HasSubstr("cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '"));
+  EXPECT_THAT(r.warnings[0],
+              HasSubstr("cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '"));
   EXPECT_THAT(r.warnings[0], HasSubstr("is readable by others (mode 0604)"));
   EXPECT_THAT(r.warnings[0], Not(HasSubstr("s3cret")));
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
   EXPECT_TRUE(load("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                   "      secret_file: open.secret\n").warnings.empty());
+                   "      secret_file: open.secret\n")
+                  .warnings.empty());
 }
 
 TEST_F(ConfigLoad, BareSecretNamesComeFromTheSystemdCredentialsDirectory) {
@@ -1003,7 +1041,8 @@ TEST_F(ConfigLoad, BareSecretNamesComeFromTheSystemdCredentialsDirectory) {
   ::setenv("CREDENTIALS_DIRECTORY", creds.c_str(), 1);
   auto c = load_ok(minimal);  // secret_file: hs.secret exists in both places: the credential wins
   EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret.reveal(), "from-systemd");
-  EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret_file, (creds / "hs.secret").string());
+  EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret_file,
+            (creds / "hs.secret").string());
   fs::remove(creds / "hs.secret");
   c = load_ok(minimal);  // not a credential: relative to the config file as always
   EXPECT_EQ(shared_secret(c.homeservers.at("example.com")).secret.reveal(), "s3cret-value");

@@ -1,4 +1,5 @@
-// JSON writer: escaping (word-at-a-time fast path checked against a byte-wise reference) and layout.
+// JSON writer: escaping (word-at-a-time fast path checked against a byte-wise reference) and
+// layout.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -11,15 +12,24 @@ std::string reference_escape(std::string_view s) {
   std::string out = "\"";
   char buf[8];
   for (unsigned char c : s) {
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\b') out += "\\b";
-    else if (c == '\f') out += "\\f";
-    else if (c < 0x20) std::snprintf(buf, sizeof buf, "\\u%04x", c), out += buf;
-    else out += static_cast<char>(c);
+    if (c == '"')
+      out += "\\\"";
+    else if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\b')
+      out += "\\b";
+    else if (c == '\f')
+      out += "\\f";
+    else if (c < 0x20)
+      std::snprintf(buf, sizeof buf, "\\u%04x", c), out += buf;
+    else
+      out += static_cast<char>(c);
   }
   return out + "\"";
 }
@@ -39,7 +49,8 @@ TEST(JsonWriter, EscapesLikeTheReferenceAtEveryPosition) {
       for (char sp : specials) {
         std::string s(len, 'a');
         s[pos] = sp;
-        ASSERT_EQ(escaped(s), reference_escape(s)) << "len " << len << " pos " << pos << " char " << int(sp);
+        ASSERT_EQ(escaped(s), reference_escape(s))
+            << "len " << len << " pos " << pos << " char " << int(sp);
       }
     }
   }
@@ -56,7 +67,12 @@ TEST(JsonWriter, ObjectsArraysAndNulls) {
   mxp::json_writer w{out};
   w.begin_object().member("a", "x\"y").member("n", 5).member("b", true);
   w.key("none").null();
-  w.member("opt", std::optional<std::int64_t>{}).key("list").begin_array().value("p").value(1).end_array();
+  w.member("opt", std::optional<std::int64_t>{})
+      .key("list")
+      .begin_array()
+      .value("p")
+      .value(1)
+      .end_array();
   w.end_object();
   EXPECT_EQ(out, R"({"a":"x\"y","n":5,"b":true,"none":null,"opt":null,"list":["p",1]})");
 }

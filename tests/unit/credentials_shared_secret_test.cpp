@@ -9,7 +9,8 @@ using mxp::credentials::shared_secret_token;
 TEST(SharedSecret, Rfc4231TestCase2) {
   // Key "Jefe", data "what do ya want for nothing?"
   EXPECT_EQ(shared_secret_token(secret_string{"Jefe"}, "what do ya want for nothing?").reveal(),
-            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737");
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f"
+            "65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737");
 }
 
 TEST(SharedSecret, LowercaseHexOfUserId) {

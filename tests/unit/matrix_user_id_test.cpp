@@ -20,10 +20,13 @@ TEST(UserId, ValidIds) {
 }
 
 TEST(UserId, InvalidIds) {
-  for (const char* bad : {"", "@", "alice:example.com", "@:example.com", "@alice", "@alice:", "@al ice:example.com",
-                          "@alice:exa mple.com", "@alice:example.com:0", "@alice:example.com:99999",
-                          "@alice:example.com:80x", "@alice:[::1", "@alice:-bad.com", "@ali\x01" "ce:example.com",
-                          "#room:example.com", "@alice:exa_mple.com"}) {
+  for (const char* bad :
+       {"", "@", "alice:example.com", "@:example.com", "@alice", "@alice:", "@al ice:example.com",
+        "@alice:exa mple.com", "@alice:example.com:0", "@alice:example.com:99999",
+        "@alice:example.com:80x", "@alice:[::1", "@alice:-bad.com",
+        "@ali\x01"
+        "ce:example.com",
+        "#room:example.com", "@alice:exa_mple.com"}) {
     EXPECT_FALSE(parse_user_id(bad)) << bad;
   }
   EXPECT_FALSE(parse_user_id("@" + std::string(250, 'a') + ":example.com"));  // over 255 bytes

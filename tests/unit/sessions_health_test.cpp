@@ -15,7 +15,7 @@ TEST(HomeserverHealth, RateLimitPausesEveryRequestForRetryAfter) {
   EXPECT_EQ(h.not_before_ms(), 20'916);
   EXPECT_EQ(h.admit(20'916), admission::go);
   EXPECT_EQ(h.circuit(1'000), circuit_state::closed);  // a rate limit is not an outage
-  h.on_rate_limited(30'000, 0);                          // no retry_after_ms: the default
+  h.on_rate_limited(30'000, 0);                        // no retry_after_ms: the default
   EXPECT_EQ(h.not_before_ms(), 31'000);
 }
 
@@ -41,12 +41,12 @@ TEST(HomeserverHealth, CircuitOpensAfterConsecutiveFailuresAndClosesOnSuccess) {
   h.on_unreachable(100, 1.0);
   EXPECT_EQ(h.circuit(100), circuit_state::closed);
   EXPECT_EQ(h.admit(150), admission::wait);  // backing off, not failing fast yet
-  h.on_unreachable(300, 1.0);                 // third in a row: 400 ms open
+  h.on_unreachable(300, 1.0);                // third in a row: 400 ms open
   EXPECT_EQ(h.circuit(300), circuit_state::open);
   EXPECT_EQ(h.admit(699), admission::fail_fast);
   EXPECT_EQ(h.circuit(700), circuit_state::half_open);
   EXPECT_EQ(h.admit(700), admission::go);  // the probe
-  h.on_unreachable(700, 1.0);               // probe failed: open again, longer
+  h.on_unreachable(700, 1.0);              // probe failed: open again, longer
   EXPECT_EQ(h.admit(1'499), admission::fail_fast);
   EXPECT_EQ(h.admit(1'500), admission::go);
   h.on_success();

@@ -36,7 +36,7 @@ TEST(SessionMachine, WaitersOfAFailedLoginFailNewCallersRetry) {
   ASSERT_EQ(m.on_token_request(1, 0, 0), token_step::wait);
   m.on_login_failed();
   EXPECT_EQ(m.state(), session_state::absent);
-  EXPECT_EQ(m.on_token_request(2, 0, flight), token_step::fail);  // waited for that login
+  EXPECT_EQ(m.on_token_request(2, 0, flight), token_step::fail);    // waited for that login
   EXPECT_EQ(m.on_token_request(3, 0, 0), token_step::start_login);  // a new caller tries again
   EXPECT_NE(m.flight(), flight);
 }
@@ -78,7 +78,8 @@ TEST(SessionMachine, ExpiringTokenIsLoggedOutThenReplaced) {
   m.on_token_request(0, 0, 0);
   m.on_login_succeeded(token("short", 60'000), 0);
   EXPECT_EQ(m.on_token_request(30'000, 0, 0), token_step::hand_out);
-  EXPECT_EQ(m.on_token_request(30'000, 20'000, 0), token_step::hand_out);  // 30 s left >= 20 s asked
+  EXPECT_EQ(m.on_token_request(30'000, 20'000, 0),
+            token_step::hand_out);  // 30 s left >= 20 s asked
   EXPECT_EQ(m.on_token_request(50'000, 20'000, 0), token_step::start_login);  // only 10 s left
   EXPECT_EQ(m.pending_logout().reveal(), "short");
   m.on_pending_logout_done();
@@ -141,9 +142,10 @@ TEST(SessionMachine, StaleEventsAreIgnored) {
 
 namespace {
 
-session_token refreshable(std::string value, std::int64_t now, std::int64_t lifetime, std::string refresh) {
-  return {secret_string{std::move(value)}, std::string{"DEV"}, now + lifetime, secret_string{std::move(refresh)},
-          lifetime};
+session_token refreshable(std::string value, std::int64_t now, std::int64_t lifetime,
+                          std::string refresh) {
+  return {secret_string{std::move(value)}, std::string{"DEV"}, now + lifetime,
+          secret_string{std::move(refresh)}, lifetime};
 }
 
 }  // namespace
@@ -153,13 +155,14 @@ TEST(SessionMachineRefresh, WithinTheMarginARefreshableTokenIsRefreshedNotReplac
   session_machine m{0};
   ASSERT_EQ(m.on_token_request(0, 0, 0, policy), token_step::start_login);
   m.on_login_succeeded(refreshable("a1", 0, 300'000, "r1"), 0);
-  EXPECT_EQ(m.on_token_request(239'000, 0, 0, policy), token_step::hand_out);  // 61 s left
+  EXPECT_EQ(m.on_token_request(239'000, 0, 0, policy), token_step::hand_out);       // 61 s left
   EXPECT_EQ(m.on_token_request(241'000, 0, 0, policy), token_step::start_renewal);  // 59 s left
   EXPECT_EQ(m.state(), session_state::refreshing);
   const auto flight = m.flight();
   EXPECT_FALSE(m.has_pending_logout());  // the same device goes on: nothing is logged out
   EXPECT_EQ(m.on_token_request(241'001, 0, 0, policy), token_step::wait);
-  m.on_refresh_succeeded({secret_string{"a2"}, std::nullopt, 541'000, secret_string{}, 300'000}, 241'000);
+  m.on_refresh_succeeded({secret_string{"a2"}, std::nullopt, 541'000, secret_string{}, 300'000},
+                         241'000);
   EXPECT_EQ(m.state(), session_state::active);
   EXPECT_EQ(m.on_token_request(241'002, 0, flight, policy), token_step::hand_out);
   EXPECT_EQ(m.token().access_token.reveal(), "a2");
@@ -172,11 +175,12 @@ TEST(SessionMachineRefresh, CallersTheCurrentTokenSatisfiesDoNotWaitForARefresh)
   session_machine m{0};
   m.on_token_request(0, 0, 0, policy);
   m.on_login_succeeded(refreshable("a1", 0, 300'000, "r1"), 0);
-  ASSERT_TRUE(m.start_background_refresh(190'000, policy));  // 110 s left < 2 x margin
+  ASSERT_TRUE(m.start_background_refresh(190'000, policy));   // 110 s left < 2 x margin
   EXPECT_FALSE(m.start_background_refresh(190'001, policy));  // already under way
   EXPECT_TRUE(m.ready_for(190'000, 0, policy));
   EXPECT_EQ(m.on_token_request(190'000, 0, 0, policy), token_step::hand_out);
-  EXPECT_EQ(m.on_token_request(190'000, 120'000, 0, policy), token_step::wait);  // wants more than is left
+  EXPECT_EQ(m.on_token_request(190'000, 120'000, 0, policy),
+            token_step::wait);  // wants more than is left
 }
 
 TEST(SessionMachineRefresh, BackgroundRefreshWaitsUntilTwiceTheMargin) {
@@ -189,7 +193,8 @@ TEST(SessionMachineRefresh, BackgroundRefreshWaitsUntilTwiceTheMargin) {
   session_machine plain{0};
   plain.on_token_request(0, 0, 0, policy);
   plain.on_login_succeeded(token("t", 300'000), 0);
-  EXPECT_FALSE(plain.start_background_refresh(290'000, policy));  // no refresh token: renewed on demand
+  EXPECT_FALSE(
+      plain.start_background_refresh(290'000, policy));  // no refresh token: renewed on demand
 }
 
 TEST(SessionMachineRefresh, AFailedRefreshBecomesALoginOfTheSameFlightThatLogsTheOldTokenOut) {

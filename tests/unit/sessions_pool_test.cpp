@@ -29,7 +29,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
   explicit scripted_homeserver(asio::any_io_executor ex) : ex_(std::move(ex)) {}
   std::string name = "hs.test";
   std::chrono::milliseconds latency{5};
-  int fail_logins = 0;  // the next N logins fail with 403
+  int fail_logins = 0;        // the next N logins fail with 403
   int rate_limit_logins = 0;  // the next N logins fail with 429 and retry_after_ms
   std::int64_t retry_after_ms = 100;
   int unreachable_logins = 0;  // the next N logins get no answer
@@ -39,8 +39,8 @@ class scripted_homeserver final : public matrix::homeserver_client {
   bool lose_refresh_answers = false;  // refreshes rotate the tokens, then the answer is lost
   int logins = 0, logouts = 0, refreshes = 0, whoamis = 0, in_flight = 0, peak_in_flight = 0;
   std::map<std::string, std::string> refresh_owner;  // live refresh token -> user
-  std::vector<std::string> calls;                      // "login @u" / "logout @u"
-  std::map<std::string, std::string> token_owner;      // live token -> user
+  std::vector<std::string> calls;                    // "login @u" / "logout @u"
+  std::map<std::string, std::string> token_owner;    // live token -> user
 
   const std::string& server_name() const override { return name; }
   std::string_view method_name() const override { return "shared_secret"; }
@@ -49,7 +49,8 @@ class scripted_homeserver final : public matrix::homeserver_client {
   std::string url = "http://hs.test";
   void close_idle_connections() override {}
 
-  asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(std::string user_id) override {
+  asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(
+      std::string user_id) override {
     ++in_flight;
     peak_in_flight = std::max(peak_in_flight, in_flight);
     co_await delay();
@@ -77,7 +78,8 @@ class scripted_homeserver final : public matrix::homeserver_client {
     if (grant_refresh_tokens) grant.refresh_token = secret_string{new_refresh_token(user_id)};
     co_return grant;
   }
-  asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(secret_string refresh_token) override {
+  asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(
+      secret_string refresh_token) override {
     co_await delay();
     ++refreshes;
     calls.push_back("refresh");
@@ -88,11 +90,13 @@ class scripted_homeserver final : public matrix::homeserver_client {
     refresh_owner.erase(it);  // rotated; the old access token stays live, as Synapse keeps it
     auto token = "tok_" + std::to_string(++counter_);
     token_owner[token] = user;
-    matrix::refresh_grant grant{secret_string{token}, secret_string{new_refresh_token(user)}, expires_in_ms};
+    matrix::refresh_grant grant{secret_string{token}, secret_string{new_refresh_token(user)},
+                                expires_in_ms};
     if (lose_refresh_answers) co_return unexpected{error(errc::upstream_timeout, 0)};
     co_return grant;
   }
-  asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(secret_string token) override {
+  asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(
+      secret_string token) override {
     co_await delay();
     ++logouts;
     if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
@@ -121,7 +125,10 @@ class scripted_homeserver final : public matrix::homeserver_client {
     matrix::upstream_error e;
     e.code = code;
     e.http_status = status;
-    e.errcode = status == 403 ? "M_FORBIDDEN" : status == 401 ? "M_UNKNOWN_TOKEN" : status == 429 ? "M_LIMIT_EXCEEDED" : "";
+    e.errcode = status == 403   ? "M_FORBIDDEN"
+                : status == 401 ? "M_UNKNOWN_TOKEN"
+                : status == 429 ? "M_LIMIT_EXCEEDED"
+                                : "";
     return e;
   }
   std::string new_refresh_token(const std::string& user) {
@@ -140,7 +147,8 @@ struct pool_fixture : ::testing::Test {
   std::unique_ptr<session_pool> pool;
 
   pool_options options;  // what make_pool() builds with; tests change it first
-  void make_pool(std::size_t max = 1000, unsigned max_logins = 4, std::chrono::milliseconds idle = 1h) {
+  void make_pool(std::size_t max = 1000, unsigned max_logins = 4,
+                 std::chrono::milliseconds idle = 1h) {
     auto client = std::make_unique<scripted_homeserver>(io.get_executor());
     hs = client.get();
     std::map<std::string, homeserver_entry, std::less<>> hss;
@@ -183,12 +191,17 @@ TEST_F(pool_fixture, HundredConcurrentRequestsCostOneLogin) {
   std::vector<std::string> tokens;
   int finished = 0;
   for (int i = 0; i < 100; ++i) {
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-      auto t = co_await pool->get_token("@alice:hs.test", 0, deadline());
-      EXPECT_TRUE(t.has_value());
-      if (t) tokens.push_back(t->access_token->reveal());
-      ++finished;
-    }, [](std::exception_ptr ep) { if (ep) std::rethrow_exception(ep); });
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto t = co_await pool->get_token("@alice:hs.test", 0, deadline());
+          EXPECT_TRUE(t.has_value());
+          if (t) tokens.push_back(t->access_token->reveal());
+          ++finished;
+        },
+        [](std::exception_ptr ep) {
+          if (ep) std::rethrow_exception(ep);
+        });
   }
   io.run_for(5s);
   ASSERT_EQ(finished, 100);
@@ -204,10 +217,16 @@ TEST_F(pool_fixture, LoginsInFlightPerHomeserverAreCapped) {
   make_pool(1000, 3);
   int ok = 0;
   for (int i = 0; i < 20; ++i) {
-    asio::co_spawn(io, [&, i]() -> asio::awaitable<void> {
-      auto t = co_await pool->get_token("@user" + std::to_string(i) + ":hs.test", 0, deadline());
-      if (t) ++ok;
-    }, [](std::exception_ptr ep) { if (ep) std::rethrow_exception(ep); });
+    asio::co_spawn(
+        io,
+        [&, i]() -> asio::awaitable<void> {
+          auto t =
+              co_await pool->get_token("@user" + std::to_string(i) + ":hs.test", 0, deadline());
+          if (t) ++ok;
+        },
+        [](std::exception_ptr ep) {
+          if (ep) std::rethrow_exception(ep);
+        });
   }
   io.run_for(5s);
   EXPECT_EQ(ok, 20);
@@ -219,20 +238,27 @@ TEST_F(pool_fixture, FailedLoginFailsItsWaitersAndIsRetriedLater) {
   hs->fail_logins = 1;
   int failures = 0;
   for (int i = 0; i < 10; ++i) {
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-      auto t = co_await pool->get_token("@bob:hs.test", 0, deadline());
-      EXPECT_FALSE(t.has_value());
-      if (t) co_return;
-      EXPECT_EQ(t.error().code, errc::upstream_refused);
-      EXPECT_EQ(t.error().http_status, 403);
-      ++failures;
-    }, [](std::exception_ptr ep) { if (ep) std::rethrow_exception(ep); });
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto t = co_await pool->get_token("@bob:hs.test", 0, deadline());
+          EXPECT_FALSE(t.has_value());
+          if (t) co_return;
+          EXPECT_EQ(t.error().code, errc::upstream_refused);
+          EXPECT_EQ(t.error().http_status, 403);
+          ++failures;
+        },
+        [](std::exception_ptr ep) {
+          if (ep) std::rethrow_exception(ep);
+        });
   }
   io.run_for(5s);
   io.restart();
   EXPECT_EQ(failures, 10);
   EXPECT_EQ(hs->logins, 1);
-  run([&]() -> asio::awaitable<void> { EXPECT_FALSE((co_await token_of("@bob:hs.test")).empty()); });
+  run([&]() -> asio::awaitable<void> {
+    EXPECT_FALSE((co_await token_of("@bob:hs.test")).empty());
+  });
   EXPECT_EQ(hs->logins, 2);
 }
 
@@ -249,7 +275,8 @@ TEST_F(pool_fixture, UnknownHomeserverAndMalformedIdsAreRefusedLocally) {
 TEST_F(pool_fixture, InvalidateLogsTheCurrentTokenOutBeforeTheNextLogin) {
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@carol:hs.test");
-    auto stale = co_await pool->invalidate("@carol:hs.test", secret_string{"not-the-token"}, deadline());
+    auto stale =
+        co_await pool->invalidate("@carol:hs.test", secret_string{"not-the-token"}, deadline());
     EXPECT_FALSE(*stale);
     EXPECT_TRUE(hs->live(first));
     auto done = co_await pool->invalidate("@carol:hs.test", secret_string{first}, deadline());
@@ -262,7 +289,8 @@ TEST_F(pool_fixture, InvalidateLogsTheCurrentTokenOutBeforeTheNextLogin) {
     EXPECT_FALSE(*co_await pool->invalidate("@carol:hs.test", secret_string{first}, deadline()));
     EXPECT_TRUE(hs->live(second));
   });
-  EXPECT_EQ(hs->calls, (std::vector<std::string>{"login @carol:hs.test", "logout @carol:hs.test", "login @carol:hs.test"}));
+  EXPECT_EQ(hs->calls, (std::vector<std::string>{"login @carol:hs.test", "logout @carol:hs.test",
+                                                 "login @carol:hs.test"}));
 }
 
 TEST_F(pool_fixture, UnreachableLogoutIsRetriedBeforeTheNextLogin) {
