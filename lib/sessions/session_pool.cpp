@@ -248,9 +248,9 @@ struct session_pool::impl {
       detail = ex.what();
     }
     static constexpr std::string_view names[] = {"alive", "dead", "unknown"};
-    spdlog::info("validate user={} homeserver={} result={} duration_ms={} detail=\"{}\"", e.user_id,
-                 client.server_name(), names[static_cast<int>(outcome)], elapsed_ms(started),
-                 detail);
+    spdlog::info("validate user={} homeserver={} method={} result={} duration_ms={} detail=\"{}\"",
+                 e.user_id, client.server_name(), client.method_name(),
+                 names[static_cast<int>(outcome)], elapsed_ms(started), detail);
     e.machine.on_validated(outcome);  // unknown: handed out, the homeserver could not say otherwise
   }
 
@@ -287,17 +287,16 @@ struct session_pool::impl {
       options.observer->on_refresh(client.server_name(), steady_clock::now() - started,
                                    failure ? &*failure : nullptr);
     if (!failure) {
-      spdlog::info("refresh user={} homeserver={} result=ok duration_ms={}", e.user_id,
-                   client.server_name(), elapsed_ms(started));
+      spdlog::info("refresh user={} homeserver={} method={} result=ok duration_ms={}", e.user_id,
+                   client.server_name(), client.method_name(), elapsed_ms(started));
       co_return;
     }
     ++hs.refreshes_failed;
     spdlog::warn(
-        "refresh user={} homeserver={} result={} duration_ms={} upstream_status={} "
-        "upstream_errcode={} "
-        "detail=\"{}\": logging in again",
-        e.user_id, client.server_name(), failure->code.message(), elapsed_ms(started),
-        failure->http_status, failure->errcode, failure->diagnostic);
+        "refresh user={} homeserver={} method={} result={} duration_ms={} upstream_status={} "
+        "upstream_errcode={} detail=\"{}\": logging in again",
+        e.user_id, client.server_name(), client.method_name(), failure->code.message(),
+        elapsed_ms(started), failure->http_status, failure->errcode, failure->diagnostic);
     e.machine.on_refresh_failed();
   }
 
@@ -450,14 +449,16 @@ struct session_pool::impl {
       options.observer->on_logout(client.server_name(), failure ? &*failure : nullptr);
     if (failure) {
       spdlog::warn(
-          "logout user={} homeserver={} result={} duration_ms={} upstream_status={} detail=\"{}\"",
-          e->user_id, client.server_name(), failure->code.message(), ms, failure->http_status,
-          failure->diagnostic);
+          "logout user={} homeserver={} method={} result={} duration_ms={} upstream_status={} "
+          "detail=\"{}\"",
+          e->user_id, client.server_name(), client.method_name(), failure->code.message(), ms,
+          failure->http_status, failure->diagnostic);
       e->last_failure = std::make_unique<pool_error>(std::move(*failure));
     } else {
       ++hs.logouts;
-      spdlog::info("logout user={} homeserver={} result=ok token_was_live={} duration_ms={}",
-                   e->user_id, client.server_name(), was_live, ms);
+      spdlog::info(
+          "logout user={} homeserver={} method={} result=ok token_was_live={} duration_ms={}",
+          e->user_id, client.server_name(), client.method_name(), was_live, ms);
     }
     e->machine.on_logout_finished(!failure);
     if (!failure) co_await unpersist(e->user_id);  // nothing of it is live any more
