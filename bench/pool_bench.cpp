@@ -128,10 +128,10 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < max; ++i) {
       store::stored_session s;
       s.user_id = user(i);
-      s.access_token =
-          secret_string{std::string{"syt_"} + "bench_" + std::to_string(1'000'000'000 + i)}
-          // a fake, Synapse-sized;
-          s.device_id = "MXPUPPETD";
+      // A fake, Synapse-sized token (40 bytes).
+      s.access_token = secret_string{std::string{"syt_"} + "bench_token_of_user_" +
+                                     std::to_string(1'000'000'000'000'000ULL + i)};
+      s.device_id = "MXPUPPETD";
       s.created_at_ms = s.last_used_at_ms = 1'700'000'000'000 + static_cast<std::int64_t>(i);
       asio::co_spawn(io, st.save(std::move(s)),
                      [](std::exception_ptr e, boost::system::error_code ec) {
