@@ -54,6 +54,12 @@ token_step session_machine::on_token_request(std::int64_t now_ms, std::int64_t m
       }
       // The token this caller waited for is already too short for it: renewing cannot help.
       if (waited_for != 0 && waited_for == granted_flight_) return token_step::too_short;
+      // The renewal this caller waited for could not happen: the current token, if it will do.
+      if (waited_for != 0 && waited_for == failed_flight_) {
+        if (!usable(now_ms, min_valid_ms)) return token_step::fail;
+        touch(now_ms);
+        return token_step::hand_out;
+      }
       touch(now_ms);
       if (!token_.refresh_token.empty()) {
         begin(session_state::refreshing);
@@ -81,6 +87,12 @@ void session_machine::on_refresh_succeeded(session_token token, std::int64_t now
   granted_flight_ = flight_;
   state_ = session_state::active;
   touch(now_ms);
+}
+
+void session_machine::on_refresh_deferred() {
+  if (state_ != session_state::refreshing) return;
+  failed_flight_ = flight_;
+  state_ = session_state::active;
 }
 
 void session_machine::on_refresh_failed() {

@@ -87,6 +87,10 @@ class session_machine {
   void on_login_succeeded(session_token token, std::int64_t now_ms);
   // refreshing -> active with the new token (an empty refresh token keeps the old one).
   void on_refresh_succeeded(session_token token, std::int64_t now_ms);
+  // refreshing -> active with the token it had: the refresh could not be sent (circuit open).
+  // Waiters of this flight get the token if it still covers their min_valid_ms (margin aside),
+  // else the failure; new callers try again.
+  void on_refresh_deferred();
   // refreshing -> logging_in in the same flight: the old access token may still be live, so
   // it becomes pending_logout(); the caller goes on with the login.
   void on_refresh_failed();

@@ -261,27 +261,30 @@ struct session_pool::impl {
     auto& client = *client_ref;
     const auto started = steady_clock::now();
     std::optional<pool_error> failure;
-    // Only an open circuit stops a refresh: Synapse's login rate limit does not cover /refresh.
+    // Only an open circuit stops a refresh (Synapse's login rate limit does not cover /refresh),
+    // and then the session keeps the token it has: it is served for as long as it is valid.
     if (hs.health.admit(steady_ms()) == admission::fail_fast) {
-      failure = local_error(errc::upstream_unavailable, "homeserver unreachable: circuit open");
-    } else {
-      try {
-        auto grant = co_await client.refresh(e.machine.token().refresh_token);
-        if (grant) {
-          const auto now_ms = now();
-          session_token token{std::move(grant->access_token), std::nullopt, std::nullopt,
-                              std::move(grant->refresh_token), grant->expires_in_ms.value_or(0)};
-          if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
-          e.machine.on_refresh_succeeded(std::move(token), now_ms);
-          co_await persist(row_of(e, {}));  // the old refresh token is dead now: durable first
-          hs.health.on_success();
-          ++hs.refreshes_ok;
-        } else {
-          failure = std::move(grant).error();
-        }
-      } catch (const std::exception& ex) {
-        failure = local_error(errc::upstream_unavailable, ex.what());
+      e.last_failure = std::make_unique<pool_error>(local_error(
+          errc::upstream_unavailable, "homeserver unreachable (circuit open): cannot refresh"));
+      e.machine.on_refresh_deferred();
+      co_return;
+    }
+    try {
+      auto grant = co_await client.refresh(e.machine.token().refresh_token);
+      if (grant) {
+        const auto now_ms = now();
+        session_token token{std::move(grant->access_token), std::nullopt, std::nullopt,
+                            std::move(grant->refresh_token), grant->expires_in_ms.value_or(0)};
+        if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
+        e.machine.on_refresh_succeeded(std::move(token), now_ms);
+        co_await persist(row_of(e, {}));  // the old refresh token is dead now: durable first
+        hs.health.on_success();
+        ++hs.refreshes_ok;
+      } else {
+        failure = std::move(grant).error();
       }
+    } catch (const std::exception& ex) {
+      failure = local_error(errc::upstream_unavailable, ex.what());
     }
     if (options.observer)
       options.observer->on_refresh(client.server_name(), steady_clock::now() - started,

@@ -274,3 +274,21 @@ TEST(SessionMachineValidation, UnknownOutcomeHandsTheTokenOut) {
   m.on_validated(validation::unknown);
   EXPECT_EQ(m.on_token_request(20'001, 0, 0, policy), token_step::hand_out);
 }
+
+TEST(SessionMachineRefresh, ADeferredRefreshKeepsTheTokenForWaitersItStillCovers) {
+  const renewal_policy policy{.refresh_margin_ms = 60'000};
+  session_machine m{0};
+  m.on_token_request(0, 0, 0, policy);
+  m.on_login_succeeded(refreshable("a1", 0, 300'000, "r1"), 0);
+  ASSERT_EQ(m.on_token_request(250'000, 0, 0, policy), token_step::start_renewal);  // 50 s left
+  const auto flight = m.flight();
+  m.on_refresh_deferred();  // the homeserver's circuit is open
+  EXPECT_EQ(m.state(), session_state::active);
+  EXPECT_FALSE(m.has_pending_logout()) << "a token that still works is not thrown away";
+  EXPECT_EQ(m.on_token_request(250'001, 10'000, flight, policy), token_step::hand_out);
+  EXPECT_EQ(m.token().access_token.reveal(), "a1");
+  EXPECT_EQ(m.on_token_request(250'001, 55'000, flight, policy),
+            token_step::fail);  // not enough left
+  EXPECT_EQ(m.on_token_request(250'002, 0, 0, policy),
+            token_step::start_renewal);  // new callers retry
+}

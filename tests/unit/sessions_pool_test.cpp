@@ -157,7 +157,8 @@ struct pool_fixture : ::testing::Test {
     options.idle_timeout = idle;
     options.revoke_on_evict = true;
     options.now_ms = [this] { return clock_ms; };
-    options.health.base_backoff_ms = 20;  // real time: keep retries quick
+    if (options.health.base_backoff_ms == health_options{}.base_backoff_ms)
+      options.health.base_backoff_ms = 20;  // real time: keep retries quick
     pool = std::make_unique<session_pool>(io.get_executor(), options, std::move(hss));
   }
   void SetUp() override { make_pool(); }
@@ -588,6 +589,34 @@ TEST_F(pool_fixture, ADeadHomeserverFailsFastWhileCachedTokensAreServed) {
     co_await sleep(300ms);
     EXPECT_FALSE((co_await token_of("@new2:hs.test")).empty());
     EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::closed);
+  });
+}
+
+TEST_F(pool_fixture, WhileTheCircuitIsOpenRefreshableTokensAreServedUntilTheyExpire) {
+  options.renewal.refresh_margin_ms = 60'000;
+  options.health.base_backoff_ms = 200;  // the circuit stays open for 0.4-0.8 s after 3 failures
+  make_pool();
+  hs->grant_refresh_tokens = true;
+  hs->expires_in_ms = 300'000;
+  run([&]() -> asio::awaitable<void> {
+    const auto token = co_await token_of("@keep:hs.test");
+    hs->unreachable = true;
+    auto down = co_await pool->get_token("@other:hs.test", 0, deadline());  // opens the circuit
+    EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
+    clock_ms += 250'000;  // 50 s left: inside the margin, and no refresh can go out
+    auto t = co_await pool->get_token("@keep:hs.test", 10'000, deadline());
+    EXPECT_TRUE(t.has_value());
+    if (t) {
+      EXPECT_EQ(t->access_token->reveal(), token);
+    }
+    EXPECT_TRUE(hs->live(token)) << "not logged out";
+    EXPECT_EQ(hs->refreshes, 0);
+    auto too_much = co_await pool->get_token("@keep:hs.test", 55'000, deadline());
+    EXPECT_FALSE(too_much.has_value());
+    if (!too_much) {
+      EXPECT_EQ(too_much.error().code, errc::upstream_unavailable);
+    }
+    (void)down;
   });
 }
 
