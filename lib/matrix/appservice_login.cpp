@@ -35,13 +35,7 @@ class appservice_login_strategy final : public login_strategy {
   asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
                                                       std::string user_id) override {
     const auto parts = parse_user_id(user_id);
-    if (!parts)
-      co_return unexpected{upstream_error{errc::invalid_user_id,
-                                          0,
-                                          {},
-                                          {},
-                                          std::nullopt,
-                                          fmt::format("'{}' is not a user ID", user_id)}};
+    if (!parts) co_return unexpected{malformed_user_id(user_id)};
     if (!appservice_is_interested(method_, server_name_, user_id)) {
       // Refused without a request, but still after one trip through the executor: the session
       // pool starts a login with co_spawn (which dispatches inline) and only then waits for its

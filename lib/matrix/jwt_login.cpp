@@ -53,13 +53,7 @@ class jwt_login_strategy final : public login_strategy {
   asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
                                                       std::string user_id) override {
     const auto parts = parse_user_id(user_id);
-    if (!parts)
-      co_return unexpected{upstream_error{errc::invalid_user_id,
-                                          0,
-                                          {},
-                                          {},
-                                          std::nullopt,
-                                          fmt::format("'{}' is not a user ID", user_id)}};
+    if (!parts) co_return unexpected{malformed_user_id(user_id)};
     credentials::jwt_claims claims = claims_template_;
     claims.subject = std::string{parts->localpart};
     secret_string body_secret;

@@ -31,6 +31,13 @@ std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_con
       config.login);
 }
 
+upstream_error malformed_user_id(std::string_view user_id) {
+  upstream_error e;
+  e.code = errc::invalid_user_id;
+  e.diagnostic = fmt::format("'{}' is not a user ID", user_id);
+  return e;
+}
+
 upstream_error transport_error(const net::http_failure& failure) {
   upstream_error e;
   e.code = failure.code.category() == mxp_category() ? failure.code

@@ -35,6 +35,9 @@ std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_con
 
 // --- shared by the strategies ----------------------------------------------------------------
 
+// A user ID the strategy cannot log in because it is not one (checked before any request).
+upstream_error malformed_user_id(std::string_view user_id);
+
 // A transport failure (no HTTP answer) as an upstream_error.
 upstream_error transport_error(const net::http_failure& failure);
 
