@@ -34,6 +34,7 @@ class instant_homeserver final : public matrix::homeserver_client {
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
   const std::string& base_url() const override { return url_; }
   void close_idle_connections() override {}
+  void cancel_requests() override {}  // nothing is ever in flight: answers are immediate
   asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(
       std::string user_id) override {
     char token[40];

@@ -31,8 +31,6 @@ using std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto shutdown_grace = std::chrono::seconds{10};
-
 void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: mxpuppetd -c CONFIG [--check-config]\n"
@@ -224,23 +222,35 @@ int main(int argc, char** argv) {
       spdlog::warn(
           "access control: no clients: section, every peer that can open the socket may ask for "
           "any user");
-    mxp::api::server_options listen_options{
-        config.listen.unix_socket,    config.listen.socket_mode,      config.listen.idle_timeout,
-        std::chrono::seconds{10},     config.listen.max_header_bytes, config.listen.max_body_bytes,
-        config.listen.max_connections};
+    const auto& listen = config.listen;
+    mxp::api::server_options listen_options;
+    listen_options.socket_path = listen.unix_socket;
+    listen_options.socket_mode = listen.socket_mode;
+    listen_options.idle_timeout = listen.idle_timeout;
+    listen_options.header_timeout =
+        mxp::config::effective_phase_timeout(listen, listen.header_timeout);
+    listen_options.body_timeout = mxp::config::effective_phase_timeout(listen, listen.body_timeout);
+    listen_options.write_timeout = listen.write_timeout;
+    listen_options.max_header_bytes = listen.max_header_bytes;
+    listen_options.max_body_bytes = listen.max_body_bytes;
+    listen_options.max_connections = listen.max_connections;
     if (auto fd = mxp::daemon::socket_from_systemd())
       listen_options.adopt_fd = *fd;  // mxpuppetd.socket
     if (config.listen.socket_owner) listen_options.socket_uid = *config.listen.socket_owner;
     if (config.listen.socket_group) listen_options.socket_gid = *config.listen.socket_group;
-    mxp::api::unix_server server{io.get_executor(), std::move(listen_options), api};
+    mxp::api::unix_server server{io.get_executor(), listen_options, api};
     std::unique_ptr<mxp::api::tcp_server> tcp_server;  // listen.tcp: loopback, API keys only
-    if (const auto& tcp = config.listen.tcp)
-      tcp_server = std::make_unique<mxp::api::tcp_server>(
-          io.get_executor(),
-          mxp::api::tcp_server_options{tcp->address, tcp->port, config.listen.idle_timeout,
-                                       std::chrono::seconds{10}, config.listen.max_header_bytes,
-                                       config.listen.max_body_bytes, config.listen.max_connections},
-          api);
+    if (const auto& tcp = config.listen.tcp) {
+      mxp::api::tcp_server_options tcp_options{tcp->address, tcp->port};
+      tcp_options.idle_timeout = listen_options.idle_timeout;
+      tcp_options.header_timeout = listen_options.header_timeout;
+      tcp_options.body_timeout = listen_options.body_timeout;
+      tcp_options.write_timeout = listen_options.write_timeout;
+      tcp_options.max_header_bytes = listen_options.max_header_bytes;
+      tcp_options.max_body_bytes = listen_options.max_body_bytes;
+      tcp_options.max_connections = listen_options.max_connections;
+      tcp_server = std::make_unique<mxp::api::tcp_server>(io.get_executor(), tcp_options, api);
+    }
     mxp::daemon::sd_notifier notifier{io.get_executor(), [&pool] {
                                         const auto s = pool->stats();
                                         return fmt::format(
@@ -262,15 +272,20 @@ int main(int argc, char** argv) {
           reload(config_path, config, *pool, api, io.get_executor());
           continue;
         }
-        spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        spdlog::info("{}: shutting down (grace {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                     config.shutdown_grace.count());
         notifier.stopping();
         api.set_ready(false);
-        const auto deadline = steady_clock::now() + shutdown_grace;
+        // Everything within the grace, which the config keeps below the unit's TimeoutStopSec:
+        // no new connections; waiting callers answered 503 at once and homeserver requests in
+        // flight cancelled (pool), revoke_on_shutdown logouts in what is left; then the
+        // connections, busy ones included, are closed by the deadline.
+        const auto deadline = steady_clock::now() + config.shutdown_grace;
         server.stop();
         if (tcp_server) tcp_server->stop();
+        co_await pool->shutdown(config.sessions.revoke_on_shutdown, deadline);
         co_await server.drain(deadline);
         if (tcp_server) co_await tcp_server->drain(deadline);
-        co_await pool->shutdown(config.sessions.revoke_on_shutdown, deadline);
         signals.cancel();
         co_return;
       }

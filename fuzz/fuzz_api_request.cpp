@@ -26,6 +26,7 @@ class refusing_homeserver final : public mxp::matrix::homeserver_client {
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
   const std::string& base_url() const override { return name_; }
   void close_idle_connections() override {}
+  void cancel_requests() override {}  // nothing is ever in flight: answers are immediate
   asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::login_grant>> login(
       std::string) override {
     co_return mxp::unexpected{refusal()};

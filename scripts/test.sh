@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# The newcomer's test command and CI's: installs every dependency (Debian 12),
-# builds everything, and runs the whole test suite (unit, integration, end-to-end).
+# The newcomer's test command and CI's: installs every dependency (Debian 12), builds
+# everything, and runs the whole test suite (unit, end-to-end, fuzz corpora) twice: once as
+# built for release, once built with AddressSanitizer and UndefinedBehaviorSanitizer (the
+# daemon the end-to-end tests start included), where any finding fails the run.
+# MXP_SKIP_SANITIZERS=1 skips the second pass (a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 werror=()
 [ "${CI:-}" = "true" ] && werror=(-DMXP_WERROR=ON)
 bash scripts/build.sh "${werror[@]}"
-cd build
-ctest --output-on-failure -j2 --timeout 600
+(cd build && ctest --output-on-failure -j2 --timeout 600)
+
+if [ "${MXP_SKIP_SANITIZERS:-}" = "1" ]; then
+  echo "sanitizer pass skipped (MXP_SKIP_SANITIZERS=1)"
+  exit 0
+fi
+BUILD_DIR=build-sanitize bash scripts/build.sh "${werror[@]}" -DMXP_SANITIZE=ON
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+(cd build-sanitize && ctest --output-on-failure -j2 --timeout 900)

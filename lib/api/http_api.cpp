@@ -163,6 +163,8 @@ void write_pool_error(api_response& res, const sessions::pool_error& e) {
   json_writer w{res.body};
   w.begin_object().member("errcode", errcode).member("error", message);
   if (status == 429) w.member("retry_after_ms", e.retry_after_ms.value_or(1000));
+  // A homeserver that is failing (backoff, open circuit) says when the next try goes out.
+  if (status == 503 && e.retry_after_ms) w.member("retry_after_ms", *e.retry_after_ms);
   if (status == 502) {
     w.member("upstream_status", e.http_status);
     if (e.errcode.empty())

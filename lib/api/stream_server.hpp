@@ -30,14 +30,26 @@
 
 namespace mxp::api::detail {
 
-// Limits every listener applies to its connections.
+// Limits every listener applies to its connections. Each phase of a connection has its own
+// deadline: waiting for a request (idle), receiving its header once the first byte came
+// (header: a slow sender cannot stretch it byte by byte), receiving its body, writing the
+// answer to a client that does not read (write), and draining after a refusal (linger).
 struct connection_limits {
   std::chrono::milliseconds idle_timeout;
+  std::chrono::milliseconds header_timeout;
+  std::chrono::milliseconds body_timeout;
   std::chrono::milliseconds write_timeout;
   std::size_t max_header_bytes;
   std::size_t max_body_bytes;
   std::size_t max_connections;
+  std::chrono::milliseconds linger_timeout{std::chrono::seconds{2}};
 };
+
+// What a connection over max_connections is told before it is closed.
+inline constexpr std::string_view too_many_connections_answer =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    "Content-Length: 71\r\nConnection: close\r\n\r\n"
+    R"({"errcode":"MXP_UNAVAILABLE","error":"too many connections, try again"})";
 
 // A Transport provides:
 //   using protocol = ...;    // asio::local::stream_protocol, asio::ip::tcp
@@ -52,6 +64,9 @@ struct connection {
   socket_type socket;
   boost::asio::steady_timer watchdog;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // When the watchdog is set to wake (max: not waiting). A deadline later than this needs no
+  // timer operation: the watchdog finds it when it wakes and sleeps on.
+  std::chrono::steady_clock::time_point armed_for = std::chrono::steady_clock::time_point::max();
   bool busy = false;  // handling a request: not closed by stop() until it is answered
   bool closing = false;
   typename Transport::peer peer;
@@ -71,14 +86,24 @@ struct connection {
 template <typename Transport>
 void arm_watchdog(const std::shared_ptr<connection<Transport>>& c) {
   if (c->closing) return;
-  c->watchdog.expires_at(c->deadline);
+  c->armed_for = c->deadline;
+  c->watchdog.expires_at(c->deadline);  // cancels a wait for a later time
   c->watchdog.async_wait(
       [weak = std::weak_ptr<connection<Transport>>(c)](boost::system::error_code ec) {
         auto c = weak.lock();
-        if (ec || !c || c->closing) return;
+        if (ec || !c || c->closing) return;  // re-armed for an earlier deadline, or closed
+        c->armed_for = std::chrono::steady_clock::time_point::max();
         if (std::chrono::steady_clock::now() >= c->deadline) return c->close();
         arm_watchdog(c);
       });
+}
+
+// Moves the connection's deadline; the timer is touched only when it must wake earlier.
+template <typename Transport>
+void set_deadline(const std::shared_ptr<connection<Transport>>& c,
+                  std::chrono::steady_clock::time_point deadline) {
+  c->deadline = deadline;
+  if (deadline < c->armed_for) arm_watchdog(c);
 }
 
 inline void serialize(const api_response& res, bool keep_alive, std::string& out) {
@@ -112,6 +137,9 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   std::list<std::weak_ptr<connection_type>> live_;
   sessions::wait_queue connection_closed_;
   bool stopping_ = false;
+  std::size_t refusing_ = 0;  // connections over the limit being told 503
+  std::uint64_t refused_total_ = 0, refused_since_log_ = 0;
+  std::chrono::steady_clock::time_point last_refusal_log_{};
 
  public:
   typename protocol::acceptor acceptor;  // opened, bound and listening before accept_loop()
@@ -134,9 +162,8 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
         continue;
       }
       if (live_.size() >= limits_.max_connections) {
-        spdlog::warn("refusing API connection: {} connections open (listen.max_connections)",
-                     live_.size());
-        continue;  // the socket closes as it goes out of scope
+        refuse(std::move(socket));
+        continue;
       }
       start(std::move(socket));
     }
@@ -161,6 +188,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   }
 
   std::size_t connections() const noexcept { return live_.size(); }
+  std::uint64_t refused() const noexcept { return refused_total_; }
 
  private:
   boost::asio::awaitable<void> serve(std::shared_ptr<connection_type> c) {
@@ -178,6 +206,11 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       parser.body_limit(limits_.max_body_bytes);
       parser.eager(true);
       boost::system::error_code ec;
+      // The idle deadline is a plain store (no timer operation): a request that arrives whole,
+      // the usual case, never touches the timer. Only a request that comes in pieces gets the
+      // header (then body) deadline, counted from its first byte, not from each byte.
+      set_deadline(c, steady_clock::now() + limits_.idle_timeout);
+      enum class phase { idle, header, body } waiting = phase::idle;
       for (;;) {
         if (buffer.size() > 0) {
           const auto used = parser.put(buffer.data(), ec);
@@ -186,13 +219,20 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
           if (ec || parser.is_done()) break;
         }
         if (stopping_ && !parser.got_some()) co_return;  // idle at shutdown: just close
-        c->deadline = steady_clock::now() + limits_.idle_timeout;
+        if (parser.got_some() && waiting == phase::idle) {
+          waiting = phase::header;
+          set_deadline(c, steady_clock::now() + limits_.header_timeout);
+        }
+        if (parser.is_header_done() && waiting != phase::body) {
+          waiting = phase::body;
+          set_deadline(c, steady_clock::now() + limits_.body_timeout);
+        }
         const auto n = co_await c->socket.async_read_some(
             buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
         buffer.commit(n);
         if (ec) {
           if (ec == asio::error::eof && parser.got_some()) ec = http::error::partial_message;
-          if (!parser.got_some()) co_return;  // peer closed, idle timeout or shutdown
+          if (!parser.got_some() || c->closing) co_return;  // peer closed, a deadline, shutdown
           break;
         }
       }
@@ -225,35 +265,77 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       // --- write the answer ----------------------------------------------------
       api_.record(res);
       serialize(res, keep_alive, out);
-      c->deadline = steady_clock::now() + limits_.write_timeout;
       const bool malformed = static_cast<bool>(ec);
-      co_await asio::async_write(c->socket, asio::buffer(out),
-                                 asio::redirect_error(asio::use_awaitable, ec));
-      if (!ec && malformed) co_await linger(*c);
-      if (ec || !keep_alive) co_return;
+      // Most answers fit the socket buffer: one non-blocking send, no timer, no suspension.
+      // What does not fit is written under the write deadline (a client that does not read).
+      std::size_t sent = c->socket.write_some(asio::buffer(out), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {}, sent = 0;
+      if (!ec && sent < out.size()) {
+        set_deadline(c, steady_clock::now() + limits_.write_timeout);
+        co_await asio::async_write(c->socket, asio::buffer(out) + sent,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (!ec && malformed) co_await linger(c);
+      if (ec || !keep_alive || c->closing) co_return;
     }
   }
 
   // After refusing a request mid-stream, read and drop what the client is still
   // sending (bounded in bytes and time) so it gets to read the answer instead of
   // a connection reset, as nginx's lingering close does.
-  static boost::asio::awaitable<void> linger(connection_type& c) {
+  boost::asio::awaitable<void> linger(std::shared_ptr<connection_type> c) {
     namespace asio = boost::asio;
     boost::system::error_code ec;
-    c.socket.shutdown(asio::socket_base::shutdown_send, ec);
-    c.deadline = std::chrono::steady_clock::now() + std::chrono::seconds{2};
+    c->socket.shutdown(asio::socket_base::shutdown_send, ec);
+    set_deadline(c, std::chrono::steady_clock::now() + limits_.linger_timeout);
     std::array<char, 16 * 1024> sink;
     for (std::size_t drained = 0; !ec && drained < 1024 * 1024;)
-      drained += co_await c.socket.async_read_some(asio::buffer(sink),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
+      drained += co_await c->socket.async_read_some(asio::buffer(sink),
+                                                    asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // A connection over max_connections: told 503 and closed after a short linger, so that a
+  // bridge sees why instead of a silent close. The refusals themselves are capped: beyond
+  // max_refusing, a connection is closed at once.
+  void refuse(typename protocol::socket socket) {
+    ++refused_total_;
+    ++refused_since_log_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log_ >= std::chrono::seconds{10}) {  // a flood logs one line per 10 s
+      spdlog::warn(
+          "refused {} API connection(s): {} connections open (listen.max_connections); answered "
+          "503",
+          refused_since_log_, live_.size());
+      refused_since_log_ = 0;
+      last_refusal_log_ = now;
+    }
+    static constexpr std::size_t max_refusing = 64;
+    if (refusing_ >= max_refusing) return;  // the socket closes as it goes out of scope
+    ++refusing_;
+    auto c = std::make_shared<connection_type>(std::move(socket));
+    boost::system::error_code ec;
+    c->socket.non_blocking(true, ec);
+    c->socket.write_some(boost::asio::buffer(too_many_connections_answer), ec);
+    auto drain = [](std::shared_ptr<stream_server> self,
+                    std::shared_ptr<connection_type> c) -> boost::asio::awaitable<void> {
+      co_await self->linger(c);
+    };
+    set_deadline(c, now + limits_.linger_timeout);
+    boost::asio::co_spawn(executor, drain(this->shared_from_this(), c),
+                          [self = this->shared_from_this(), c](std::exception_ptr) {
+                            c->close();
+                            --self->refusing_;
+                          });
   }
 
   void start(typename protocol::socket socket) {
     auto c = std::make_shared<connection_type>(std::move(socket));
     Transport::accepted(c->socket, c->peer);
+    boost::system::error_code ignored;
+    c->socket.non_blocking(true, ignored);  // for the send that answers without suspending
     live_.push_back(c);
     auto where = std::prev(live_.end());
-    arm_watchdog(c);
+    set_deadline(c, std::chrono::steady_clock::now() + limits_.idle_timeout);
     boost::asio::co_spawn(executor, serve(c),
                           [self = this->shared_from_this(), c, where](std::exception_ptr ep) {
                             c->close();

@@ -53,8 +53,8 @@ struct tcp_transport {
 struct tcp_server::impl : detail::stream_server<tcp_transport> {
   impl(asio::any_io_executor ex, const tcp_server_options& o, http_api& a)
       : stream_server(std::move(ex),
-                      {o.idle_timeout, o.write_timeout, o.max_header_bytes, o.max_body_bytes,
-                       o.max_connections},
+                      {o.idle_timeout, o.header_timeout, o.body_timeout, o.write_timeout,
+                       o.max_header_bytes, o.max_body_bytes, o.max_connections},
                       a) {}
   tcp::endpoint bound;
 
@@ -104,6 +104,9 @@ asio::awaitable<void> tcp_server::drain(std::chrono::steady_clock::time_point de
 
 std::size_t tcp_server::connections() const noexcept {
   return impl_->connections();
+}
+std::uint64_t tcp_server::refused_connections() const noexcept {
+  return impl_->refused();
 }
 std::uint16_t tcp_server::port() const noexcept {
   return impl_->bound.port();

@@ -19,8 +19,10 @@ class http_api;
 struct tcp_server_options {
   std::string address;     // numeric: "127.0.0.1", "::1" (the config allows loopback only)
   std::uint16_t port = 0;  // 0: an ephemeral port, see tcp_server::port()
-  std::chrono::milliseconds idle_timeout{std::chrono::seconds{60}};
-  std::chrono::milliseconds write_timeout{std::chrono::seconds{10}};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds{60}};    // between requests
+  std::chrono::milliseconds header_timeout{std::chrono::seconds{10}};  // first byte to header end
+  std::chrono::milliseconds body_timeout{std::chrono::seconds{10}};    // header end to body end
+  std::chrono::milliseconds write_timeout{std::chrono::seconds{10}};   // an answer to a non-reader
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 1024;
@@ -41,8 +43,9 @@ class tcp_server {
   // Waits until every connection is gone or the deadline passes.
   boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);
   std::size_t connections() const noexcept;
-  std::uint16_t port() const noexcept;  // the bound port
-  std::string endpoint() const;         // "127.0.0.1:8765", "[::1]:8765"
+  std::uint64_t refused_connections() const noexcept;  // over max_connections, since start
+  std::uint16_t port() const noexcept;                 // the bound port
+  std::string endpoint() const;                        // "127.0.0.1:8765", "[::1]:8765"
 
  private:
   struct impl;

@@ -82,7 +82,8 @@ struct unix_transport {
 };
 
 detail::connection_limits limits_of(const server_options& o) {
-  return {o.idle_timeout, o.write_timeout, o.max_header_bytes, o.max_body_bytes, o.max_connections};
+  return {o.idle_timeout,     o.header_timeout, o.body_timeout,   o.write_timeout,
+          o.max_header_bytes, o.max_body_bytes, o.max_connections};
 }
 
 }  // namespace
@@ -164,6 +165,9 @@ asio::awaitable<void> unix_server::drain(steady_clock::time_point deadline) {
 
 std::size_t unix_server::connections() const noexcept {
   return impl_->connections();
+}
+std::uint64_t unix_server::refused_connections() const noexcept {
+  return impl_->refused();
 }
 
 }  // namespace mxp::api

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,8 +19,10 @@ class http_api;
 struct server_options {
   std::string socket_path;
   unsigned socket_mode = 0660;
-  std::chrono::milliseconds idle_timeout{std::chrono::seconds{60}};
-  std::chrono::milliseconds write_timeout{std::chrono::seconds{10}};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds{60}};    // between requests
+  std::chrono::milliseconds header_timeout{std::chrono::seconds{10}};  // first byte to header end
+  std::chrono::milliseconds body_timeout{std::chrono::seconds{10}};    // header end to body end
+  std::chrono::milliseconds write_timeout{std::chrono::seconds{10}};   // an answer to a non-reader
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 1024;
@@ -47,6 +50,7 @@ class unix_server {
   // Waits until every connection is gone or the deadline passes.
   boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);
   std::size_t connections() const noexcept;
+  std::uint64_t refused_connections() const noexcept;  // over max_connections, since start
 
  private:
   struct impl;

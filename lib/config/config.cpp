@@ -41,6 +41,7 @@ constexpr std::size_t max_config_file_bytes = 4 * 1024 * 1024;
 constexpr std::size_t max_echoed_value = 64;  // longer values are cut in error messages
 // Timers add durations to steady_clock::now() in nanoseconds; keep well clear of overflow.
 constexpr milliseconds max_duration{std::chrono::hours{24 * 3650}};
+constexpr milliseconds max_shutdown_grace{std::chrono::seconds{25}};
 
 // ---------------------------------------------------------------------------------------------
 // Small, pure validators.
@@ -561,6 +562,13 @@ class loader {
             {"store", false, [&](const field& f) { load_store(f, cfg.store); }},
             {"clients", false, [&](const field& f) { load_clients(f, cfg); }},
             {"log", false, [&](const field& f) { load_log(f, cfg.log); }},
+            {"shutdown_grace", false,
+             [&](const field& f) {
+               read_duration(f, cfg.shutdown_grace);
+               if (cfg.shutdown_grace > max_shutdown_grace)
+                 error(f, "must be at most " + format_duration(max_shutdown_grace) +
+                              " (below the unit's TimeoutStopSec=30s)");
+             }},
         });
     // No anonymous access over TCP: the listener is useless (and refused) without a client that has
     // a key.
@@ -589,6 +597,11 @@ class loader {
             {"request_timeout", false,
              [&](const field& f) { read_duration(f, l.request_timeout); }},
             {"idle_timeout", false, [&](const field& f) { read_duration(f, l.idle_timeout); }},
+            {"header_timeout", false,
+             [&](const field& f) { read_duration(f, l.header_timeout.emplace()); }},
+            {"body_timeout", false,
+             [&](const field& f) { read_duration(f, l.body_timeout.emplace()); }},
+            {"write_timeout", false, [&](const field& f) { read_duration(f, l.write_timeout); }},
             {"max_header_bytes", false,
              [&](const field& f) { read_integer(f, l.max_header_bytes); }},
             {"max_body_bytes", false, [&](const field& f) { read_integer(f, l.max_body_bytes); }},

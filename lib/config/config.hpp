@@ -2,6 +2,7 @@
 // and load_config(), which refuses anything it does not understand.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -109,6 +110,12 @@ struct listen_config {
   std::optional<std::uint32_t> socket_group;
   milliseconds request_timeout{std::chrono::seconds{30}};  // whole API request, retries included
   milliseconds idle_timeout{std::chrono::seconds{60}};     // keep-alive connection idle
+  // From a request's first byte to the end of its header, and from there to the end of its body
+  // (a client sending a byte at a time cannot hold a connection longer). Unset: the idle timeout,
+  // at most 10 s.
+  std::optional<milliseconds> header_timeout;
+  std::optional<milliseconds> body_timeout;
+  milliseconds write_timeout{std::chrono::seconds{10}};  // an answer the client does not read
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 1024;
@@ -178,7 +185,16 @@ struct daemon_config {
   // anything.
   std::optional<std::vector<client_config>> clients;
   log_config log;
+  // SIGTERM: callers answered, revoke_on_shutdown logouts done, the process gone within this.
+  // Capped below the unit's TimeoutStopSec=30s, so systemd never has to SIGKILL.
+  milliseconds shutdown_grace{std::chrono::seconds{10}};
 };
+
+// listen.header_timeout / body_timeout as they apply (their default follows idle_timeout).
+inline milliseconds effective_phase_timeout(const listen_config& l,
+                                            const std::optional<milliseconds>& configured) {
+  return configured.value_or(std::min<milliseconds>(l.idle_timeout, std::chrono::seconds{10}));
+}
 
 struct load_result {
   std::optional<daemon_config> config;  // set only when errors is empty

@@ -81,6 +81,10 @@ class matrix_homeserver final : public homeserver_client {
   void close_idle_connections() override {
     if (http_) http_->close_idle();
   }
+  void cancel_requests() override {
+    if (http_) http_->cancel_all();
+    if (discovering_) discovering_->cancel_all();
+  }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
     if (auto ready = co_await ensure_ready(); !ready)
@@ -224,7 +228,9 @@ class matrix_homeserver final : public homeserver_client {
       co_return unexpected{fail(e.what())};
     }
     net::http_request request{.method = "GET", .target = "/.well-known/matrix/client"};
+    discovering_ = well_known.get();
     auto answer = co_await well_known->request(std::move(request));
+    discovering_ = nullptr;
     if (!answer) co_return unexpected{fail(answer.error().diagnostic)};
     if (answer->status != 200) co_return unexpected{fail(fmt::format("HTTP {}", answer->status))};
     simdjson::dom::element doc;
@@ -279,6 +285,7 @@ class matrix_homeserver final : public homeserver_client {
   config::homeserver_config config_;
   net::http_client_options http_options_;
   std::unique_ptr<net::http_client> http_;
+  net::http_client* discovering_ = nullptr;   // the .well-known lookup in flight, if any
   std::unique_ptr<login_strategy> strategy_;  // null for shared_secret, handled above
   std::string resolved_login_type_;
   device_fields device_;

@@ -30,6 +30,10 @@ struct upstream_error {
   std::string error;                           // the homeserver's "error" text
   std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED
   std::string diagnostic;                      // what mxpuppetd was doing; no secrets
+  // Without an answer (http_status 0): whether the request may have reached the homeserver
+  // (false: it never left, e.g. connection refused). A login that may have been processed may
+  // have created a live token nobody holds.
+  bool request_sent = true;
 };
 
 template <typename T>
@@ -75,6 +79,9 @@ class homeserver_client {
   virtual boost::asio::awaitable<upstream_result<std::string>> whoami(secret_string token) = 0;
   // Drops pooled connections (shutdown, reload).
   virtual void close_idle_connections() = 0;
+  // Ends every request in flight now (shutdown): each fails at once with errc::shutting_down,
+  // its connection closed. Requests made afterwards go out as usual.
+  virtual void cancel_requests() = 0;
 };
 
 // The real client: Beast over HTTP(S), .well-known discovery when `url` is empty.

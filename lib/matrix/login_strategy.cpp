@@ -43,6 +43,7 @@ upstream_error transport_error(const net::http_failure& failure) {
   e.code = failure.code.category() == mxp_category() ? failure.code
                                                      : make_error_code(errc::upstream_unavailable);
   e.diagnostic = failure.diagnostic;
+  e.request_sent = failure.request_sent;
   return e;
 }
 

@@ -128,6 +128,21 @@ struct http_client::impl {
   http_client_options options;
   std::optional<asio::ssl::context> tls_context;
   std::vector<std::unique_ptr<connection>> idle;
+  // What requests in flight are waiting on, so that cancel_all() can end them.
+  std::vector<connection*> busy;
+  std::vector<tcp::resolver*> resolving;
+  std::uint64_t cancellations = 0;  // bumped by cancel_all(): a request sees it was cancelled
+
+  // Registers `item` in `list` for the guard's lifetime.
+  template <typename T>
+  struct registration {
+    std::vector<T*>& list;
+    T* item;
+    registration(std::vector<T*>& l, T* i) : list(l), item(i) { list.push_back(item); }
+    ~registration() { std::erase(list, item); }
+    registration(const registration&) = delete;
+    registration& operator=(const registration&) = delete;
+  };
 
   std::unique_ptr<connection> take_idle() {
     const auto now = steady::now();
@@ -152,6 +167,7 @@ struct http_client::impl {
     error_code ec;
     // The resolver has no deadline of its own: a timer cancels it.
     auto resolver = std::make_shared<tcp::resolver>(executor);
+    registration<tcp::resolver> resolve_in_flight{resolving, resolver.get()};
     auto timed_out = std::make_shared<bool>(false);
     asio::steady_timer guard{executor, connect_deadline};
     guard.async_wait([weak = std::weak_ptr<tcp::resolver>(resolver), timed_out](error_code e) {
@@ -171,6 +187,7 @@ struct http_client::impl {
     } else {
       c->plain = std::make_unique<beast::tcp_stream>(executor);
     }
+    registration<connection> connect_in_flight{busy, c.get()};
     c->lowest().expires_at(connect_deadline);
     co_await c->lowest().async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return unexpected{failure_from(ec, "connect", url)};
@@ -247,6 +264,13 @@ void http_client::close_idle() {
   impl_->idle.clear();
 }
 
+void http_client::cancel_all() {
+  ++impl_->cancellations;
+  for (auto* r : impl_->resolving) r->cancel();
+  for (auto* c : impl_->busy) c->close();
+  close_idle();
+}
+
 asio::awaitable<expected<http_response, http_failure>> http_client::request(http_request req) {
   auto& self = *impl_;
   const auto deadline = steady::now() + self.options.request_timeout;
@@ -265,6 +289,12 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
   }
   message.prepare_payload();
 
+  const auto cancellations = self.cancellations;
+  const auto cancelled = [&] {
+    return http_failure{errc::shutting_down,
+                        fmt::format("{} {} at {}:{}: cancelled (shutting down)", req.method,
+                                    req.target, self.url.host, self.url.port)};
+  };
   for (int attempt = 0;; ++attempt) {
     auto c = self.take_idle();
     const bool reused = c != nullptr;
@@ -272,7 +302,11 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
       spdlog::debug("connecting to {}:{}{}", self.url.host, self.url.port,
                     self.url.tls ? " (TLS)" : "");
       auto connected = co_await self.connect(deadline);
-      if (!connected) co_return unexpected{std::move(connected).error()};
+      if (self.cancellations != cancellations || !connected) {
+        auto failure = connected ? cancelled() : std::move(connected).error();
+        failure.request_sent = false;
+        co_return unexpected{std::move(failure)};
+      }
       c = std::move(connected.value());
     }
     http::response_parser<http::string_body> parser;
@@ -280,8 +314,17 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
     parser.body_limit(self.options.max_response_bytes);
     c->buffer.clear();
     c->lowest().expires_at(deadline);
-    const error_code ec = c->secure ? co_await impl::exchange(*c->secure, *c, message, parser)
-                                    : co_await impl::exchange(*c->plain, *c, message, parser);
+    error_code ec;
+    {
+      impl::registration<connection> exchange_in_flight{self.busy, c.get()};
+      // if/else, not ?: with a co_await in each arm: GCC 12 miscompiles that form.
+      if (c->secure)
+        ec = co_await impl::exchange(*c->secure, *c, message, parser);
+      else
+        ec = co_await impl::exchange(*c->plain, *c, message, parser);
+    }
+    // An answer that arrived whole before the cancellation is kept: it may carry a new token.
+    if (ec && self.cancellations != cancellations) co_return unexpected{cancelled()};
     if (ec) {
       c->close();  // a stream that failed or timed out is never reused
       const bool nothing_received = !parser.got_some() && c->buffer.size() == 0;

@@ -61,6 +61,9 @@ struct http_response {
 struct http_failure {
   boost::system::error_code code;
   std::string diagnostic;
+  // False when the request never left (resolve, connect or TLS failed, or cancelled before it
+  // was sent): the server cannot have acted on it. True when it may have.
+  bool request_sent = true;
 };
 
 class http_client {
@@ -78,6 +81,9 @@ class http_client {
   std::size_t idle_connections() const noexcept;
   // Closes every idle connection (shutdown, reload).
   void close_idle();
+  // Ends every request in flight: resolves are cancelled and connections closed, so each
+  // request fails at once with mxp::errc::shutting_down. Later requests are not affected.
+  void cancel_all();
 
  private:
   struct impl;

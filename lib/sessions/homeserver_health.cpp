@@ -23,8 +23,10 @@ circuit_state homeserver_health::circuit(std::int64_t now_ms) const noexcept {
 }
 
 admission homeserver_health::admit(std::int64_t now_ms) const noexcept {
-  if (circuit(now_ms) == circuit_state::open) return admission::fail_fast;
-  return now_ms < not_before_ms() ? admission::wait : admission::go;
+  if (now_ms < not_before_ms()) return admission::wait;  // rate limited, backoff, circuit open
+  if (circuit(now_ms) == circuit_state::half_open)
+    return probing_ ? admission::wait_for_probe : admission::probe;
+  return admission::go;
 }
 
 void homeserver_health::on_success() noexcept {

@@ -1,7 +1,10 @@
 // homeserver_health: what the pool knows about one homeserver's trouble, without I/O:
 // a rate-limit pause (M_LIMIT_EXCEEDED retry_after_ms), exponential backoff with jitter
-// after 5xx and network failures, and a circuit breaker that turns a dead homeserver
-// into a fast 503 instead of a pile of timeouts. Times are steady-clock milliseconds
+// after 5xx and network failures, and a circuit breaker: after open_after failures in a row
+// nothing goes out until the backoff has passed, then exactly one request probes the
+// homeserver (half open) while the others wait for its outcome. Callers whose deadline ends
+// before the circuit half-opens are answered at once (503 with retry_after_ms); those that
+// can wait, wait, exactly as for a 429. Times are steady-clock milliseconds
 // supplied by the caller, so tests drive it with plain numbers.
 #pragma once
 
@@ -19,9 +22,10 @@ struct health_options {
 
 // May a request go out now?
 enum class admission : std::uint8_t {
-  go,         // yes (with the circuit half open: as a probe)
-  wait,       // not before not_before_ms(): rate limited, or backing off after a failure
-  fail_fast,  // the circuit is open: fail without sending anything
+  go,              // yes
+  probe,           // yes, as the half-open circuit's one probe: begin_probe(), then report it
+  wait,            // not before not_before_ms(): rate limited, backing off, or circuit open
+  wait_for_probe,  // the probe is out: wait for its outcome
 };
 
 enum class circuit_state : std::uint8_t { closed, open, half_open };
@@ -32,6 +36,10 @@ class homeserver_health {
   explicit homeserver_health(health_options options = {}) : options_(options) {}
 
   admission admit(std::int64_t now_ms) const noexcept;
+  void begin_probe() noexcept { probing_ = true; }
+  // The probe's request is over, whatever its outcome (reported with on_success & co.).
+  void end_probe() noexcept { probing_ = false; }
+  bool probing() const noexcept { return probing_; }
   std::int64_t not_before_ms() const noexcept {
     return rate_limited_until_ms_ > backoff_until_ms_ ? rate_limited_until_ms_ : backoff_until_ms_;
   }
@@ -53,6 +61,7 @@ class homeserver_health {
   unsigned failures_ = 0;
   std::int64_t backoff_until_ms_ = 0;
   std::int64_t rate_limited_until_ms_ = 0;
+  bool probing_ = false;
 };
 
 }  // namespace mxp::sessions

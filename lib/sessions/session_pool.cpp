@@ -33,6 +33,7 @@ struct homeserver_state {
   homeserver_health health;
   unsigned logins_in_flight = 0;
   wait_queue login_slot_freed;
+  wait_queue probe_finished;  // the half-open circuit's probe is back (or gone)
   std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0,
                 refreshes_failed = 0;
 };
@@ -50,7 +51,13 @@ struct session_entry : boost::intrusive::list_base_hook<> {
   // While its login waits out a 429 or a backoff: when it will try again (steady ms), so that
   // callers whose deadline comes first get their answer now instead of a timeout later.
   std::int64_t retry_at_ms = 0;
-  unsigned waiters = 0;  // callers waiting on `changed` for a token
+  unsigned waiters = 0;    // callers waiting on `changed` for a token
+  wait_queue caller_left;  // a caller stopped waiting: a login pausing for nobody gives up
+  // A login went out whose outcome is unknown (cancelled, timed out, or the daemon died: the
+  // row says so at restart). The homeserver may hold a live token of this device that nobody
+  // has, so the next login cleans the device: log in, log out (every token of the device dies),
+  // log in.
+  bool device_unclean = false;
 };
 
 pool_error local_error(errc code, std::string diagnostic) {
@@ -88,7 +95,7 @@ std::int64_t system_now_ms() {
 
 }  // namespace
 
-struct session_pool::impl {
+struct session_pool::impl : std::enable_shared_from_this<session_pool::impl> {
   using lru_list = boost::intrusive::list<session_entry>;  // front: most recently used
 
   asio::any_io_executor executor;
@@ -107,6 +114,25 @@ struct session_pool::impl {
   std::minstd_rand jitter_source{std::random_device{}()};
 
   ~impl() { lru.clear(); }
+
+  // Wakes everything that waits and ends every homeserver request in flight, so that each task
+  // finishes at once: waiting callers get shutting_down, logins in flight end with it.
+  void stop_everything() {
+    stopping = true;
+    stop_requested.notify_all();
+    if (maintenance_timer) maintenance_timer->cancel();
+    for (auto& [_, hs] : homeservers) wake_and_cancel(*hs);
+    for (auto& hs : retired) wake_and_cancel(*hs);
+    for (auto& [_, e] : sessions) {
+      e->changed.notify_all();
+      e->caller_left.notify_all();
+    }
+  }
+  static void wake_and_cancel(homeserver_state& hs) {
+    hs.login_slot_freed.notify_all();
+    hs.probe_finished.notify_all();
+    hs.entry.client->cancel_requests();
+  }
 
   std::int64_t now() const { return options.now_ms(); }
 
@@ -157,7 +183,9 @@ struct session_pool::impl {
     }
     erase(e);
     e.changed.notify_all();
-    spawn(unpersist(e.user_id));  // forgotten without a logout: a restart must not bring it back
+    // Forgotten without a logout: a restart must not bring it back, unless its row is all that
+    // says its device may hold a live token.
+    if (!e.device_unclean) spawn(unpersist(e.user_id));
   }
 
   // --- persistence: a row exists while something of the user may be live ---
@@ -173,6 +201,7 @@ struct session_pool::impl {
       row.lifetime_ms = m.token().lifetime_ms;
     }
     row.pending_logout = std::move(pending);
+    row.login_in_flight = e.device_unclean;
     row.created_at_ms = m.created_at_ms();
     row.last_used_at_ms = m.last_used_at_ms();
     return row;
@@ -189,12 +218,15 @@ struct session_pool::impl {
       spdlog::error("session store: cannot delete the session of {}: {}", user_id, ec.message());
   }
 
+  // Every background task is owned by the pool: counted, awaited by shutdown(), woken and its
+  // requests cancelled by stop_everything(), and it keeps the pool's state alive until it ends,
+  // even when the session_pool object is gone before it.
   template <typename Task>
   void spawn(Task task) {
     ++tasks;
-    asio::co_spawn(executor, std::move(task), [this](std::exception_ptr ep) {
-      --tasks;
-      task_finished.notify_all();
+    asio::co_spawn(executor, std::move(task), [self = shared_from_this()](std::exception_ptr ep) {
+      --self->tasks;
+      self->task_finished.notify_all();
       if (!ep) return;
       try {
         std::rethrow_exception(ep);
@@ -208,8 +240,15 @@ struct session_pool::impl {
   // in), then wakes its waiters. At most max_concurrent_logins of these run per homeserver.
   asio::awaitable<void> session_task(std::shared_ptr<session_entry> e) {
     auto& hs = *e->homeserver;
-    while (hs.logins_in_flight >= hs.entry.max_concurrent_logins)
+    while (hs.logins_in_flight >= hs.entry.max_concurrent_logins && !stopping)
       co_await hs.login_slot_freed.wait(steady_clock::time_point::max());
+    if (stopping) {  // never started: the session keeps what it had, its callers hear why
+      e->last_failure =
+          std::make_unique<pool_error>(local_error(errc::shutting_down, "daemon is shutting down"));
+      abandon(*e);
+      e->changed.notify_all();
+      co_return;
+    }
     ++hs.logins_in_flight;
     struct release_slot {
       homeserver_state& hs;
@@ -223,6 +262,20 @@ struct session_pool::impl {
     if (e->machine.state() == session_state::refreshing) co_await refresh(*e);
     if (e->machine.state() == session_state::logging_in) co_await log_in(*e);
     e->changed.notify_all();
+  }
+
+  // Moves a session out of the busy state its task will not work through (shutdown).
+  static void abandon(session_entry& e) {
+    switch (e.machine.state()) {
+      case session_state::validating:
+        return e.machine.on_validated(validation::unknown);
+      case session_state::refreshing:
+        return e.machine.on_refresh_deferred();
+      case session_state::logging_in:
+        return e.machine.on_login_failed();
+      default:
+        return;
+    }
   }
 
   // validating: whoami; a dead token moves the machine on to refreshing or logging_in.
@@ -263,7 +316,7 @@ struct session_pool::impl {
     std::optional<pool_error> failure;
     // Only an open circuit stops a refresh (Synapse's login rate limit does not cover /refresh),
     // and then the session keeps the token it has: it is served for as long as it is valid.
-    if (hs.health.admit(steady_ms()) == admission::fail_fast) {
+    if (hs.health.circuit(steady_ms()) == circuit_state::open || stopping) {
       e.last_failure = std::make_unique<pool_error>(local_error(
           errc::upstream_unavailable, "homeserver unreachable (circuit open): cannot refresh"));
       e.machine.on_refresh_deferred();
@@ -303,8 +356,10 @@ struct session_pool::impl {
     e.machine.on_refresh_failed();
   }
 
-  // logging_in: logs a possibly live old token out, then logs in; waits out 429s and backs
-  // off after 5xx/network failures while callers still wait, up to max_login_attempts.
+  // logging_in: logs a possibly live old token out, then logs in; waits out 429s, backoffs and an
+  // open circuit while callers whose deadlines cover the wait still wait (the others are
+  // answered at once by get_token), up to max_login_attempts. A pause that nobody waits for any
+  // more is given up, so that it does not hold a login slot.
   asio::awaitable<void> log_in(session_entry& e) {
     auto& hs = *e.homeserver;
     const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
@@ -315,44 +370,39 @@ struct session_pool::impl {
     while (!stopping) {
       const auto now_steady = steady_ms();
       const auto admitted = hs.health.admit(now_steady);
-      if (admitted == admission::fail_fast) {
-        // After a try of its own, the caller hears what that try met; otherwise that the circuit is
-        // open.
-        if (!failure)
-          failure = local_error(
-              errc::upstream_unavailable,
-              fmt::format("homeserver unreachable ({} failures in a row): failing fast for {} ms",
-                          hs.health.consecutive_failures(),
-                          hs.health.not_before_ms() - now_steady));
-        break;
+      if (admitted == admission::wait_for_probe) {
+        co_await hs.probe_finished.wait(steady_clock::time_point::max());
+        continue;
       }
       if (admitted == admission::wait) {
-        if (attempts > 0 && e.waiters == 0)
-          break;  // nobody waits any more: report the last failure
-        if (!e.last_failure ||
-            attempts == 0) {  // the pause is someone else's: say why this one waits
-          auto why =
-              hs.health.rate_limited(now_steady)
-                  ? local_error(errc::upstream_rate_limited, "homeserver rate limit: logins paused")
-                  : local_error(errc::upstream_unavailable, "homeserver failing: backing off");
-          if (why.code == errc::upstream_rate_limited)
-            why.retry_after_ms = hs.health.not_before_ms() - now_steady;
-          e.last_failure = std::make_unique<pool_error>(std::move(why));
-        }
+        if (attempts > 0 && e.waiters == 0) break;  // nobody waits any more: report the failure
+        const auto wait_ms = hs.health.not_before_ms() - now_steady;
+        e.last_failure = std::make_unique<pool_error>(pause_reason(hs, now_steady, failure));
         e.retry_at_ms = hs.health.not_before_ms();
         e.changed.notify_all();  // waiters whose deadline comes first answer now
-        co_await stop_requested.wait(steady_clock::now() +
-                                     std::chrono::milliseconds{e.retry_at_ms - now_steady});
+        co_await e.caller_left.wait(steady_clock::now() + std::chrono::milliseconds{wait_ms});
+        if (!stopping && e.waiters == 0 && steady_ms() < hs.health.not_before_ms()) {
+          failure = *e.last_failure;  // nobody waits for the pause: give the slot back
+          if (failure->retry_after_ms) failure->retry_after_ms = e.retry_at_ms - steady_ms();
+          break;
+        }
         continue;
       }
       e.retry_at_ms = 0;
       ++attempts;
+      const bool probe = admitted == admission::probe;
+      if (probe) hs.health.begin_probe();
       failure = co_await attempt_login(e);
+      if (probe) {
+        hs.health.end_probe();
+        hs.probe_finished.notify_all();  // after the outcome below is recorded: same turn
+      }
       if (!failure) {
         hs.health.on_success();
         break;
       }
       e.last_failure = std::make_unique<pool_error>(*failure);
+      if (failure->code == errc::shutting_down) break;
       if (failure->code == errc::upstream_rate_limited) {
         hs.health.on_rate_limited(steady_ms(), failure->retry_after_ms.value_or(0));
         spdlog::info("login user={} homeserver={}: rate limited, retrying in {} ms", e.user_id,
@@ -370,8 +420,7 @@ struct session_pool::impl {
     e.retry_at_ms = 0;
     if (!failure && e.machine.state() == session_state::logging_in && stopping)
       failure = local_error(errc::shutting_down, "daemon is shutting down");
-    // A login that never went out (circuit open, shutdown) is not one the homeserver saw: not
-    // counted.
+    // A login that never went out (paused, shutdown) is not one the homeserver saw: not counted.
     if (options.observer && attempts > 0)
       options.observer->on_login(client.server_name(), client.method_name(),
                                  steady_clock::now() - started, failure ? &*failure : nullptr);
@@ -395,8 +444,37 @@ struct session_pool::impl {
     }
   }
 
+  // Why a login is not going out now, for the callers that cannot wait for it: with the
+  // remaining wait in retry_after_ms (429 for a rate limit, 503 for a failing homeserver).
+  static pool_error pause_reason(const homeserver_state& hs, std::int64_t now_steady,
+                                 const std::optional<pool_error>& own_failure) {
+    const auto wait_ms = hs.health.not_before_ms() - now_steady;
+    if (hs.health.rate_limited(now_steady)) {
+      auto why =
+          local_error(errc::upstream_rate_limited,
+                      fmt::format("homeserver rate limit: logins paused for {} ms", wait_ms));
+      why.retry_after_ms = wait_ms;
+      return why;
+    }
+    // After a try of its own, the caller hears what that try met, and when the next one goes.
+    auto why = own_failure
+                   ? *own_failure
+                   : local_error(errc::upstream_unavailable,
+                                 hs.health.circuit(now_steady) == circuit_state::open
+                                     ? fmt::format("homeserver unreachable ({} failures in "
+                                                   "a row): circuit open for {} ms",
+                                                   hs.health.consecutive_failures(), wait_ms)
+                                     : fmt::format("homeserver failing: backing off for "
+                                                   "{} ms",
+                                                   wait_ms));
+    why.retry_after_ms = wait_ms;
+    return why;
+  }
+
   // One try: the pending logout (if any), then the login; the token is durable before anyone sees
-  // it.
+  // it. The login is marked in the store before it goes out: if its outcome is lost (cancelled,
+  // timed out, the daemon killed), the homeserver may hold a live token of the device that
+  // nobody has, and the next login cleans the device first.
   asio::awaitable<std::optional<pool_error>> attempt_login(session_entry& e) {
     auto& hs = *e.homeserver;
     const auto client_ref = hs.entry.client;  // a reload may swap the entry's client meanwhile
@@ -410,13 +488,39 @@ struct session_pool::impl {
         ++hs.logouts;
         if (options.observer) options.observer->on_logout(client.server_name(), nullptr);
       }
+      const bool was_unclean = e.device_unclean;
+      if (!was_unclean) {
+        e.device_unclean = true;
+        co_await persist(row_of(e, e.machine.pending_logout()));
+      } else {
+        // Logging out any token of the device kills every token of it, the orphan included.
+        auto orphan_killer = co_await client.login(e.user_id);
+        if (!orphan_killer) co_return std::move(orphan_killer).error();
+        auto out = co_await client.logout(std::move(orphan_killer->access_token));
+        if (!out) co_return std::move(out).error();
+        spdlog::info(
+            "login user={} homeserver={}: device cleaned (a login whose outcome was lost may "
+            "have left a live token on it)",
+            e.user_id, client.server_name());
+      }
       auto grant = co_await client.login(e.user_id);
-      if (!grant) co_return std::move(grant).error();
+      if (!grant) {
+        // An answer from the homeserver, or a request that never left, issued no token: the
+        // device is as clean as it was. A timeout, a lost answer or a proxy's 502/504 (the
+        // homeserver behind it may have finished the login) may hide one.
+        const auto& failed = grant.error();
+        const bool no_token = failed.http_status == 0
+                                  ? !failed.request_sent
+                                  : failed.http_status != 502 && failed.http_status != 504;
+        if (!was_unclean && no_token) e.device_unclean = false;
+        co_return std::move(grant).error();
+      }
       const auto now_ms = now();
       session_token token{std::move(grant->access_token), std::move(grant->device_id), std::nullopt,
                           std::move(grant->refresh_token), grant->expires_in_ms.value_or(0)};
       if (grant->expires_in_ms) token.expires_at_ms = now_ms + *grant->expires_in_ms;
       e.machine.on_login_succeeded(std::move(token), now_ms);
+      e.device_unclean = false;  // the device holds this token and nothing else of ours
       // Durable before any caller sees it: a restart must find this token, not add a device.
       co_await persist(row_of(e, {}));
       co_return std::nullopt;
@@ -463,6 +567,7 @@ struct session_pool::impl {
           "logout user={} homeserver={} method={} result=ok token_was_live={} duration_ms={}",
           e->user_id, client.server_name(), client.method_name(), was_live, ms);
     }
+    if (!failure) e->device_unclean = false;  // logging out a token ends its whole device
     e->machine.on_logout_finished(!failure);
     if (!failure) co_await unpersist(e->user_id);  // nothing of it is live any more
     if (e->machine.state() == session_state::gone ||
@@ -475,7 +580,7 @@ struct session_pool::impl {
 
 session_pool::session_pool(asio::any_io_executor executor, pool_options options,
                            std::map<std::string, homeserver_entry, std::less<>> homeservers)
-    : impl_(std::make_unique<impl>()) {
+    : impl_(std::make_shared<impl>()) {
   impl_->executor = std::move(executor);
   impl_->options = std::move(options);
   if (!impl_->options.now_ms) impl_->options.now_ms = system_now_ms;
@@ -489,7 +594,14 @@ session_pool::session_pool(asio::any_io_executor executor, pool_options options,
   }
 }
 
-session_pool::~session_pool() = default;
+// Tasks still running hold the state (shared) and end as soon as the io_context runs them: they
+// are woken and their requests cancelled here. They no longer report to the store or the
+// observer, which may be gone with the pool.
+session_pool::~session_pool() {
+  impl_->options.store = nullptr;
+  impl_->options.observer = nullptr;
+  impl_->stop_everything();
+}
 
 expected<const matrix::homeserver_client*, pool_error> session_pool::route(
     std::string_view user_id) const {
@@ -520,6 +632,7 @@ session_pool::restore_result session_pool::restore(std::vector<store::stored_ses
     e->machine.restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms,
                         std::move(row.refresh_token), row.lifetime_ms},
                        std::move(row.pending_logout), row.created_at_ms, row.last_used_at_ms);
+    e->device_unclean = row.login_in_flight;
     self.sessions.emplace(e->user_id, e);
     self.lru.push_front(*e);  // rows come oldest first: the newest ends up in front
     ++result.restored;
@@ -544,7 +657,8 @@ std::optional<token_view> session_pool::find_ready(std::string_view user_id,
 asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::string user_id,
                                                                           std::int64_t min_valid_ms,
                                                                           steady_time deadline) {
-  auto& self = *impl_;
+  const auto owner = impl_;  // the pool's state outlives this call even if the pool does not
+  auto& self = *owner;
   auto routed = route(user_id);
   if (!routed) co_return unexpected{routed.error()};
   auto* hs = self.homeservers.find(matrix::parse_user_id(user_id)->server_name)->second.get();
@@ -583,19 +697,21 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
       case token_step::wait: {
         if (!looked_up && self.options.observer) self.options.observer->on_token_lookup(false);
         looked_up = true;
-        // A login waiting out a 429 or a backoff past this caller's deadline: answer now.
+        // A login pausing (429, backoff, open circuit) past this caller's deadline: answer now,
+        // and tell the login, which gives its slot up when nobody is left to wait for it.
         if (e->retry_at_ms > 0 && e->last_failure &&
             steady_clock::now() + std::chrono::milliseconds{e->retry_at_ms - steady_ms()} >
                 deadline) {
           auto failure = *e->last_failure;
-          if (failure.code == errc::upstream_rate_limited)
-            failure.retry_after_ms = e->retry_at_ms - steady_ms();
+          failure.retry_after_ms = e->retry_at_ms - steady_ms();
+          e->caller_left.notify_all();
           co_return unexpected{std::move(failure)};
         }
         waited_for = e->machine.flight();
         ++e->waiters;
         const bool woken = co_await e->changed.wait(deadline);
         --e->waiters;
+        if (e->waiters == 0) e->caller_left.notify_all();
         if (!woken)
           co_return unexpected{
               local_error(errc::deadline_exceeded, "no token within the request deadline")};
@@ -608,7 +724,8 @@ asio::awaitable<expected<token_view, pool_error>> session_pool::get_token(std::s
 asio::awaitable<expected<bool, pool_error>> session_pool::invalidate(std::string user_id,
                                                                      secret_string token,
                                                                      steady_time deadline) {
-  auto& self = *impl_;
+  const auto owner = impl_;
+  auto& self = *owner;
   if (auto routed = route(user_id); !routed) co_return unexpected{routed.error()};
   auto it = self.sessions.find(user_id);
   if (it == self.sessions.end()) co_return false;
@@ -627,7 +744,8 @@ asio::awaitable<expected<bool, pool_error>> session_pool::invalidate(std::string
 
 asio::awaitable<expected<bool, pool_error>> session_pool::revoke(std::string user_id,
                                                                  steady_time deadline) {
-  auto& self = *impl_;
+  const auto owner = impl_;
+  auto& self = *owner;
   if (auto routed = route(user_id); !routed) co_return unexpected{routed.error()};
   for (;;) {
     auto it = self.sessions.find(user_id);
@@ -740,7 +858,8 @@ std::size_t session_pool::evict_idle() {
 }
 
 asio::awaitable<void> session_pool::run_maintenance() {
-  auto& self = *impl_;
+  const auto owner = impl_;
+  auto& self = *owner;
   auto& timer = self.maintenance_timer.emplace(self.executor);
   while (!self.stopping) {
     // Recomputed each round: a reload may change the idle timeout or the refresh policy.
@@ -764,22 +883,34 @@ asio::awaitable<void> session_pool::run_maintenance() {
 }
 
 asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadline) {
-  auto& self = *impl_;
-  self.stopping = true;
-  self.stop_requested.notify_all();
-  if (self.maintenance_timer) self.maintenance_timer->cancel();
+  const auto owner = impl_;
+  auto& self = *owner;
+  // Callers waiting for a token are answered now (shutting_down); logins, refreshes and
+  // validations in flight end now. Their tokens, if the homeserver issued any, are covered by
+  // the login_in_flight mark: the next run cleans those devices.
+  self.stop_everything();
   if (revoke_all) {
     std::vector<std::shared_ptr<session_entry>> all;
     for (auto& [_, e] : self.sessions) all.push_back(e);
+    std::size_t started = 0;
     for (auto& e : all)
       if (e->machine.on_revoke() == revoke_step::start_logout)
-        self.spawn(self.logout_task(e, true));
-    spdlog::info("shutdown: logging out {} sessions", self.tasks);
+        self.spawn(self.logout_task(e, true)), ++started;
+    spdlog::info("shutdown: logging out {} sessions", started);
   }
+  // Logouts get the grace minus a reserve in which cancelled requests unwind and the store
+  // flushes; what is still out then is cancelled (its row keeps the token pending logout).
+  const auto reserve = std::min<steady_clock::duration>(std::chrono::milliseconds{500},
+                                                        (deadline - steady_clock::now()) / 4);
   while (self.tasks > 0)
-    if (!co_await self.task_finished.wait(deadline)) break;
-  if (self.tasks > 0)
-    spdlog::warn("shutdown: {} homeserver operations still running at the deadline", self.tasks);
+    if (!co_await self.task_finished.wait(deadline - reserve)) break;
+  if (self.tasks > 0) {
+    spdlog::warn("shutdown: cancelling {} homeserver operations still running at the deadline",
+                 self.tasks);
+    self.stop_everything();
+    while (self.tasks > 0)
+      if (!co_await self.task_finished.wait(deadline)) break;
+  }
   for (auto& [_, hs] : self.homeservers) hs->entry.client->close_idle_connections();
   if (self.options.store) co_await self.options.store->flush();
 }

@@ -129,7 +129,9 @@ class session_pool {
   std::size_t refresh_due();
   // Runs evict_idle() periodically until stop().
   boost::asio::awaitable<void> run_maintenance();
-  // Stops maintenance, optionally revokes every session, and waits for background work.
+  // Ends the pool's work by `deadline`: waiting callers are answered shutting_down at once,
+  // homeserver requests in flight are cancelled, then (revoke_all) every session is logged out
+  // within what is left of the deadline, and queued store writes are flushed.
   boost::asio::awaitable<void> shutdown(bool revoke_all, steady_time deadline);
 
   std::vector<session_info> sessions() const;
@@ -153,7 +155,7 @@ class session_pool {
 
  private:
   struct impl;
-  std::unique_ptr<impl> impl_;
+  std::shared_ptr<impl> impl_;  // shared with the background tasks, which may outlive the pool
 };
 
 }  // namespace mxp::sessions

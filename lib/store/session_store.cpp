@@ -136,10 +136,11 @@ struct session_store::impl {
         "CREATE TABLE IF NOT EXISTS sessions ("
         " user_id TEXT PRIMARY KEY, access_token TEXT, device_id TEXT, expires_at_ms INTEGER,"
         " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL,"
-        " refresh_token TEXT, lifetime_ms INTEGER"
+        " refresh_token TEXT, lifetime_ms INTEGER, login_in_flight INTEGER"
         ") WITHOUT ROWID");
-    // A database written before refresh tokens were kept gains the columns (NULL: none).
-    for (const char* column : {"refresh_token TEXT", "lifetime_ms INTEGER"}) {
+    // A database written by an earlier version gains the columns it lacks (NULL: none).
+    for (const char* column :
+         {"refresh_token TEXT", "lifetime_ms INTEGER", "login_in_flight INTEGER"}) {
       const auto sql = fmt::format("ALTER TABLE sessions ADD COLUMN {}", column);
       if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK &&
           std::string_view{sqlite3_errmsg(db)}.find("duplicate column") == std::string_view::npos)
@@ -148,8 +149,8 @@ struct session_store::impl {
     if (sqlite3_prepare_v2(
             db,
             "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
-            " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
+            " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms,"
+            " login_in_flight) VALUES (?,?,?,?,?,?,?,?,?,?)",
             -1, &upsert.stmt, nullptr) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE user_id = ?", -1, &remove.stmt,
                            nullptr) != SQLITE_OK)
@@ -179,6 +180,7 @@ struct session_store::impl {
         sqlite3_bind_int64(s, 9, r.lifetime_ms);
       else
         sqlite3_bind_null(s, 9);
+      sqlite3_bind_int(s, 10, r.login_in_flight ? 1 : 0);
     } else if (op.what == write_op::kind::erase) {
       s = remove.stmt;
       bind_text(s, 1, r.user_id, false);
@@ -268,7 +270,8 @@ std::vector<stored_session> session_store::load_all() {
   if (sqlite3_prepare_v2(
           impl_->db,
           "SELECT user_id, access_token, device_id, expires_at_ms, pending_logout, created_at_ms,"
-          " last_used_at_ms, refresh_token, lifetime_ms FROM sessions ORDER BY last_used_at_ms",
+          " last_used_at_ms, refresh_token, lifetime_ms, login_in_flight FROM sessions"
+          " ORDER BY last_used_at_ms",
           -1, &select.stmt, nullptr) != SQLITE_OK)
     impl_->fail("cannot read sessions");
   int rc;
@@ -285,6 +288,7 @@ std::vector<stored_session> session_store::load_all() {
     s.last_used_at_ms = sqlite3_column_int64(select.stmt, 6);
     s.refresh_token = secret_string{column_text(select.stmt, 7)};
     s.lifetime_ms = sqlite3_column_int64(select.stmt, 8);  // NULL reads as 0
+    s.login_in_flight = sqlite3_column_int(select.stmt, 9) != 0;
     out.push_back(std::move(s));
   }
   if (rc != SQLITE_DONE) impl_->fail("cannot read sessions");

@@ -30,6 +30,9 @@ struct stored_session {
   std::int64_t lifetime_ms = 0;  // expires_in_ms as granted; 0: unknown
   std::int64_t created_at_ms = 0;
   std::int64_t last_used_at_ms = 0;
+  // A login was sent (or about to be) and its outcome is not known: the homeserver may hold a
+  // live token of this device that nobody has. The next login cleans the device first.
+  bool login_in_flight = false;
 };
 
 struct open_result {

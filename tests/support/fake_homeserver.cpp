@@ -1312,6 +1312,15 @@ bool fake_homeserver::token_is_live(const std::string& token) const {
   const auto until = impl_->valid_until_ms.find(token);
   return until == impl_->valid_until_ms.end() || until->second > now_ms();  // expired: soft logout
 }
+std::vector<std::string> fake_homeserver::live_tokens(const std::string& user_id) const {
+  std::vector<std::string> out;
+  for (const auto& [token, owner] : [&] {
+         std::lock_guard lock(impl_->mu);
+         return impl_->tokens;
+       }())
+    if (owner.user_id == user_id && token_is_live(token)) out.push_back(token);
+  return out;
+}
 std::optional<std::string> fake_homeserver::user_of_token(const std::string& token) const {
   std::lock_guard lock(impl_->mu);
   const auto it = impl_->tokens.find(token);

@@ -127,6 +127,8 @@ class fake_homeserver {
   int device_count() const;  // devices alive, all users
   int device_count(const std::string& user_id) const;
   bool token_is_live(const std::string& token) const;  // known and not expired
+  // Every live access token of the user, on any device (to show none is left that nobody holds).
+  std::vector<std::string> live_tokens(const std::string& user_id) const;
   std::optional<std::string> user_of_token(const std::string& token) const;
   std::optional<std::string> device_of_token(const std::string& token) const;
   // initial_device_display_name given when the device was created (nullopt if

@@ -40,17 +40,32 @@ TEST(HomeserverHealth, CircuitOpensAfterConsecutiveFailuresAndClosesOnSuccess) {
   h.on_unreachable(0, 1.0);
   h.on_unreachable(100, 1.0);
   EXPECT_EQ(h.circuit(100), circuit_state::closed);
-  EXPECT_EQ(h.admit(150), admission::wait);  // backing off, not failing fast yet
+  EXPECT_EQ(h.admit(150), admission::wait);  // backing off
   h.on_unreachable(300, 1.0);                // third in a row: 400 ms open
   EXPECT_EQ(h.circuit(300), circuit_state::open);
-  EXPECT_EQ(h.admit(699), admission::fail_fast);
+  EXPECT_EQ(h.admit(699), admission::wait);  // waited out like a 429, never refused outright
+  EXPECT_EQ(h.not_before_ms(), 700);         // callers with shorter deadlines answer now
   EXPECT_EQ(h.circuit(700), circuit_state::half_open);
-  EXPECT_EQ(h.admit(700), admission::go);  // the probe
-  h.on_unreachable(700, 1.0);              // probe failed: open again, longer
-  EXPECT_EQ(h.admit(1'499), admission::fail_fast);
-  EXPECT_EQ(h.admit(1'500), admission::go);
+  EXPECT_EQ(h.admit(700), admission::probe);  // exactly one probe
+  h.begin_probe();
+  EXPECT_EQ(h.admit(700), admission::wait_for_probe);  // everyone else waits for its outcome
+  h.on_unreachable(700, 1.0);                          // probe failed: open again, longer
+  h.end_probe();
+  EXPECT_EQ(h.admit(1'499), admission::wait);
+  EXPECT_EQ(h.admit(1'500), admission::probe);
+  h.begin_probe();
   h.on_success();
+  h.end_probe();
   EXPECT_EQ(h.circuit(1'500), circuit_state::closed);
   EXPECT_EQ(h.consecutive_failures(), 0u);
   EXPECT_EQ(h.admit(1'500), admission::go);
+}
+
+TEST(HomeserverHealth, AProbeThatEndsWithoutAnOutcomeLetsTheNextOneGo) {
+  homeserver_health h{{.base_backoff_ms = 100, .max_backoff_ms = 10'000, .open_after = 1}};
+  h.on_unreachable(0, 1.0);
+  EXPECT_EQ(h.admit(100), admission::probe);
+  h.begin_probe();
+  h.end_probe();  // cancelled (shutdown) or refused locally: nothing learnt
+  EXPECT_EQ(h.admit(100), admission::probe);
 }

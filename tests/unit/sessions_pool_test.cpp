@@ -48,13 +48,20 @@ class scripted_homeserver final : public matrix::homeserver_client {
   const std::string& base_url() const override { return url; }
   std::string url = "http://hs.test";
   void close_idle_connections() override {}
+  void cancel_requests() override {
+    ++cancellations;
+    for (auto* t : pending_) t->cancel();
+  }
+  bool hang = false;  // requests never get an answer (until cancelled)
+  int cancellations = 0;
 
   asio::awaitable<matrix::upstream_result<matrix::login_grant>> login(
       std::string user_id) override {
     ++in_flight;
     peak_in_flight = std::max(peak_in_flight, in_flight);
-    co_await delay();
+    const bool answered = co_await delay();
     --in_flight;
+    if (!answered) co_return unexpected{error(errc::shutting_down, 0)};
     ++logins;
     calls.push_back("login " + user_id);
     if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
@@ -80,7 +87,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
   }
   asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(
       secret_string refresh_token) override {
-    co_await delay();
+    if (!co_await delay()) co_return unexpected{error(errc::shutting_down, 0)};
     ++refreshes;
     calls.push_back("refresh");
     if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
@@ -97,7 +104,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
   }
   asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(
       secret_string token) override {
-    co_await delay();
+    if (!co_await delay()) co_return unexpected{error(errc::shutting_down, 0)};
     ++logouts;
     if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
     auto it = token_owner.find(token.reveal());
@@ -116,15 +123,21 @@ class scripted_homeserver final : public matrix::homeserver_client {
   bool live(const std::string& token) const { return token_owner.count(token) > 0; }
 
  private:
-  asio::awaitable<void> delay() {
-    asio::steady_timer t{ex_, latency};
+  // False when cancel_requests() ended the wait.
+  asio::awaitable<bool> delay() {
+    asio::steady_timer t{ex_, hang ? std::chrono::hours{1} : latency};
+    pending_.push_back(&t);
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    std::erase(pending_, &t);
+    co_return !ec;
   }
+  std::vector<asio::steady_timer*> pending_;
   static matrix::upstream_error error(errc code, int status) {
     matrix::upstream_error e;
     e.code = code;
     e.http_status = status;
+    e.request_sent = code != errc::upstream_unavailable;  // unreachable: like a refused connect
     e.errcode = status == 403   ? "M_FORBIDDEN"
                 : status == 401 ? "M_UNKNOWN_TOKEN"
                 : status == 429 ? "M_LIMIT_EXCEEDED"
@@ -162,6 +175,14 @@ struct pool_fixture : ::testing::Test {
     pool = std::make_unique<session_pool>(io.get_executor(), options, std::move(hss));
   }
   void SetUp() override { make_pool(); }
+  // Nothing may be left behind: once the pool is gone, whatever it spawned ends as soon as the
+  // io_context runs it (woken and cancelled), and then the io_context has no work at all.
+  void TearDown() override {
+    pool.reset();
+    io.restart();
+    io.run_for(5s);
+    EXPECT_TRUE(io.stopped()) << "work left on the io_context after the pool was destroyed";
+  }
 
   // Runs `body` to completion on the io_context; fails instead of hanging.
   template <typename F>
@@ -179,6 +200,13 @@ struct pool_fixture : ::testing::Test {
   asio::awaitable<void> sleep(std::chrono::milliseconds d) {
     asio::steady_timer t{io, d};
     co_await t.async_wait(asio::use_awaitable);
+  }
+
+  // What a token request ends with: its error code (empty: a token).
+  asio::awaitable<boost::system::error_code> error_of(std::string user,
+                                                      std::chrono::milliseconds within) {
+    auto t = co_await pool->get_token(std::move(user), 0, deadline(within));
+    co_return t ? boost::system::error_code{} : t.error().code;
   }
 
   asio::awaitable<std::string> token_of(std::string user) {
@@ -554,6 +582,82 @@ TEST_F(pool_fixture, RateLimitPastTheCallersDeadlineIsAnsweredAt429AtOnce) {
   });
 }
 
+TEST_F(pool_fixture, ALongRateLimitHoldsNoLoginSlotAndNewCallersGet429AtOnce) {
+  make_pool(1000, 2);
+  hs->rate_limit_logins = 2;
+  hs->retry_after_ms = 60'000;
+  run([&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 6; ++i) {  // more users than login slots, one after another
+      const auto started = std::chrono::steady_clock::now();
+      auto t = co_await pool->get_token("@held" + std::to_string(i) + ":hs.test", 0, deadline(2s));
+      EXPECT_FALSE(t.has_value());
+      if (t.has_value()) co_return;
+      EXPECT_EQ(t.error().code, errc::upstream_rate_limited) << i;
+      EXPECT_GT(t.error().retry_after_ms.value_or(0), 50'000) << i;
+      EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms) << i;
+    }
+    co_await sleep(50ms);
+    EXPECT_EQ(pool->homeservers().front().logins_in_flight, 0u) << "a pause nobody waits for";
+    EXPECT_EQ(hs->logins, 1);  // the one that met the 429; the others never went out
+  });
+}
+
+TEST_F(pool_fixture, ShutdownAnswersEveryWaitingCallerAndCancelsHangingLogins) {
+  make_pool(1000, 4);
+  hs->hang = true;
+  run([&]() -> asio::awaitable<void> {
+    int answered = 0, shutting_down = 0;
+    for (int i = 0; i < 50; ++i)
+      asio::co_spawn(io, error_of("@wait" + std::to_string(i) + ":hs.test", 30s),
+                     [&](std::exception_ptr, boost::system::error_code ec) {
+                       ++answered;
+                       shutting_down += ec == errc::shutting_down;
+                     });
+    co_await sleep(50ms);
+    EXPECT_EQ(hs->in_flight, 4);  // the login cap: four hang at the homeserver
+    const auto started = std::chrono::steady_clock::now();
+    co_await pool->shutdown(false, std::chrono::steady_clock::now() + 2s);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms);
+    co_await sleep(10ms);
+    EXPECT_EQ(answered, 50);
+    EXPECT_EQ(shutting_down, 50);
+    EXPECT_EQ(hs->in_flight, 0);
+    EXPECT_GE(hs->cancellations, 1);
+    EXPECT_EQ(pool->background_tasks(), 0u);
+  });
+}
+
+TEST_F(pool_fixture, ShutdownRevokesWithinTheGraceEvenWhenLogoutsHang) {
+  make_pool();
+  run([&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 3; ++i) (void)co_await token_of("@r" + std::to_string(i) + ":hs.test");
+    hs->hang = true;
+    const auto started = std::chrono::steady_clock::now();
+    co_await pool->shutdown(true, std::chrono::steady_clock::now() + 1s);
+    const auto took = std::chrono::steady_clock::now() - started;
+    EXPECT_LT(took, 1s + 200ms);
+    EXPECT_GT(took, 500ms);  // the logouts had their time
+    EXPECT_EQ(pool->background_tasks(), 0u);
+  });
+}
+
+TEST_F(pool_fixture, APoolDestroyedWithLoginsInFlightLeavesNothingBehind) {
+  make_pool();
+  hs->hang = true;
+  bool answered = false;
+  asio::co_spawn(io, error_of("@orphan:hs.test", 30s),
+                 [&](std::exception_ptr, boost::system::error_code) { answered = true; });
+  io.run_for(50ms);
+  io.restart();
+  EXPECT_EQ(hs->in_flight, 1);
+  // TearDown destroys the pool and checks the io_context runs dry (it would wait an hour for the
+  // hanging login if the destructor did not cancel it).
+  pool.reset();
+  io.run_for(1s);
+  io.restart();
+  EXPECT_TRUE(answered);
+}
+
 TEST_F(pool_fixture, TransientFailuresAreRetriedWithBackoff) {
   make_pool();
   hs->unreachable_logins = 2;
@@ -567,28 +671,78 @@ TEST_F(pool_fixture, TransientFailuresAreRetriedWithBackoff) {
   });
 }
 
-TEST_F(pool_fixture, ADeadHomeserverFailsFastWhileCachedTokensAreServed) {
+TEST_F(pool_fixture, AnOpenCircuitAnswersAtOnceWhoCannotWaitWhileCachedTokensAreServed) {
+  options.health.base_backoff_ms = 2'000;  // opens for 4-8 s after the third failure
   make_pool();
   run([&]() -> asio::awaitable<void> {
     const auto cached = co_await token_of("@cached:hs.test");
     hs->unreachable = true;
-    auto first = co_await pool->get_token("@new1:hs.test", 0, deadline());
+    auto first = co_await pool->get_token("@new1:hs.test", 0, deadline(30s));
     EXPECT_EQ(first.error().code, errc::upstream_unavailable);
     EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
     const auto logins_before = hs->logins;
     const auto started = std::chrono::steady_clock::now();
-    auto fast = co_await pool->get_token("@new2:hs.test", 0, deadline());
+    auto fast = co_await pool->get_token("@new2:hs.test", 0, deadline(1s));
     EXPECT_EQ(fast.error().code, errc::upstream_unavailable);
-    EXPECT_EQ(hs->logins, logins_before);  // nothing was sent
-    EXPECT_LT(std::chrono::steady_clock::now() - started, 20ms);
+    EXPECT_GT(fast.error().retry_after_ms.value_or(0), 1'000);  // when to come back
+    EXPECT_EQ(hs->logins, logins_before);                       // nothing was sent
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 200ms);
     auto still = pool->find_ready("@cached:hs.test", 0);
     EXPECT_TRUE(still);
     if (!still) co_return;
     EXPECT_EQ(still->access_token->reveal(), cached);
-    hs->unreachable = false;  // back: after the backoff the probe goes through
-    co_await sleep(300ms);
-    EXPECT_FALSE((co_await token_of("@new2:hs.test")).empty());
+  });
+}
+
+TEST_F(pool_fixture, CallersThatCanWaitOutTheOpenCircuitGetTheirTokenAfterOneProbe) {
+  options.health.base_backoff_ms = 100;  // the third failure opens it for 200-400 ms
+  make_pool(1000, 4);
+  hs->unreachable_logins = 3;  // three 500s in a row, then a healthy homeserver
+  run([&]() -> asio::awaitable<void> {
+    int ok = 0, done = 0;
+    for (int i = 0; i < 3; ++i)
+      asio::co_spawn(io, token_of("@u" + std::to_string(i) + ":hs.test"),
+                     [&](std::exception_ptr, std::string t) { ok += !t.empty(), ++done; });
+    while (done < 3) co_await sleep(20ms);
+    EXPECT_EQ(ok, 3);
+    EXPECT_EQ(hs->logins, 3 + 3);  // the three failures, one probe, then the two others
     EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::closed);
+  });
+}
+
+TEST_F(pool_fixture, AfterAHangingHomeserverRecoversANewUserWaitsForTheProbeNotA503) {
+  options.health.base_backoff_ms = 300;  // the third failure in a row opens it for 0.6-1.2 s
+  make_pool();
+  hs->unreachable = true;
+  run([&]() -> asio::awaitable<void> {
+    auto down = co_await pool->get_token("@down:hs.test", 0, deadline(5s));  // three tries
+    EXPECT_FALSE(down.has_value());
+    EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
+    hs->unreachable = false;  // recovered while the circuit is still open
+    const auto logins_before = hs->logins;
+    const auto t = co_await pool->get_token("@fresh:hs.test", 0, deadline(30s));
+    EXPECT_TRUE(t.has_value()) << "a caller whose deadline covers the open window waits for it";
+    EXPECT_EQ(hs->logins, logins_before + 1);  // the probe was its login
+    EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::closed);
+  });
+}
+
+TEST_F(pool_fixture, ALoginInFlightAtACrashGetsACleanDeviceBeforeAnyTokenIsHandedOut) {
+  // The last run sent a login and died before its answer: the homeserver issued a token that
+  // nobody holds (Synapse keeps it alive across re-logins on the same device).
+  hs->token_owner["orphan_tok"] = "@crashed:hs.test";
+  store::stored_session row;
+  row.user_id = "@crashed:hs.test";
+  row.login_in_flight = true;
+  EXPECT_EQ(pool->restore({row}).restored, 1u);
+  run([&]() -> asio::awaitable<void> {
+    const auto t = co_await token_of("@crashed:hs.test");
+    EXPECT_FALSE(hs->live("orphan_tok")) << "the orphan must be dead before a token is handed out";
+    EXPECT_TRUE(hs->live(t));
+    EXPECT_EQ(hs->logins, 2);  // log in, log out (the whole device), log in
+    EXPECT_EQ(hs->logouts, 1);
+    (void)co_await token_of("@fresh:hs.test");  // a user with no such mark: one login
+    EXPECT_EQ(hs->logins, 3);
   });
 }
 
