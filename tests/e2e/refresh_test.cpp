@@ -65,6 +65,7 @@ struct refresh_fixture : ::testing::Test {
 
 TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARestart) {
   start_homeserver(4000);  // generous: a slow machine must not blur the steps
+  hs->register_user("@ann:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -113,6 +114,7 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
 
 TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
   start_homeserver(10'000);
+  hs->register_user("@bea:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -139,6 +141,7 @@ TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
 
 TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
   start_homeserver(3000);
+  hs->register_user("@cat:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n  refresh: background\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -154,6 +157,7 @@ TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
 
 TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
   start_homeserver(0);
+  for (int i = 0; i < 20; ++i) hs->register_user("@burst" + std::to_string(i) + ":localhost");
   write_config("  max: 1000\n");
   hs->fail_next(6, failure::rate_limited, 300);
   auto daemon = start();
@@ -174,6 +178,7 @@ TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
 
 TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
   start_homeserver(0);
+  hs->register_user("@dan:localhost");
   write_config("  max: 1000\n");
   hs->fail_next(1, failure::rate_limited, 60'000);
   auto daemon = start();
@@ -194,6 +199,7 @@ TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
 
 TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecovers) {
   start_homeserver(0);
+  hs->register_users({"@eve:localhost", "@fox:localhost", "@gil:localhost"});
   write_config("  max: 1000\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -224,6 +230,7 @@ TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecove
 
 TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparently) {
   start_homeserver(0);
+  hs->register_user("@ida:localhost");
   write_config("  validate_after: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -247,6 +254,7 @@ TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparent
 
 TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
   start_homeserver(0);
+  hs->register_users({"@s1:localhost", "@s2:localhost", "@s3:localhost"});
   write_config("  revoke_on_shutdown: true\n");
   auto daemon = start();
   unix_http_client c{socket};
