@@ -1,12 +1,17 @@
 // End-to-end freshness: refresh tokens against a fake homeserver that issues short-lived
 // refreshable tokens (v3/refresh unknown, as older Synapse), lost refresh answers, a
-// background refresh, a 429 burst, and a homeserver that goes down and comes back.
+// background refresh, a 429 burst, many users meeting rc_login, and a homeserver that goes
+// down and comes back.
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdio>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
@@ -195,6 +200,100 @@ TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
   EXPECT_LE(retry_after, 60'000);
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s)
       << "answered at once, not at the 30 s deadline";
+}
+
+// Many users logging in from one address against Synapse's rc_login (the fake's buckets, sped
+// up so the test takes seconds): a burst of 3, then one login every 2.5 s, longer than the
+// callers' 2 s deadline. Each bridge keeps asking for its user, waiting out every 429 as told;
+// every answer is a token or a 429 with retry_after_ms, and in the end every user has a token.
+TEST_F(refresh_fixture, ManyUsersFromOneAddressMeetRcLoginAndGetTheirTokensAsItAllows) {
+  constexpr int users = 6;
+  constexpr int burst = 3;
+  constexpr double per_second = 0.4;
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.rc_login_address = {per_second, burst};
+  o.rc_login_account = synapse_rc_login;  // each user logs in once: never in the way
+  hs = std::make_unique<fake_homeserver>(o);
+  dir.write("secret", secret);
+  for (int i = 0; i < users; ++i) hs->register_user("@many" + std::to_string(i) + ":localhost");
+  config_file =
+      dir.write("config.yaml",
+                "listen: {unix_socket: " + socket +
+                    ", request_timeout: 2s}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
+                    "\n    login: {method: shared_secret, secret_file: secret}\n"
+                    "    max_concurrent_logins: 4\nlog: {level: debug}\n");
+  auto daemon = start();
+
+  struct outcome {
+    std::string token;
+    std::vector<std::int64_t> waits;  // retry_after_ms of each 429
+    std::string unexpected;           // an answer that is neither
+  };
+  std::vector<outcome> outcomes(users);
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> bridges;
+  for (int i = 0; i < users; ++i) {
+    bridges.emplace_back([&, i] {
+      auto& out = outcomes[i];
+      unix_http_client c{socket};
+      const auto user = "@many" + std::to_string(i) + ":localhost";
+      for (const auto until = std::chrono::steady_clock::now() + 60s;
+           std::chrono::steady_clock::now() < until;) {
+        const auto r = c.request("GET", "/v1/users/" + user + "/token");
+        if (r.status == 200) {
+          out.token = token_of(r.body);
+          if (json_string(r.body, "user_id") != user) out.unexpected = r.body;
+          return;
+        }
+        simdjson::dom::parser p;
+        std::int64_t wait = -1;
+        if (r.status != 429 || json_string(r.body, "errcode") != "M_LIMIT_EXCEEDED" ||
+            p.parse(r.body)["retry_after_ms"].get_int64().get(wait) != simdjson::SUCCESS) {
+          out.unexpected = std::to_string(r.status) + " " + r.body;
+          return;
+        }
+        out.waits.push_back(wait);
+        std::this_thread::sleep_for(std::chrono::milliseconds{std::max<std::int64_t>(wait, 1)});
+      }
+      out.unexpected = "no token within 60 s";
+    });
+  }
+  for (auto& t : bridges) t.join();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+
+  int limited_answers = 0;
+  std::set<std::string> tokens;
+  for (int i = 0; i < users; ++i) {
+    const auto& out = outcomes[i];
+    const auto user = "@many" + std::to_string(i) + ":localhost";
+    EXPECT_EQ(out.unexpected, "") << user << "\n" << daemon->log();
+    EXPECT_TRUE(hs->token_is_live(out.token)) << user;
+    EXPECT_EQ(hs->user_of_token(out.token), user);
+    tokens.insert(out.token);
+    for (const auto wait : out.waits) {
+      EXPECT_GT(wait, 0) << user;
+      EXPECT_LE(wait, 2'500) << user << ": longer than the bucket needs for one login";
+    }
+    limited_answers += static_cast<int>(out.waits.size());
+  }
+  EXPECT_EQ(tokens.size(), static_cast<std::size_t>(users));
+  // Past the burst, every login waits longer than a caller's deadline: callers saw 429s.
+  EXPECT_GE(limited_answers, users - burst);
+  EXPECT_GT(hs->rate_limited_count(), 0) << "the logins never met rc_login";
+  EXPECT_EQ(hs->successful_login_count(), users);
+  EXPECT_EQ(hs->device_count(), users) << "one device per user";
+  // The bucket held: the logins past the burst needed (users - burst) / per_second seconds.
+  EXPECT_GE(elapsed,
+            std::chrono::milliseconds{static_cast<int>((users - burst) / per_second * 1000) - 100});
+  const auto log = daemon->log();
+  for (const auto& t : tokens) EXPECT_EQ(log.find(t), std::string::npos) << "a token in the log";
+  std::printf(
+      "[ figures  ] %d users, rc_login burst %d + %.1f/s: %d logins refused by rc_login, "
+      "%d 429s to callers, all tokens after %lld ms\n",
+      users, burst, per_second, hs->rate_limited_count(), limited_answers,
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()));
 }
 
 TEST_F(refresh_fixture, HomeserverDownFailsFastKeepsServingCachedTokensAndRecovers) {
