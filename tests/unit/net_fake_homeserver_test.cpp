@@ -798,10 +798,13 @@ TEST(FakeHomeserverRcLogin, PerAccountCountsOnlyLoginsWhoseCredentialsPassed) {
   EXPECT_GT(wait, 0);
   EXPECT_LE(wait, 1'000);
   EXPECT_EQ(call(hs.port(), devture_login("@bob:example.org")).status, 200);  // his own bucket
+  // Synapse keys the bucket by the lowercased user ID.
+  hs.register_user("@ALICE:example.org");
+  EXPECT_GT(limit_exceeded_wait(call(hs.port(), devture_login("@ALICE:example.org"))), 0);
   hs.advance_rate_limit_clock(std::chrono::milliseconds{wait + 1});
   EXPECT_EQ(call(hs.port(), devture_login("@alice:example.org")).status, 200);
   EXPECT_EQ(hs.successful_login_count(), 4);
-  EXPECT_EQ(hs.rate_limited_count(), 1);
+  EXPECT_EQ(hs.rate_limited_count(), 2);
 }
 
 TEST(FakeHomeserverRcLogin, AppserviceLoginsAreLimitedUnlessTheAppserviceIsNot) {
