@@ -13,7 +13,7 @@ trap cleanup EXIT
 cc -O2 -o "$work/uxload" "$uxdir/uxload.c" -lpthread -lm
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
 port=$((20000 + RANDOM % 20000))
-./build/tests/mxpuppet-fakehs --port "$port" --server-name example.com --secret-file "$work/secret" >/dev/null 2>&1 &
+./build/tests/mxpuppet-fakehs --port "$port" --server-name example.com --secret-file "$work/secret" --auto-register >/dev/null 2>&1 &
 cat > "$work/c.yaml" <<YAML
 listen: {unix_socket: $work/s.sock}
 homeservers:

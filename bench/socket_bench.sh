@@ -23,7 +23,7 @@ cc -O2 -o "$work/rawserver" "$uxdir/rawserver.c" -lpthread
 # mxpuppetd against the fake homeserver, every user logged in before measuring.
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
 port=$((20000 + RANDOM % 20000))
-./build/tests/mxpuppet-fakehs --port "$port" --server-name example.com --secret-file "$work/secret" > "$work/hs.log" 2>&1 &
+./build/tests/mxpuppet-fakehs --port "$port" --server-name example.com --secret-file "$work/secret" --auto-register > "$work/hs.log" 2>&1 &
 pids+=($!)
 cat > "$work/config.yaml" <<YAML
 listen: {unix_socket: $work/mxpuppetd.sock, socket_mode: "0600"}

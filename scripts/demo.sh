@@ -19,6 +19,7 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$demo/shared.secret"
 chmod 600 "$demo/shared.secret"
 port=$((20000 + RANDOM % 20000))
 ./build/tests/mxpuppet-fakehs --port "$port" --server-name localhost --secret-file "$demo/shared.secret" \
+  --register @alice:localhost \
   > "$demo/homeserver.log" 2>&1 &
 hs_pid=$!
 

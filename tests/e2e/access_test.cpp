@@ -43,6 +43,9 @@ struct access_fixture : ::testing::Test {
 };
 
 TEST_F(access_fixture, DeniedUserGets403AndNoLoginWhileAllowedUserGetsItsToken) {
+  // Every user exists, the denied ones too: only the access policy can refuse them.
+  hs->register_users(
+      {"@bob:localhost", "@bot_12:localhost", "@allowed-alice:localhost", "@bot_1:localhost"});
   start("clients:\n  - name: test-bridge\n    uid: " + me() +
         "\n    allow: [\"@allowed*:localhost\", \"@bot_?:localhost\"]\n");
   unix_http_client c{socket};
@@ -86,6 +89,7 @@ TEST_F(access_fixture, DeniedUserGets403AndNoLoginWhileAllowedUserGetsItsToken) 
 }
 
 TEST_F(access_fixture, PeerCoveredByNoEntryOnlyReachesHealthz) {
+  hs->register_user("@alice:localhost");
   start("clients:\n  - name: someone-else\n    uid: " + std::to_string(::getuid() + 4242) +
         "\n    allow: [\"*\"]\n");
   unix_http_client c{socket};
@@ -98,6 +102,7 @@ TEST_F(access_fixture, PeerCoveredByNoEntryOnlyReachesHealthz) {
 }
 
 TEST_F(access_fixture, GroupEntriesMatchThePeersGroupAndEntriesAddUp) {
+  hs->register_users({"@gina:localhost", "@ulla:localhost", "@xavier:localhost"});
   start("clients:\n  - name: by-group\n    gid: " + std::to_string(::getgid()) +
         "\n    allow: [\"@g*:localhost\"]\n  - name: by-uid\n    uid: " + me() +
         "\n    allow: [\"@u*:localhost\"]\n");
@@ -109,6 +114,7 @@ TEST_F(access_fixture, GroupEntriesMatchThePeersGroupAndEntriesAddUp) {
 }
 
 TEST_F(access_fixture, NoClientsSectionAllowsEveryone) {
+  hs->register_user("@anyone:localhost");
   start("");
   unix_http_client c{socket};
   EXPECT_EQ(c.request("GET", "/v1/users/@anyone:localhost/token").status, 200);

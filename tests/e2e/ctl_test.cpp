@@ -25,6 +25,8 @@ TEST(CtlAgainstDaemon, SessionsByHomeserverRevokeAllIdleAndStatus) {
   fake_homeserver first{o};
   o.server_name = "second.test";
   fake_homeserver second{o};
+  first.register_users({"@alice:localhost", "@bob:localhost"});
+  second.register_user("@carol:second.test");
   const auto socket = dir.file("mxpuppetd.sock");
   dir.write("secret", std::string{secret} + "\n");
   const auto login = "\n    login:\n      method: shared_secret\n      secret_file: secret\n";

@@ -99,6 +99,7 @@ struct daemon_fixture : ::testing::Test {
 };
 
 TEST_F(daemon_fixture, BridgeGetsAWorkingTokenLoggedInLazily) {
+  hs->register_user("@alice:localhost");
   start_default();
   EXPECT_EQ(hs->login_count(), 0);  // lazy: nothing before the first request
   unix_http_client c{socket};
@@ -126,6 +127,7 @@ TEST_F(daemon_fixture, BridgeGetsAWorkingTokenLoggedInLazily) {
 }
 
 TEST_F(daemon_fixture, HundredConcurrentRequestsForOneUserCostOneLogin) {
+  hs->register_user("@bob:localhost");
   hs->set_latency(200ms);
   start_default();
   std::vector<std::thread> threads;
@@ -146,6 +148,7 @@ TEST_F(daemon_fixture, HundredConcurrentRequestsForOneUserCostOneLogin) {
 }
 
 TEST_F(daemon_fixture, LoginsInFlightPerHomeserverAreCapped) {
+  for (int i = 0; i < 12; ++i) hs->register_user("@user" + std::to_string(i) + ":localhost");
   hs->set_latency(100ms);
   start_default("    max_concurrent_logins: 2\n");
   std::vector<std::thread> threads;
@@ -165,6 +168,7 @@ TEST_F(daemon_fixture, LoginsInFlightPerHomeserverAreCapped) {
 }
 
 TEST_F(daemon_fixture, InvalidatingALiveTokenKillsItAndYieldsANewWorkingOne) {
+  hs->register_user("@carol:localhost");
   start_default();
   unix_http_client c{socket};
   const auto old_token = json_string(get_token(c, "@carol:localhost").body, "access_token");
@@ -190,6 +194,7 @@ TEST_F(daemon_fixture, InvalidatingALiveTokenKillsItAndYieldsANewWorkingOne) {
 }
 
 TEST_F(daemon_fixture, RevokeLogsOutAndSessionsNeverShowTokens) {
+  hs->register_user("@dave:localhost");
   start_default();
   unix_http_client c{socket};
   const auto token = json_string(get_token(c, "@dave:localhost").body, "access_token");
@@ -212,7 +217,9 @@ TEST_F(daemon_fixture, RevokeLogsOutAndSessionsNeverShowTokens) {
 }
 
 TEST_F(daemon_fixture, ErrorsAreAnsweredAsDesignSays) {
-  hs->add_nonexistent_user("@ghost:localhost");
+  // @ghost is never registered: the homeserver refuses its login like a wrong secret.
+  hs->register_users({"@alice:localhost", "@garbage:localhost", "@shape:localhost",
+                      "@limited:localhost", "@other:localhost"});
   start_default();
   unix_http_client c{socket};
   auto r = c.request("GET", "/v1/users/not-a-user/token");
@@ -258,6 +265,8 @@ TEST_F(daemon_fixture, ErrorsAreAnsweredAsDesignSays) {
 }
 
 TEST_F(daemon_fixture, TransportFailuresAreRetriedWithBackoffThenAnswered) {
+  hs->register_users({"@once:localhost", "@five:localhost", "@dropped:localhost", "@hung:localhost",
+                      "@alice:localhost"});
   start_default();
   unix_http_client c{socket};
   hs->fail_next(1, failure::server_error);  // one 500: the retry after a backoff succeeds
@@ -290,6 +299,8 @@ TEST_F(daemon_fixture, HomeserverDownGivesFastUnavailableAndOthersKeepBeingServe
   o.shared_secret = secret;
   o.server_name = "second.test";
   auto second = std::make_unique<fake_homeserver>(o);
+  second->register_users({"@frank:second.test", "@gina:second.test"});
+  hs->register_users({"@erin:localhost", "@newuser:localhost"});
   const auto down_url = second->url();
   start(config(default_homeserver(hs->url()) + "  second.test:\n    url: " + down_url +
                "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
@@ -318,6 +329,7 @@ TEST_F(daemon_fixture, HttpsWithCaFileAndWellKnownDiscovery) {
   const auto server_name = "localhost:" + std::to_string(o.port);
   o.server_name = server_name;
   auto tls = std::make_unique<fake_homeserver>(o);
+  tls->register_user("@tls:" + server_name);
   // No url: discovered through https://localhost:PORT/.well-known/matrix/client.
   start(config("  \"" + server_name + "\":\n    ca_file: " + cert.ca_file +
                "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
@@ -339,6 +351,7 @@ TEST_F(daemon_fixture, TlsWithoutTheRightCaIsRefused) {
   o.tls_cert_file = cert.cert_file;
   o.tls_key_file = cert.key_file;
   auto tls = std::make_unique<fake_homeserver>(o);
+  tls->register_user("@alice:localhost");  // so that only the certificate can stop the login
   start(config("  localhost:\n    url: " + tls->url() +
                "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
   unix_http_client c{socket};
@@ -349,6 +362,7 @@ TEST_F(daemon_fixture, TlsWithoutTheRightCaIsRefused) {
 }
 
 TEST_F(daemon_fixture, MalformedRequestsGetAnAnswerAndTheDaemonLivesOn) {
+  hs->register_user("@alice:localhost");
   start_default();
   {
     unix_http_client c{socket};
@@ -411,6 +425,7 @@ TEST_F(daemon_fixture, CheckConfigNamesFileLineAndKey) {
 }
 
 TEST_F(daemon_fixture, MxpuppetctlTalksToTheDaemon) {
+  hs->register_user("@henry:localhost");
   start_default();
   const auto ctl = env_or_throw("MXPUPPETCTL_BIN");
   auto r = run_program({ctl, "--socket", socket, "token", "@henry:localhost"});

@@ -54,7 +54,8 @@ struct logging_fixture : ::testing::Test {
 };
 
 TEST_F(logging_fixture, JsonFormatWritesOneObjectPerLineAndNeverAToken) {
-  hs->add_nonexistent_user("@ghost:localhost");
+  // @ghost is never registered: its login is refused with the homeserver's words.
+  hs->register_users({"@alice:localhost", "@bob:localhost", "@quote\"and\\backslash:localhost"});
   daemon_process daemon{config("  level: debug\n  format: json\n"), socket, dir.file("daemon.log")};
   ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
 

@@ -180,6 +180,8 @@ TEST_F(login_methods, SharedSecret) {
   o.shared_secret = shared_secret;
   dir.write("secret", std::string{shared_secret} + "\n");
   start(o, "      method: shared_secret\n      secret_file: secret\n");
+  // The user exists. (One that does not is refused: daemon_test's ErrorsAreAnsweredAsDesignSays.)
+  hs->register_user("@alice:localhost");
   expect_working_token("@alice:localhost", "shared_secret");
   EXPECT_NE(status_body().find(
                 R"("method":"shared_secret","login_type":"com.devture.shared_secret_auth")"),

@@ -360,7 +360,7 @@ TEST(MetricsExpositionParser, RejectsWhatPrometheusWouldNot) {
 }
 
 TEST_F(metrics_fixture, ScrapeShowsRequestsCacheLoginsLogoutsAndSessions) {
-  hs->add_nonexistent_user("@ghost:localhost");
+  hs->register_users({"@alice:localhost", "@bob:localhost"});  // @ghost does not exist
   unix_http_client c{socket};
   auto before = scrape(c);
   EXPECT_EQ(before.value("mxpuppetd_api_requests_total{endpoint=\"token\",status=\"200\"}"), 0);
@@ -409,6 +409,8 @@ TEST_F(metrics_fixture, ScrapeShowsRequestsCacheLoginsLogoutsAndSessions) {
 }
 
 TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachability) {
+  hs->register_users(
+      {"@garbage:localhost", "@dropped:localhost", "@alice:localhost", "@limited:localhost"});
   unix_http_client c{socket};
   const std::string hs_label = "homeserver=\"localhost\"";
   auto errors_of = [&](const exposition& m, const char* kind) {
@@ -467,6 +469,7 @@ TEST(MetricsRefresh, RefreshesAreCountedAndTimed) {
   o.shared_secret = secret;
   o.refresh_access_lifetime_ms = 10'000;
   fake_homeserver hs{o};
+  hs.register_user("@r:localhost");
   dir.write("secret", secret);
   const auto socket = dir.file("mxpuppetd.sock");
   const auto config =

@@ -47,6 +47,10 @@ struct persistence_fixture : ::testing::Test {
     EXPECT_TRUE(d->wait_ready()) << d->log();
     return d;
   }
+  // Users @u0..@u{n-1} exist on the homeserver.
+  void register_numbered(int n) {
+    for (int i = 0; i < n; ++i) hs->register_user("@u" + std::to_string(i) + ":localhost");
+  }
   // Tokens of users @u0..@u{n-1}, fetched by `threads` bridges in parallel.
   std::map<std::string, std::string> fetch_all(int n, int threads = 16) {
     std::map<std::string, std::string> out;
@@ -76,6 +80,7 @@ struct persistence_fixture : ::testing::Test {
 
 TEST_F(persistence_fixture, RestartKeepsEverySessionAndAddsNoLogin) {
   constexpr int users = 1000;
+  register_numbered(users);
   auto daemon = start();
   const auto before = fetch_all(users);
   for (const auto& [user, token] : before) ASSERT_FALSE(token.empty()) << user;
@@ -97,6 +102,7 @@ TEST_F(persistence_fixture, RestartKeepsEverySessionAndAddsNoLogin) {
 }
 
 TEST_F(persistence_fixture, StoreFileIsPrivateAndALooseOneIsFixed) {
+  hs->register_user("@a:localhost");
   dir.write("sessions.db", "", 0644);  // as if an operator had created it world-readable
   auto daemon = start();
   struct stat st {};
@@ -112,6 +118,7 @@ TEST_F(persistence_fixture, StoreFileIsPrivateAndALooseOneIsFixed) {
 }
 
 TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
+  hs->register_users({"@inv:localhost", "@rev:localhost"});
   auto daemon = start();
   unix_http_client c{socket};
   const auto old_token = token_of(c.request("GET", "/v1/users/@inv:localhost/token").body);
@@ -139,6 +146,7 @@ TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
 
 TEST_F(persistence_fixture, KillNineDuringALoginBurstLeavesAConsistentStore) {
   hs->set_latency(20ms);
+  register_numbered(300);
   auto daemon = start();
   std::thread burst([&] { fetch_all(300, 32); });
   std::this_thread::sleep_for(300ms);

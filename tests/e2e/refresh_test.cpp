@@ -1,12 +1,17 @@
 // End-to-end freshness: refresh tokens against a fake homeserver that issues short-lived
 // refreshable tokens (v3/refresh unknown, as older Synapse), lost refresh answers, a
-// background refresh, a 429 burst, and a homeserver that goes down and comes back.
+// background refresh, a 429 burst, many users meeting rc_login, and a homeserver that goes
+// down and comes back.
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdio>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "client/unix_http_client.hpp"
 #include "support/daemon_process.hpp"
@@ -65,6 +70,7 @@ struct refresh_fixture : ::testing::Test {
 
 TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARestart) {
   start_homeserver(4000);  // generous: a slow machine must not blur the steps
+  hs->register_user("@ann:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -113,6 +119,7 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
 
 TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
   start_homeserver(10'000);
+  hs->register_user("@bea:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -139,6 +146,7 @@ TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
 
 TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
   start_homeserver(3000);
+  hs->register_user("@cat:localhost");
   write_config("  refresh_tokens: true\n  refresh_margin: 1s\n  refresh: background\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -154,6 +162,7 @@ TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
 
 TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
   start_homeserver(0);
+  for (int i = 0; i < 20; ++i) hs->register_user("@burst" + std::to_string(i) + ":localhost");
   write_config("  max: 1000\n");
   hs->fail_next(6, failure::rate_limited, 300);
   auto daemon = start();
@@ -174,6 +183,7 @@ TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
 
 TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
   start_homeserver(0);
+  hs->register_user("@dan:localhost");
   write_config("  max: 1000\n");
   hs->fail_next(1, failure::rate_limited, 60'000);
   auto daemon = start();
@@ -192,8 +202,103 @@ TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
       << "answered at once, not at the 30 s deadline";
 }
 
+// Many users logging in from one address against Synapse's rc_login (the fake's buckets, sped
+// up so the test takes seconds): a burst of 3, then one login every 2.5 s, longer than the
+// callers' 2 s deadline. Each bridge keeps asking for its user, waiting out every 429 as told;
+// every answer is a token or a 429 with retry_after_ms, and in the end every user has a token.
+TEST_F(refresh_fixture, ManyUsersFromOneAddressMeetRcLoginAndGetTheirTokensAsItAllows) {
+  constexpr int users = 6;
+  constexpr int burst = 3;
+  constexpr double per_second = 0.4;
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  o.rc_login_address = {per_second, burst};
+  o.rc_login_account = synapse_rc_login;  // each user logs in once: never in the way
+  hs = std::make_unique<fake_homeserver>(o);
+  dir.write("secret", secret);
+  for (int i = 0; i < users; ++i) hs->register_user("@many" + std::to_string(i) + ":localhost");
+  config_file =
+      dir.write("config.yaml",
+                "listen: {unix_socket: " + socket +
+                    ", request_timeout: 2s}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
+                    "\n    login: {method: shared_secret, secret_file: secret}\n"
+                    "    max_concurrent_logins: 4\nlog: {level: debug}\n");
+  auto daemon = start();
+
+  struct outcome {
+    std::string token;
+    std::vector<std::int64_t> waits;  // retry_after_ms of each 429
+    std::string unexpected;           // an answer that is neither
+  };
+  std::vector<outcome> outcomes(users);
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> bridges;
+  for (int i = 0; i < users; ++i) {
+    bridges.emplace_back([&, i] {
+      auto& out = outcomes[i];
+      unix_http_client c{socket};
+      const auto user = "@many" + std::to_string(i) + ":localhost";
+      for (const auto until = std::chrono::steady_clock::now() + 60s;
+           std::chrono::steady_clock::now() < until;) {
+        const auto r = c.request("GET", "/v1/users/" + user + "/token");
+        if (r.status == 200) {
+          out.token = token_of(r.body);
+          if (json_string(r.body, "user_id") != user) out.unexpected = r.body;
+          return;
+        }
+        simdjson::dom::parser p;
+        std::int64_t wait = -1;
+        if (r.status != 429 || json_string(r.body, "errcode") != "M_LIMIT_EXCEEDED" ||
+            p.parse(r.body)["retry_after_ms"].get_int64().get(wait) != simdjson::SUCCESS) {
+          out.unexpected = std::to_string(r.status) + " " + r.body;
+          return;
+        }
+        out.waits.push_back(wait);
+        std::this_thread::sleep_for(std::chrono::milliseconds{std::max<std::int64_t>(wait, 1)});
+      }
+      out.unexpected = "no token within 60 s";
+    });
+  }
+  for (auto& t : bridges) t.join();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+
+  int limited_answers = 0;
+  std::set<std::string> tokens;
+  for (int i = 0; i < users; ++i) {
+    const auto& out = outcomes[i];
+    const auto user = "@many" + std::to_string(i) + ":localhost";
+    EXPECT_EQ(out.unexpected, "") << user << "\n" << daemon->log();
+    EXPECT_TRUE(hs->token_is_live(out.token)) << user;
+    EXPECT_EQ(hs->user_of_token(out.token), user);
+    tokens.insert(out.token);
+    for (const auto wait : out.waits) {
+      EXPECT_GT(wait, 0) << user;
+      EXPECT_LE(wait, 2'500) << user << ": longer than the bucket needs for one login";
+    }
+    limited_answers += static_cast<int>(out.waits.size());
+  }
+  EXPECT_EQ(tokens.size(), static_cast<std::size_t>(users));
+  // Past the burst, every login waits longer than a caller's deadline: callers saw 429s.
+  EXPECT_GE(limited_answers, users - burst);
+  EXPECT_GT(hs->rate_limited_count(), 0) << "the logins never met rc_login";
+  EXPECT_EQ(hs->successful_login_count(), users);
+  EXPECT_EQ(hs->device_count(), users) << "one device per user";
+  // The bucket held: the logins past the burst needed (users - burst) / per_second seconds.
+  EXPECT_GE(elapsed,
+            std::chrono::milliseconds{static_cast<int>((users - burst) / per_second * 1000) - 100});
+  const auto log = daemon->log();
+  for (const auto& t : tokens) EXPECT_EQ(log.find(t), std::string::npos) << "a token in the log";
+  std::printf(
+      "[ figures  ] %d users, rc_login burst %d + %.1f/s: %d logins refused by rc_login, "
+      "%d 429s to callers, all tokens after %lld ms\n",
+      users, burst, per_second, hs->rate_limited_count(), limited_answers,
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()));
+}
+
 TEST_F(refresh_fixture, HomeserverDownKeepsServingCachedTokensAndNewUsersWaitOutTheCircuit) {
   start_homeserver(0);
+  hs->register_users({"@eve:localhost", "@fox:localhost", "@gil:localhost", "@hal:localhost"});
   write_config("  max: 1000\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -227,6 +332,7 @@ TEST_F(refresh_fixture, HomeserverDownKeepsServingCachedTokensAndNewUsersWaitOut
 
 TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparently) {
   start_homeserver(0);
+  hs->register_user("@ida:localhost");
   write_config("  validate_after: 1s\n");
   auto daemon = start();
   unix_http_client c{socket};
@@ -250,6 +356,7 @@ TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparent
 
 TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
   start_homeserver(0);
+  hs->register_users({"@s1:localhost", "@s2:localhost", "@s3:localhost"});
   write_config("  revoke_on_shutdown: true\n");
   auto daemon = start();
   unix_http_client c{socket};

@@ -63,6 +63,8 @@ struct reload_fixture : ::testing::Test {
 };
 
 TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
+  first->register_user("@alice:localhost");
+  second->register_user("@bob:second.test");
   write_config(homeserver("localhost", *first, "first.secret"));
   daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
   ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
@@ -110,6 +112,7 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
 }
 
 TEST_F(reload_fixture, ARotatedSecretFileCountsAsAChange) {
+  first->register_user("@carol:localhost");  // so only the secret can be wrong
   write_config(homeserver("localhost", *first, "first.secret"));
   daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
   ASSERT_TRUE(daemon->wait_ready()) << daemon->log();

@@ -42,6 +42,7 @@ struct systemd_fixture : ::testing::Test {
     fake_homeserver_options o;
     o.shared_secret = secret;
     hs = std::make_unique<fake_homeserver>(o);
+    hs->register_user("@alice:localhost");
     dir.write("secret", std::string{secret} + "\n");
   }
   std::string config(const std::string& socket) {

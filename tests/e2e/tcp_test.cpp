@@ -52,6 +52,9 @@ struct tcp_fixture : ::testing::Test {
     fake_homeserver_options o;
     o.shared_secret = secret;
     hs = std::make_unique<fake_homeserver>(o);
+    // Every user the tests name exists: only keys and globs decide who gets a token.
+    hs->register_users({"@bridged-a:localhost", "@bridged-b:localhost", "@narrow_1:localhost",
+                        "@local-x:localhost", "@local-u:localhost"});
     dir.write("secret", std::string{secret} + "\n");
     dir.write("bridge.key", std::string{bridge_key} + "\n");
     const auto cfg = dir.write(

@@ -167,6 +167,26 @@ reply forbidden() {
   return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid username or password");
 }
 
+// Synapse's LimitExceededError: the wait is in the body only (no Retry-After header).
+reply limit_exceeded(int retry_after_ms) {
+  reply r{http::status::too_many_requests, {}};
+  json_writer(r.body)
+      .begin_object()
+      .member("errcode", "M_LIMIT_EXCEEDED")
+      .member("error", "Too Many Requests")
+      .member("retry_after_ms", retry_after_ms)
+      .end_object();
+  return r;
+}
+
+// The user-ID part of an rc_login.account key: Synapse lowercases it.
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 std::string random_string(std::mt19937_64& rng, std::size_t n, std::string_view alphabet) {
   std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
   std::string s(n, '\0');
@@ -418,6 +438,18 @@ struct fake_homeserver::impl {
   };
   struct token_owner {
     std::string user_id, device_id;
+    bool used = false;  // an access token: accepted on an authenticated endpoint at least once
+  };
+  // A refresh token, as Synapse's refresh_tokens table keeps it.
+  struct refresh_state {
+    token_owner owner;
+    std::string access;  // the access token issued with it
+    std::string next;    // the refresh token that replaced it ("" while it has not been used)
+  };
+  // One rc_login bucket of one key, as Synapse's Ratelimiter keeps it.
+  struct bucket {
+    double actions = 0;  // actions counted since start_s
+    double start_s = 0;
   };
 
   explicit impl(fake_homeserver_options o) : opts(std::move(o)), rng(std::random_device{}()) {
@@ -506,6 +538,10 @@ struct fake_homeserver::impl {
       if (ec) co_return;
     }
 
+    boost::system::error_code endpoint_ec;
+    const auto peer = tcp_layer.socket().remote_endpoint(endpoint_ec);
+    const std::string client_ip = endpoint_ec ? std::string{} : peer.address().to_string();
+
     beast::flat_buffer buffer;
     bool graceful = true;
     for (;;) {
@@ -560,8 +596,8 @@ struct fake_homeserver::impl {
       }
 
       const bool keep_alive = req.keep_alive();
-      reply r =
-          a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms) : answer(a.ep, req);
+      reply r = a.fail != failure::none ? failure_reply(a.fail, a.retry_after_ms)
+                                        : answer(a.ep, req, client_ip);
       if (r.drop) {  // the work is done, the answer is lost on the way
         boost::system::error_code ignored;
         tcp_layer.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -658,12 +694,13 @@ struct fake_homeserver::impl {
     return a;
   }
 
-  reply answer(endpoint ep, const http::request<http::string_body>& req) {
+  reply answer(endpoint ep, const http::request<http::string_body>& req,
+               const std::string& client_ip) {
     switch (ep) {
       case endpoint::login_flows:
         return login_flows_reply();
       case endpoint::login:
-        return login(req.body(), req[http::field::authorization]);
+        return login(req.body(), req[http::field::authorization], client_ip);
       case endpoint::register_user:
         return register_appservice_user(req.body(), req[http::field::authorization]);
       case endpoint::admin_login:
@@ -729,7 +766,58 @@ struct fake_homeserver::impl {
     return std::string(user);
   }
 
-  reply login(const std::string& body, std::string_view authorization) {
+  // ------------------------------------------------------------ rc_login
+
+  double rate_clock_s_locked() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch() +
+                                         rate_clock_offset)
+        .count();
+  }
+
+  // Synapse's Ratelimiter.ratelimit for one key: nullopt when allowed (the action is counted),
+  // else the wait in ms until the bucket has room (truncated to an integer, as Synapse does).
+  std::optional<int> take_locked(std::map<std::string, bucket>& buckets, const rate_limit& limit,
+                                 const std::string& key) {
+    if (limit.per_second <= 0) return std::nullopt;
+    const double now = rate_clock_s_locked();
+    bucket& b = buckets.try_emplace(key, bucket{0, now}).first->second;
+    double performed = b.actions - (now - b.start_s) * limit.per_second;
+    if (performed < 0) {  // all forgiven: start again from now
+      performed = 0;
+      b = bucket{0, now};
+    }
+    if (performed > limit.burst_count - 1) {
+      const double allowed_at = b.start_s + (b.actions - limit.burst_count + 1) / limit.per_second;
+      ++rate_limited;
+      return static_cast<int>(1000 * std::max(allowed_at - now, 0.0));
+    }
+    b.actions += 1;
+    return std::nullopt;
+  }
+
+  std::optional<reply> address_limited(const std::string& client_ip) {
+    std::lock_guard lock(mu);
+    if (auto wait = take_locked(address_buckets, opts.rc_login_address, client_ip))
+      return limit_exceeded(*wait);
+    return std::nullopt;
+  }
+
+  std::optional<reply> account_limited_locked(const std::string& user_id) {
+    if (auto wait = take_locked(account_buckets, opts.rc_login_account, lowercase(user_id)))
+      return limit_exceeded(*wait);
+    return std::nullopt;
+  }
+
+  // A user that exists from now on (registered, or created by a JWT login).
+  void make_exist_locked(const std::string& user_id) {
+    nonexistent.erase(user_id);
+    registered.insert(user_id);
+  }
+
+  // ------------------------------------------------------------ login
+
+  reply login(const std::string& body, std::string_view authorization,
+              const std::string& client_ip) {
     simdjson::dom::parser parser;
     simdjson::dom::element root;
     if (parser.parse(body).get(root)) {
@@ -758,12 +846,19 @@ struct fake_homeserver::impl {
     if (doc["refresh_token"].get(wants_refresh)) wants_refresh = false;
     login_wants_refresh = wants_refresh;  // read by issue_login_locked (server thread only)
 
+    // rc_login.address, before any credential is looked at; an appservice is checked after its
+    // as_token, and only when it is rate-limited.
+    const bool appservice = type == "m.login.application_service" && !opts.as_token.empty();
+    if (!appservice) {
+      if (auto limited = address_limited(client_ip)) return *limited;
+    }
     if (type == "org.matrix.login.jwt" && !opts.jwt_algorithm.empty())
       return jwt_login(doc, std::move(device_id), std::move(display_name));
     if (type == "com.famedly.login.token" && !opts.famedly_algorithm.empty())
       return famedly_login(doc, std::move(device_id), std::move(display_name));
     if (type == "m.login.application_service" && !opts.as_token.empty())
-      return appservice_login(doc, authorization, std::move(device_id), std::move(display_name));
+      return appservice_login(doc, authorization, client_ip, std::move(device_id),
+                              std::move(display_name));
 
     const char* credential_field = nullptr;
     if (type == "com.devture.shared_secret_auth" && opts.flow_devture) credential_field = "token";
@@ -800,8 +895,13 @@ struct fake_homeserver::impl {
       return forbidden();
     }
 
+    // The module checks that the user exists after the HMAC: a missing user gets the same
+    // answer as a wrong secret.
     std::lock_guard lock(mu);
     if (nonexistent.contains(*user_id)) return forbidden();
+    if (!registered.contains(*user_id) && !opts.auto_register) return forbidden();
+    if (auto limited = account_limited_locked(*user_id)) return *limited;
+    make_exist_locked(*user_id);  // a no-op unless auto_register created it
     return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
   }
 
@@ -837,7 +937,7 @@ struct fake_homeserver::impl {
         .member("device_id", *device_id);
     if (login_wants_refresh && opts.refresh_access_lifetime_ms > 0) {
       valid_until_ms[token] = now_ms() + opts.refresh_access_lifetime_ms;
-      const auto refresh_token = new_refresh_token_locked(user_id, *device_id);
+      const auto refresh_token = new_refresh_token_locked(user_id, *device_id, token);
       w.member("refresh_token", refresh_token)
           .member("expires_in_ms", opts.refresh_access_lifetime_ms);
     }
@@ -846,17 +946,31 @@ struct fake_homeserver::impl {
     return r;
   }
 
-  std::string new_refresh_token_locked(const std::string& user_id, const std::string& device_id) {
+  std::string new_refresh_token_locked(const std::string& user_id, const std::string& device_id,
+                                       const std::string& access_token) {
     std::string rt;
     do {
       rt = "syr_" +
            random_string(rng, 20, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
     } while (refresh_tokens.contains(rt));
-    refresh_tokens.emplace(rt, token_owner{user_id, device_id});
+    refresh_tokens.emplace(rt, refresh_state{token_owner{user_id, device_id}, access_token, ""});
     return rt;
   }
 
-  // POST /refresh {"refresh_token": R}: a new access token on the same device and a new R.
+  // One access token dies; its device lives on.
+  void drop_access_token_locked(const std::string& token) {
+    const auto it = tokens.find(token);
+    if (it == tokens.end()) return;
+    if (auto d = devices.find({it->second.user_id, it->second.device_id}); d != devices.end())
+      d->second.tokens.erase(token);
+    tokens.erase(it);
+    valid_until_ms.erase(token);
+  }
+
+  // POST /refresh {"refresh_token": R}: a new access token on the same device and a new R, as
+  // Synapse's AuthHandler.refresh_token does it. An R that was replaced already still works
+  // while its successor is untouched (the successor and its access token are discarded); once
+  // the successor's access token was used or the successor was refreshed, R is refused.
   reply refresh(const std::string& body) {
     simdjson::dom::parser parser;
     simdjson::dom::element root;
@@ -875,13 +989,23 @@ struct fake_homeserver::impl {
           .end_object();
       return r;
     }
-    const token_owner owner = it->second;
-    refresh_tokens.erase(it);
+    if (const auto successor = refresh_tokens.find(it->second.next);
+        successor != refresh_tokens.end()) {
+      const auto access = tokens.find(successor->second.access);
+      const bool access_used = access != tokens.end() && access->second.used;
+      if (access_used || !successor->second.next.empty())
+        return json_error(http::status::forbidden, "M_FORBIDDEN",
+                          "refresh token isn't valid anymore");
+      drop_access_token_locked(successor->second.access);
+      refresh_tokens.erase(successor);
+    }
+    const token_owner owner{it->second.owner.user_id, it->second.owner.device_id};
     const std::string token = new_token_locked();
     devices[{owner.user_id, owner.device_id}].tokens.insert(token);
     tokens.emplace(token, owner);
     valid_until_ms[token] = now_ms() + opts.refresh_access_lifetime_ms;
-    const auto next = new_refresh_token_locked(owner.user_id, owner.device_id);
+    const auto next = new_refresh_token_locked(owner.user_id, owner.device_id, token);
+    refresh_tokens.at(std::string{presented}).next = next;  // `it` may be stale after the emplace
     ++successful_refreshes;
     reply r;
     json_writer(r.body)
@@ -939,7 +1063,8 @@ struct fake_homeserver::impl {
       return fail("the subject must be a localpart");
     const std::string user_id = "@" + std::string(subject) + ":" + opts.server_name;
     std::lock_guard lock(mu);
-    registered.insert(user_id);  // Synapse registers users it has not seen
+    if (auto limited = account_limited_locked(user_id)) return *limited;
+    make_exist_locked(user_id);  // Synapse registers users it has not seen
     return issue_login_locked(user_id, std::move(device_id), std::move(display_name));
   }
 
@@ -966,14 +1091,15 @@ struct fake_homeserver::impl {
     const auto user_id = qualify(*user);
     if (!from_token || !user_id || *from_token != *user_id) return forbidden();
     std::lock_guard lock(mu);
-    registered.insert(*user_id);
+    if (auto limited = account_limited_locked(*user_id)) return *limited;
+    make_exist_locked(*user_id);
     return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
   }
 
   // m.login.application_service: the appservice's as_token as Bearer. A user that was never
   // registered gets 200 and a token that is dead at once, as Synapse does.
   reply appservice_login(simdjson::dom::object doc, std::string_view authorization,
-                         std::optional<std::string> device_id,
+                         const std::string& client_ip, std::optional<std::string> device_id,
                          std::optional<std::string> display_name) {
     const auto bearer = bearer_token(authorization);
     if (!bearer)
@@ -981,12 +1107,18 @@ struct fake_homeserver::impl {
     if (bearer->size() != opts.as_token.size() ||
         CRYPTO_memcmp(bearer->data(), opts.as_token.data(), opts.as_token.size()) != 0)
       return json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unrecognised access token");
+    if (opts.appservice_rate_limited) {
+      if (auto limited = address_limited(client_ip)) return *limited;
+    }
     const auto user = login_user(doc);
     if (!user)
       return json_error(http::status::bad_request, "M_INVALID_PARAM", "Invalid login submission");
     const auto user_id = qualify(*user);
     if (!user_id) return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid access_token");
     std::lock_guard lock(mu);
+    if (opts.appservice_rate_limited) {
+      if (auto limited = account_limited_locked(*user_id)) return *limited;
+    }
     if (registered.contains(*user_id))
       return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
     reply r;  // the quirk: a token nobody will accept
@@ -1019,8 +1151,9 @@ struct fake_homeserver::impl {
       return json_error(http::status::bad_request, "M_INVALID_USERNAME", "Invalid username");
     const std::string user_id = "@" + std::string(username) + ":" + opts.server_name;
     std::lock_guard lock(mu);
-    if (!registered.insert(user_id).second)
+    if (registered.contains(user_id))
       return json_error(http::status::bad_request, "M_USER_IN_USE", "User ID already taken.");
+    make_exist_locked(user_id);
     reply r;
     json_writer(r.body)
         .begin_object()
@@ -1107,6 +1240,7 @@ struct fake_homeserver::impl {
           .end_object();
       return r;
     }
+    t->second.used = true;  // a refresh token it came with retires its predecessor
     reply r;
     switch (ep) {
       case endpoint::whoami: {
@@ -1151,7 +1285,7 @@ struct fake_homeserver::impl {
     }
     devices.erase(it);
     std::erase_if(refresh_tokens, [&](const auto& kv) {
-      return kv.second.user_id == user_id && kv.second.device_id == device_id;
+      return kv.second.owner.user_id == user_id && kv.second.owner.device_id == device_id;
     });
   }
 
@@ -1165,11 +1299,14 @@ struct fake_homeserver::impl {
   std::mt19937_64 rng;
   std::map<std::pair<std::string, std::string>, device> devices;  // (user, device) -> device
   std::unordered_map<std::string, token_owner> tokens;
-  std::set<std::string> nonexistent;
-  std::set<std::string> registered;  // appservice: users that exist (/register, JWT logins)
+  std::set<std::string> nonexistent;  // add_nonexistent_user: refused even with auto_register
+  std::set<std::string> registered;   // users that exist (register_user, /register, JWT logins)
   std::unordered_map<std::string, std::int64_t> valid_until_ms;  // admin-minted token expiry
   int registers = 0, admin_logins = 0, refreshes = 0, successful_refreshes = 0;
-  std::unordered_map<std::string, token_owner> refresh_tokens;  // refresh token -> device
+  std::unordered_map<std::string, refresh_state> refresh_tokens;
+  std::map<std::string, bucket> address_buckets, account_buckets;  // rc_login, by IP / user ID
+  std::chrono::milliseconds rate_clock_offset{0};                  // advance_rate_limit_clock
+  int rate_limited = 0;                                            // 429s from rc_login
   bool login_wants_refresh = false;
   int fail_next_refresh_count = 0;
   failure fail_next_refresh_kind = failure::none;
@@ -1227,8 +1364,20 @@ void fake_homeserver::fail_all(failure kind, int retry_after_ms) {
 
 void fake_homeserver::add_nonexistent_user(std::string user_id) {
   auto full = impl_->qualify(user_id);
+  if (full) user_id = std::move(*full);
   std::lock_guard lock(impl_->mu);
-  impl_->nonexistent.insert(full ? std::move(*full) : std::move(user_id));
+  impl_->registered.erase(user_id);
+  impl_->nonexistent.insert(std::move(user_id));
+}
+
+void fake_homeserver::advance_rate_limit_clock(std::chrono::milliseconds by) {
+  std::lock_guard lock(impl_->mu);
+  impl_->rate_clock_offset += by;
+}
+
+int fake_homeserver::rate_limited_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->rate_limited;
 }
 
 int fake_homeserver::login_count() const {
@@ -1261,13 +1410,7 @@ int fake_homeserver::admin_login_count() const {
 }
 void fake_homeserver::kill_token(const std::string& token) {
   std::lock_guard lock(impl_->mu);
-  const auto it = impl_->tokens.find(token);
-  if (it == impl_->tokens.end()) return;
-  if (auto d = impl_->devices.find({it->second.user_id, it->second.device_id});
-      d != impl_->devices.end())
-    d->second.tokens.erase(token);
-  impl_->tokens.erase(it);
-  impl_->valid_until_ms.erase(token);
+  impl_->drop_access_token_locked(token);
 }
 int fake_homeserver::refresh_count() const {
   std::lock_guard lock(impl_->mu);
@@ -1280,8 +1423,12 @@ void fake_homeserver::fail_next_refresh(int count, failure kind) {
 }
 void fake_homeserver::register_user(std::string user_id) {
   auto full = impl_->qualify(user_id);
+  if (full) user_id = std::move(*full);
   std::lock_guard lock(impl_->mu);
-  impl_->registered.insert(full ? std::move(*full) : std::move(user_id));
+  impl_->make_exist_locked(user_id);
+}
+void fake_homeserver::register_users(const std::vector<std::string>& user_ids) {
+  for (const auto& u : user_ids) register_user(u);
 }
 bool fake_homeserver::is_registered(const std::string& user_id) const {
   std::lock_guard lock(impl_->mu);

@@ -1,6 +1,7 @@
 // fake_homeserver: an in-process Matrix homeserver for tests (a Beast HTTP/1.1
 // server on 127.0.0.1, optionally HTTPS) that behaves like Synapse with the
-// devture shared-secret-auth module, and can be told to be slow or to fail.
+// devture shared-secret-auth module (as ../shared/DESIGN.md records it: users
+// must exist, refresh-token rotation, rc_login), and can be told to be slow or to fail.
 // Beast and Asio stay out of this header: they are compiled in the .cpp only.
 #pragma once
 
@@ -24,12 +25,34 @@ enum class failure {
   wrong_json_shape,  // 200 {"foo":1}
 };
 
+// One of Synapse's rc_login token buckets (its Ratelimiter): `burst_count` actions at once,
+// refilled at `per_second`. per_second 0 (the default here) turns it off.
+struct rate_limit {
+  double per_second = 0;
+  int burst_count = 0;
+};
+// Synapse's default for rc_login.address and rc_login.account.
+inline constexpr rate_limit synapse_rc_login{0.003, 5};
+
 struct fake_homeserver_options {
   std::string server_name = "localhost";  // users are @local:server_name
   // HMAC-SHA512 key for com.devture.shared_secret_auth and m.login.password.
   std::string shared_secret;
   bool flow_devture = true;   // advertise/accept com.devture.shared_secret_auth
   bool flow_password = true;  // advertise/accept m.login.password (with the HMAC as password)
+  // Shared-secret logins (both types) succeed only for users that exist: registered with
+  // register_user(), by POST /register, or by a JWT/famedly login. Others are refused like a
+  // wrong secret (403 M_FORBIDDEN "Invalid username or password"), as Synapse does.
+  // auto_register: a valid HMAC creates its user instead (not Synapse; for the demo tool).
+  bool auto_register = false;
+  // Synapse's rc_login, off unless set (Synapse has both on: synapse_rc_login).
+  // address: per client IP, taken by every POST /login before the credentials are checked
+  // (appservice logins only when appservice_rate_limited). account: per user ID (lowercased),
+  // taken after the credentials passed, just before the token is issued. An empty bucket gives
+  // 429 {"errcode":"M_LIMIT_EXCEEDED","error":"Too Many Requests","retry_after_ms":N}, N the
+  // time until the bucket has room, with no Retry-After header. /refresh is not limited.
+  rate_limit rc_login_address, rc_login_account;
+  bool appservice_rate_limited = true;      // the registration's rate_limited (default true)
   std::string tls_cert_file, tls_key_file;  // both set -> serve HTTPS instead of HTTP
 
   // Synapse's native JWT login (org.matrix.login.jwt), enabled when jwt_algorithm is set.
@@ -55,7 +78,11 @@ struct fake_homeserver_options {
   // Refresh tokens (Matrix v1.3), when above 0: a login with "refresh_token": true gets an
   // access token expiring after this long (then 401 M_UNKNOWN_TOKEN, soft_logout true) and a
   // refresh token. POST /v1/refresh rotates both on the same device; the old access token
-  // stays valid until its own expiry; a used refresh token gives 401 M_UNKNOWN_TOKEN.
+  // stays valid until its own expiry. As Synapse: a replaced refresh token still works (and
+  // discards its successor and that one's access token) until the successor's access token is
+  // used or the successor is refreshed; then it gives 403 M_FORBIDDEN "refresh token isn't
+  // valid anymore". An unknown or discarded one gives 401 M_UNKNOWN_TOKEN "refresh token does
+  // not exist".
   std::int64_t refresh_access_lifetime_ms = 0;
   bool refresh_on_v3 = false;  // false: /v3/refresh answers 400 M_UNRECOGNIZED, as older Synapse
 };
@@ -101,9 +128,13 @@ class fake_homeserver {
   // Every request on every endpoint fails this way until fail_all(failure::none).
   // Takes precedence over fail_next, which is not consumed meanwhile.
   void fail_all(failure kind, int retry_after_ms = 1000);
-  // Shared-secret login for this user is refused with 403 M_FORBIDDEN, as Synapse
-  // does for users that do not exist. A bare localpart is qualified with server_name.
+  // The user does not exist (any registration is forgotten): shared-secret logins are refused
+  // with 403 M_FORBIDDEN, even with auto_register. A bare localpart is qualified with
+  // server_name.
   void add_nonexistent_user(std::string user_id);
+  // Moves the rc_login buckets' clock forward (as if that much time had passed for them).
+  void advance_rate_limit_clock(std::chrono::milliseconds by);
+  int rate_limited_count() const;  // POST /login answered 429 by rc_login (not by fail_next)
 
   int login_count() const;             // POST /login requests received
   int successful_login_count() const;  // POST /login answered 200 with a token
@@ -112,15 +143,16 @@ class fake_homeserver {
   int login_flows_count() const;       // GET /login requests received
   int register_count() const;          // POST /register requests received
   int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
-  int refresh_count() const;
+  int refresh_count() const;           // POST /v1/refresh (and /v3/refresh) requests received
   // Kills one access token behind the client's back (as an admin or a password change would).
-  void kill_token(
-      const std::string& token);  // POST /v1/refresh (and /v3/refresh) requests received
+  void kill_token(const std::string& token);
   // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the
   // tokens, so the answer is lost; others: before).
   void fail_next_refresh(int count, failure kind);
-  // Marks a user as registered (as an earlier POST /register would have).
+  // Makes a user exist (as an earlier POST /register would have), so that shared-secret and
+  // appservice logins work for it. A bare localpart is qualified with server_name.
   void register_user(std::string user_id);
+  void register_users(const std::vector<std::string>& user_ids);
   bool is_registered(const std::string& user_id) const;
   // valid_until_ms of an admin-minted token (nullopt: unknown token or no expiry).
   std::optional<std::int64_t> token_valid_until_ms(const std::string& token) const;

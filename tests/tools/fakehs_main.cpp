@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "support/fake_homeserver.hpp"
 
@@ -21,7 +22,14 @@ namespace {
 void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s --port N --server-name NAME --secret-file PATH [--latency-ms N]\n"
-               "          [--tls-cert PEM --tls-key PEM] [--no-devture] [--no-password]\n",
+               "          [--tls-cert PEM --tls-key PEM] [--no-devture] [--no-password]\n"
+               "          [--register USER_ID]... [--auto-register]\n"
+               "          [--rc-login-address PER_SECOND,BURST] [--rc-login-account "
+               "PER_SECOND,BURST]\n"
+               "Shared-secret logins work for users that exist: --register makes one,\n"
+               "--auto-register lets every valid HMAC create its user (not what Synapse does).\n"
+               "--rc-login-*: Synapse's rc_login buckets (its defaults: 0.003,5); off unless "
+               "given.\n",
                argv0);
 }
 
@@ -48,12 +56,25 @@ int to_int(std::string_view flag, const std::string& v, long lo, long hi) {
   return static_cast<int>(n);
 }
 
+// "0.003,5" -> {0.003, 5}
+mxp::test::rate_limit to_rate_limit(std::string_view flag, const std::string& v) {
+  const auto comma = v.find(',');
+  if (comma == std::string::npos) throw std::runtime_error(std::string(flag) + ": want RATE,BURST");
+  const std::string rate = v.substr(0, comma);
+  char* end = nullptr;
+  const double per_second = std::strtod(rate.c_str(), &end);
+  if (rate.empty() || *end != '\0' || !(per_second > 0) || per_second > 1e6)
+    throw std::runtime_error(std::string(flag) + ": bad rate " + rate);
+  return {per_second, to_int(flag, v.substr(comma + 1), 1, 1'000'000)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   mxp::test::fake_homeserver_options opts;
   std::string secret_file;
   int latency_ms = 0;
+  std::vector<std::string> users;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string_view arg = argv[i];
@@ -77,6 +98,14 @@ int main(int argc, char** argv) {
         opts.flow_devture = false;
       } else if (arg == "--no-password") {
         opts.flow_password = false;
+      } else if (arg == "--register") {
+        users.push_back(value());
+      } else if (arg == "--auto-register") {
+        opts.auto_register = true;
+      } else if (arg == "--rc-login-address") {
+        opts.rc_login_address = to_rate_limit(arg, value());
+      } else if (arg == "--rc-login-account") {
+        opts.rc_login_account = to_rate_limit(arg, value());
       } else if (arg == "--help" || arg == "-h") {
         usage(argv[0]);
         return 0;
@@ -103,16 +132,18 @@ int main(int argc, char** argv) {
   try {
     mxp::test::fake_homeserver server(std::move(opts));
     server.set_latency(std::chrono::milliseconds{latency_ms});
+    server.register_users(users);
     std::printf("fakehs listening on %s\n", server.url().c_str());
     std::fflush(stdout);
 
     int sig = 0;
     sigwait(&signals, &sig);
     std::printf(
-        "fakehs stopping (%s): logins=%d successful_logins=%d logouts=%d whoami=%d devices=%d\n",
+        "fakehs stopping (%s): logins=%d successful_logins=%d rate_limited=%d logouts=%d "
+        "whoami=%d devices=%d\n",
         sig == SIGTERM ? "SIGTERM" : "SIGINT", server.login_count(),
-        server.successful_login_count(), server.logout_count(), server.whoami_count(),
-        server.device_count());
+        server.successful_login_count(), server.rate_limited_count(), server.logout_count(),
+        server.whoami_count(), server.device_count());
     std::fflush(stdout);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mxpuppet-fakehs: %s\n", e.what());

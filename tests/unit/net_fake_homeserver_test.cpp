@@ -1,7 +1,10 @@
 // Tests of the fake homeserver itself (tests/support): Synapse-like login,
-// whoami and logout semantics, injected failures, latency and HTTPS. The
+// whoami and logout semantics (users must exist, refresh-token rotation,
+// rc_login), injected failures, latency and HTTPS. The
 // client here is a small Beast client run on its own io_context with deadlines.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 #include <simdjson.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <string>
@@ -67,8 +71,9 @@ struct response {
 };
 
 struct client_options {
-  std::string ca_file;     // non-empty: HTTPS to "localhost", verified against this file
-  bool system_ca = false;  // HTTPS verified against the system store instead
+  std::string ca_file;         // non-empty: HTTPS to "localhost", verified against this file
+  std::string source_address;  // non-empty: connect from this loopback address (e.g. 127.0.0.2)
+  bool system_ca = false;      // HTTPS verified against the system store instead
   std::chrono::milliseconds timeout = 5s;
 };
 
@@ -112,6 +117,10 @@ asio::awaitable<std::vector<response>> client_session(unsigned short port,
   std::vector<response> out;
   beast::tcp_stream tcp_stream(co_await asio::this_coro::executor);
   tcp_stream.expires_after(opts.timeout);
+  if (!opts.source_address.empty()) {  // all of 127/8 is loopback on Linux
+    tcp_stream.socket().open(tcp::v4());
+    tcp_stream.socket().bind(tcp::endpoint(asio::ip::make_address_v4(opts.source_address), 0));
+  }
   auto [cec] = co_await tcp_stream.async_connect(
       tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port), use_tuple);
   if (cec) {
@@ -244,6 +253,7 @@ TEST_F(FakeHomeserver, ListsEnabledLoginFlows) {
 }
 
 TEST_F(FakeHomeserver, DevtureLoginGivesATokenThatWorksOnWhoami) {
+  hs.register_user("@alice:example.org");
   const auto body = login_body("com.devture.shared_secret_auth", "@alice:example.org",
                                mxp::test::fake_shared_secret_token(secret, "@alice:example.org"),
                                "BRIDGEDEV", "mautrix-whatsapp");
@@ -272,6 +282,7 @@ TEST_F(FakeHomeserver, DevtureLoginGivesATokenThatWorksOnWhoami) {
 }
 
 TEST_F(FakeHomeserver, PasswordLoginWithBareLocalpart) {
+  hs.register_user("bob");  // a bare localpart is qualified with the server name
   // The HMAC is over the full user ID even when the request names a bare localpart.
   const auto r =
       call(hs.port(),
@@ -304,6 +315,7 @@ TEST_F(FakeHomeserver, RefusesWhatSynapseRefuses) {
     }
   };
   const std::string dev = "com.devture.shared_secret_auth";
+  hs.register_user("@alice:example.org");
   // Wrong secret, with both login types.
   check(login_body(dev, "@alice:example.org",
                    mxp::test::fake_shared_secret_token("other", "@alice:example.org")),
@@ -313,7 +325,6 @@ TEST_F(FakeHomeserver, RefusesWhatSynapseRefuses) {
   // A user of another server.
   check(login_body(dev, "@alice:elsewhere.org", hmac("@alice:elsewhere.org")), 403, "M_FORBIDDEN");
   // A user that does not exist: the same answer as a wrong secret.
-  hs.add_nonexistent_user("@ghost:example.org");
   check(login_body(dev, "@ghost:example.org", hmac("@ghost:example.org")), 403, "M_FORBIDDEN",
         "Invalid username or password");
   check(login_body(dev, "ghost", hmac("@ghost:example.org")), 403, "M_FORBIDDEN");
@@ -336,6 +347,7 @@ TEST_F(FakeHomeserver, RefusesWhatSynapseRefuses) {
 }
 
 TEST_F(FakeHomeserver, ReloginWithTheSameDeviceKeepsTheOldTokenLive) {
+  hs.register_user("@alice:example.org");
   const auto first = login_token("@alice:example.org", "DEV1");
   const auto second = login_token("@alice:example.org", "DEV1");
   EXPECT_NE(first, second);
@@ -348,6 +360,7 @@ TEST_F(FakeHomeserver, ReloginWithTheSameDeviceKeepsTheOldTokenLive) {
 }
 
 TEST_F(FakeHomeserver, LogoutKillsEveryTokenOfTheDevice) {
+  hs.register_user("@alice:example.org");
   const auto a1 = login_token("@alice:example.org", "DEV1");
   const auto a2 = login_token("@alice:example.org", "DEV1");
   const auto b = login_token("@alice:example.org", "DEV2");
@@ -374,6 +387,7 @@ TEST_F(FakeHomeserver, LogoutKillsEveryTokenOfTheDevice) {
 }
 
 TEST_F(FakeHomeserver, RateLimitedThenSuccess) {
+  hs.register_user("@alice:example.org");
   hs.fail_next(2, failure::rate_limited, 1500);
   // fail_next only concerns POST /login.
   EXPECT_EQ(call(hs.port(), {http::verb::get, "/_matrix/client/v3/login"}).status, 200);
@@ -390,6 +404,7 @@ TEST_F(FakeHomeserver, RateLimitedThenSuccess) {
 }
 
 TEST_F(FakeHomeserver, GarbageWrongShapeAndServerError) {
+  hs.register_user("@alice:example.org");
   hs.fail_next(1, failure::garbage);
   auto r = call(hs.port(), devture_login("@alice:example.org"));
   EXPECT_EQ(r.status, 200);
@@ -408,6 +423,7 @@ TEST_F(FakeHomeserver, GarbageWrongShapeAndServerError) {
 }
 
 TEST_F(FakeHomeserver, DropConnection) {
+  hs.register_user("@alice:example.org");
   hs.fail_next(1, failure::drop_connection);
   const auto r = call(hs.port(), devture_login("@alice:example.org"));
   EXPECT_TRUE(r.ec) << r.status;
@@ -418,6 +434,7 @@ TEST_F(FakeHomeserver, DropConnection) {
 }
 
 TEST_F(FakeHomeserver, FailAllCoversEveryEndpointUntilCleared) {
+  hs.register_user("@alice:example.org");
   const auto token = login_token("@alice:example.org");
   hs.fail_all(failure::server_error);
   EXPECT_EQ(call(hs.port(), whoami_req(token)).status, 500);
@@ -430,6 +447,7 @@ TEST_F(FakeHomeserver, FailAllCoversEveryEndpointUntilCleared) {
 
 TEST(FakeHomeserverLifetime, HangBlocksNoOtherConnectionAndDestructionIsPrompt) {
   auto hs = std::make_unique<fake_homeserver>(default_options());
+  hs->register_user("@alice:example.org");
   hs->fail_next(1, failure::hang);
   const auto port = hs->port();
   auto hung = std::async(std::launch::async, [port] {
@@ -453,6 +471,8 @@ TEST(FakeHomeserverLifetime, HangBlocksNoOtherConnectionAndDestructionIsPrompt) 
 
 TEST_F(FakeHomeserver, LatencyIsAsynchronousAndLoginsOverlap) {
   hs.set_latency(300ms);
+  hs.register_users(
+      {"@user0:example.org", "@user1:example.org", "@user2:example.org", "@user3:example.org"});
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::future<response>> logins;
   for (int i = 0; i < 4; ++i) {
@@ -469,6 +489,7 @@ TEST_F(FakeHomeserver, LatencyIsAsynchronousAndLoginsOverlap) {
 }
 
 TEST_F(FakeHomeserver, KeepAliveServesSeveralRequestsOnOneConnection) {
+  hs.register_user("@alice:example.org");
   const auto token = login_token("@alice:example.org");
   const auto rs = run_requests(
       hs.port(),
@@ -494,6 +515,318 @@ TEST_F(FakeHomeserver, WellKnownUnknownPathsAndLimits) {
   EXPECT_EQ(hs.login_count(), 1);
 }
 
+// ------------------------------------------- users must exist (DESIGN.md)
+
+std::string hmac_of(const std::string& user_id) {
+  return mxp::test::fake_shared_secret_token(secret, user_id);
+}
+const std::string devture = "com.devture.shared_secret_auth";
+
+TEST_F(FakeHomeserver, SharedSecretLoginForAUserThatDoesNotExistIsRefusedLikeAWrongSecret) {
+  hs.register_user("@alice:example.org");
+  const auto wrong = call(
+      hs.port(),
+      login_req(login_body(devture, "@alice:example.org",
+                           mxp::test::fake_shared_secret_token("other", "@alice:example.org"))));
+  EXPECT_EQ(wrong.status, 403);
+  EXPECT_EQ(wrong.body, R"({"errcode":"M_FORBIDDEN","error":"Invalid username or password"})");
+  for (const std::string& type : {devture, std::string{"m.login.password"}}) {
+    const auto r =
+        call(hs.port(), login_req(login_body(type, "@nobody:example.org",
+                                             hmac_of("@nobody:example.org"))));  // a valid HMAC
+    EXPECT_EQ(r.status, 403) << type;
+    EXPECT_EQ(r.body, wrong.body) << type;
+  }
+  EXPECT_FALSE(hs.is_registered("@nobody:example.org"));
+  EXPECT_EQ(hs.successful_login_count(), 0);
+  EXPECT_EQ(hs.device_count(), 0);
+
+  hs.register_user("nobody");  // a bare localpart is qualified with the server name
+  EXPECT_TRUE(hs.is_registered("@nobody:example.org"));
+  for (const std::string& type : {devture, std::string{"m.login.password"}}) {
+    const auto r =
+        call(hs.port(),
+             login_req(login_body(type, "@nobody:example.org", hmac_of("@nobody:example.org"))));
+    EXPECT_EQ(r.status, 200) << type << ": " << r.body;
+    EXPECT_EQ(field(r.body, "user_id"), "@nobody:example.org");
+  }
+  EXPECT_EQ(hs.successful_login_count(), 2);
+
+  // add_nonexistent_user takes a registration back.
+  hs.add_nonexistent_user("@nobody:example.org");
+  EXPECT_FALSE(hs.is_registered("@nobody:example.org"));
+  const auto gone = call(hs.port(), devture_login("@nobody:example.org"));
+  EXPECT_EQ(gone.status, 403);
+  EXPECT_EQ(gone.body, wrong.body);
+}
+
+// An HS256 JWT over `payload`, built here without lib/credentials.
+std::string hs256_jwt(const std::string& key, const std::string& payload) {
+  const auto b64url = [](const std::string& in) {
+    static constexpr char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out;
+    unsigned buf = 0;
+    int bits = 0;
+    for (unsigned char c : in) {
+      buf = (buf << 8) | c;
+      bits += 8;
+      while (bits >= 6) {
+        bits -= 6;
+        out += alphabet[(buf >> bits) & 63];
+      }
+    }
+    if (bits > 0) out += alphabet[(buf << (6 - bits)) & 63];
+    return out;
+  };
+  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(payload);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
+  return input + "." + b64url(std::string(reinterpret_cast<const char*>(mac), len));
+}
+
+TEST(FakeHomeserverUsers, AppserviceRegistrationAndJwtLoginsCreateUsers) {
+  auto o = default_options();
+  o.as_token = "as-token-for-tests";
+  o.jwt_algorithm = "HS256";
+  o.jwt_secret = "jwt-key-for-tests";
+  fake_homeserver hs(o);
+  const auto register_req = [](const std::string& localpart) {
+    return request_spec{
+        http::verb::post, "/_matrix/client/v3/register",
+        R"({"type":"m.login.application_service","username":")" + localpart + R"("})",
+        "Bearer as-token-for-tests"};
+  };
+  EXPECT_EQ(call(hs.port(), devture_login("@bridged:example.org")).status, 403);
+  EXPECT_EQ(call(hs.port(), register_req("bridged")).status, 200);
+  EXPECT_EQ(call(hs.port(), devture_login("@bridged:example.org")).status, 200);
+  // One set of users: one the test registered is in use for POST /register too.
+  hs.register_user("@known:example.org");
+  const auto in_use = call(hs.port(), register_req("known"));
+  EXPECT_EQ(in_use.status, 400);
+  EXPECT_EQ(field(in_use.body, "errcode"), "M_USER_IN_USE");
+
+  // A native JWT login creates its user; shared-secret logins find it afterwards.
+  EXPECT_EQ(call(hs.port(), devture_login("@jay:example.org")).status, 403);
+  const auto jwt =
+      call(hs.port(), login_req(R"({"type":"org.matrix.login.jwt","token":")" +
+                                hs256_jwt("jwt-key-for-tests", R"({"sub":"jay"})") + R"("})"));
+  ASSERT_EQ(jwt.status, 200) << jwt.body;
+  EXPECT_TRUE(hs.is_registered("@jay:example.org"));
+  EXPECT_EQ(call(hs.port(), devture_login("@jay:example.org")).status, 200);
+}
+
+TEST(FakeHomeserverUsers, AutoRegisterCreatesUsersWithAValidHmacOnly) {
+  auto o = default_options();
+  o.auto_register = true;
+  fake_homeserver hs(o);
+  const auto wrong = call(hs.port(), login_req(login_body(devture, "@new:example.org", "00ff")));
+  EXPECT_EQ(wrong.status, 403);
+  EXPECT_FALSE(hs.is_registered("@new:example.org"));
+  EXPECT_EQ(call(hs.port(), devture_login("@new:example.org")).status, 200);
+  EXPECT_TRUE(hs.is_registered("@new:example.org"));
+  hs.add_nonexistent_user("@gone:example.org");  // stronger than auto_register
+  EXPECT_EQ(call(hs.port(), devture_login("@gone:example.org")).status, 403);
+  EXPECT_EQ(hs.successful_login_count(), 1);
+}
+
+// ------------------------------------------------ refresh-token rotation
+
+fake_homeserver_options refresh_options() {
+  auto o = default_options();
+  o.refresh_access_lifetime_ms = 60'000;
+  return o;
+}
+
+struct token_pair {
+  std::string access, refresh;
+};
+
+token_pair refreshable_login(fake_homeserver& hs, const std::string& user_id) {
+  auto body = login_body(devture, user_id, hmac_of(user_id), "RDEV");
+  body.pop_back();
+  body += R"(,"refresh_token":true})";
+  const auto r = call(hs.port(), login_req(body));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(field(r.body, "expires_in_ms"), "60000");
+  return {field(r.body, "access_token"), field(r.body, "refresh_token")};
+}
+
+response refresh_call(fake_homeserver& hs, const std::string& refresh_token) {
+  return call(hs.port(), {http::verb::post, "/_matrix/client/v1/refresh",
+                          R"({"refresh_token":")" + refresh_token + R"("})"});
+}
+
+token_pair pair_of(const response& r) {
+  EXPECT_EQ(r.status, 200) << r.body;
+  return {field(r.body, "access_token"), field(r.body, "refresh_token")};
+}
+
+constexpr const char* does_not_exist =
+    R"({"errcode":"M_UNKNOWN_TOKEN","error":"refresh token does not exist","soft_logout":false})";
+constexpr const char* not_valid_anymore =
+    R"({"errcode":"M_FORBIDDEN","error":"refresh token isn't valid anymore"})";
+
+TEST(FakeHomeserverRefresh, AReplacedRefreshTokenIsRefusedOnceTheNewAccessTokenWasUsed) {
+  fake_homeserver hs(refresh_options());
+  hs.register_user("@alice:example.org");
+  const auto t0 = refreshable_login(hs, "@alice:example.org");
+  ASSERT_TRUE(t0.refresh.starts_with("syr_")) << t0.refresh;
+  const auto t1 = pair_of(refresh_call(hs, t0.refresh));
+  EXPECT_NE(t1.access, t0.access);
+  EXPECT_NE(t1.refresh, t0.refresh);
+
+  // t1 was never used: Synapse still takes t0's refresh token, and discards t1 (both tokens).
+  const auto t2 = pair_of(refresh_call(hs, t0.refresh));
+  EXPECT_FALSE(hs.token_is_live(t1.access));
+  EXPECT_EQ(refresh_call(hs, t1.refresh).body, does_not_exist);
+  EXPECT_TRUE(hs.token_is_live(t0.access));  // an old access token lives until its own expiry
+
+  // t2's access token is used: t0's refresh token is done for good.
+  EXPECT_EQ(call(hs.port(), whoami_req(t2.access)).status, 200);
+  const auto refused = refresh_call(hs, t0.refresh);
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_EQ(refused.body, not_valid_anymore);
+  EXPECT_TRUE(hs.token_is_live(t2.access));  // the refusal took nothing away
+  const auto t3 = pair_of(refresh_call(hs, t2.refresh));
+  EXPECT_EQ(call(hs.port(), whoami_req(t3.access)).status, 200);
+  EXPECT_EQ(hs.device_count("@alice:example.org"), 1);
+
+  const auto unknown = refresh_call(hs, "syr_neverissued");
+  EXPECT_EQ(unknown.status, 401);
+  EXPECT_EQ(unknown.body, does_not_exist);
+  // A logout deletes the device with its refresh tokens.
+  EXPECT_EQ(call(hs.port(), logout_req(t3.access)).status, 200);
+  EXPECT_EQ(refresh_call(hs, t3.refresh).body, does_not_exist);
+  EXPECT_EQ(hs.refresh_count(), 7);
+}
+
+TEST(FakeHomeserverRefresh, AReplacedRefreshTokenIsRefusedOnceTheNewOneWasRefreshed) {
+  fake_homeserver hs(refresh_options());
+  hs.register_user("@alice:example.org");
+  const auto t0 = refreshable_login(hs, "@alice:example.org");
+  const auto t1 = pair_of(refresh_call(hs, t0.refresh));
+  const auto t2 = pair_of(refresh_call(hs, t1.refresh));  // t1's access token never used
+  const auto refused = refresh_call(hs, t0.refresh);
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_EQ(refused.body, not_valid_anymore);
+  EXPECT_TRUE(hs.token_is_live(t1.access));
+  EXPECT_TRUE(hs.token_is_live(t2.access));
+  EXPECT_EQ(refresh_call(hs, t2.refresh).status, 200);
+}
+
+// ------------------------------------------------------------- rc_login
+
+// Checks that `r` is rc_login's 429 as Synapse sends it; returns its retry_after_ms (-1 if not).
+long limit_exceeded_wait(const response& r) {
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_EQ(r.retry_after, "") << "Synapse sends no Retry-After header";
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (parser.parse(r.body).get(obj)) return -1;
+  EXPECT_EQ(obj.size(), 3u) << r.body;
+  std::string_view errcode, error;
+  std::int64_t wait = -1;
+  EXPECT_FALSE(obj["errcode"].get(errcode)) << r.body;
+  EXPECT_FALSE(obj["error"].get(error)) << r.body;
+  EXPECT_FALSE(obj["retry_after_ms"].get(wait)) << r.body;
+  EXPECT_EQ(errcode, "M_LIMIT_EXCEEDED");
+  EXPECT_EQ(error, "Too Many Requests");
+  return static_cast<long>(wait);
+}
+
+TEST(FakeHomeserverRcLogin, OffByDefault) {
+  fake_homeserver hs(default_options());
+  hs.register_users({"@u0:example.org", "@u1:example.org"});
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(call(hs.port(), devture_login("@u" + std::to_string(i % 2) + ":example.org")).status,
+              200);
+  }
+  EXPECT_EQ(hs.rate_limited_count(), 0);
+}
+
+TEST(FakeHomeserverRcLogin, PerAddressWithSynapsesDefaultsCountsEveryLoginFromTheAddress) {
+  auto o = default_options();
+  o.rc_login_address = mxp::test::synapse_rc_login;  // 0.003/s, burst 5
+  fake_homeserver hs(o);
+  for (int i = 0; i < 6; ++i) hs.register_user("@u" + std::to_string(i) + ":example.org");
+  // Five attempts from 127.0.0.1, a refused one among them: each takes from the bucket.
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(call(hs.port(), devture_login("@u" + std::to_string(i) + ":example.org")).status,
+              200);
+  EXPECT_EQ(call(hs.port(), login_req(login_body(devture, "@u4:example.org", "bad"))).status, 403);
+  const auto limited = call(hs.port(), devture_login("@u4:example.org"));
+  const long wait = limit_exceeded_wait(limited);
+  // The bucket has room again after 1 / 0.003 s = 333,333 ms, less the time the test took.
+  EXPECT_LE(wait, 333'334);
+  EXPECT_GT(wait, 323'000);
+  EXPECT_EQ(hs.rate_limited_count(), 1);
+  EXPECT_EQ(hs.successful_login_count(), 4);
+  EXPECT_EQ(hs.login_count(), 6);
+
+  // Another address has a bucket of its own; other endpoints are not limited.
+  const auto other =
+      call(hs.port(), devture_login("@u5:example.org"), {.source_address = "127.0.0.2"});
+  EXPECT_EQ(other.status, 200) << other.body;
+  EXPECT_EQ(call(hs.port(), {http::verb::get, "/_matrix/client/v3/login"}).status, 200);
+  EXPECT_EQ(call(hs.port(), whoami_req(field(other.body, "access_token"))).status, 200);
+
+  hs.advance_rate_limit_clock(std::chrono::milliseconds{wait - 3'000});
+  const long rest = limit_exceeded_wait(call(hs.port(), devture_login("@u4:example.org")));
+  EXPECT_GT(rest, 0);
+  EXPECT_LE(rest, 3'000);
+  hs.advance_rate_limit_clock(std::chrono::milliseconds{rest + 1});
+  EXPECT_EQ(call(hs.port(), devture_login("@u4:example.org")).status, 200);
+  // That was the one token that came back.
+  EXPECT_GT(limit_exceeded_wait(call(hs.port(), devture_login("@u4:example.org"))), 300'000);
+  EXPECT_EQ(hs.rate_limited_count(), 3);
+}
+
+TEST(FakeHomeserverRcLogin, PerAccountCountsOnlyLoginsWhoseCredentialsPassed) {
+  auto o = default_options();
+  o.rc_login_account = {1.0, 2};
+  fake_homeserver hs(o);
+  hs.register_users({"@alice:example.org", "@bob:example.org"});
+  EXPECT_EQ(call(hs.port(), devture_login("@alice:example.org")).status, 200);
+  EXPECT_EQ(call(hs.port(), devture_login("@alice:example.org")).status, 200);
+  // The credentials are checked before the account's bucket: a wrong secret is still 403.
+  EXPECT_EQ(call(hs.port(), login_req(login_body(devture, "@alice:example.org", "bad"))).status,
+            403);
+  const long wait = limit_exceeded_wait(call(hs.port(), devture_login("@alice:example.org")));
+  EXPECT_GT(wait, 0);
+  EXPECT_LE(wait, 1'000);
+  EXPECT_EQ(call(hs.port(), devture_login("@bob:example.org")).status, 200);  // his own bucket
+  // Synapse keys the bucket by the lowercased user ID.
+  hs.register_user("@ALICE:example.org");
+  EXPECT_GT(limit_exceeded_wait(call(hs.port(), devture_login("@ALICE:example.org"))), 0);
+  hs.advance_rate_limit_clock(std::chrono::milliseconds{wait + 1});
+  EXPECT_EQ(call(hs.port(), devture_login("@alice:example.org")).status, 200);
+  EXPECT_EQ(hs.successful_login_count(), 4);
+  EXPECT_EQ(hs.rate_limited_count(), 2);
+}
+
+TEST(FakeHomeserverRcLogin, AppserviceLoginsAreLimitedUnlessTheAppserviceIsNot) {
+  for (const bool limited : {true, false}) {
+    auto o = default_options();
+    o.as_token = "as-token-for-tests";
+    o.rc_login_address = {0.003, 2};
+    o.appservice_rate_limited = limited;
+    fake_homeserver hs(o);
+    hs.register_user("@bridged:example.org");
+    const request_spec login{
+        http::verb::post, "/_matrix/client/v3/login",
+        R"({"type":"m.login.application_service","identifier":{"type":"m.id.user","user":"@bridged:example.org"}})",
+        "Bearer as-token-for-tests"};
+    std::vector<int> statuses;
+    for (int i = 0; i < 3; ++i) statuses.push_back(call(hs.port(), login).status);
+    const std::vector<int> expected =
+        limited ? std::vector<int>{200, 200, 429} : std::vector<int>{200, 200, 200};
+    EXPECT_EQ(statuses, expected);
+  }
+}
+
 TEST(FakeHomeserverTls, ServesHttpsWithTheSelfSignedCert) {
   std::string dir_template =
       (std::filesystem::temp_directory_path() / "mxp-fakehs-tls-XXXXXX").string();
@@ -507,6 +840,7 @@ TEST(FakeHomeserverTls, ServesHttpsWithTheSelfSignedCert) {
   o.tls_key_file = cert.key_file;
   {
     fake_homeserver hs(o);
+    hs.register_user("@alice:example.org");
     EXPECT_EQ(hs.url(), "https://localhost:" + std::to_string(hs.port()));
     const client_options tls{.ca_file = cert.ca_file};
     const auto login = call(hs.port(), devture_login("@alice:example.org", "TLSDEV"), tls);
