@@ -123,10 +123,25 @@ void write_error(api_response& res, int status, std::string_view errcode,
       .end_object();
 }
 
-// The one place where pool errors become API answers (DESIGN.md, "Errors").
+// The one place where pool errors become API answers (DESIGN.md, "Errors"). Homeserver
+// failures follow one rule (README, "Socket API", errors), decided by what came back rather than
+// by how the pool classified it:
+// * 429 M_LIMIT_EXCEEDED: the homeserver rate-limited logins (429 or M_LIMIT_EXCEEDED) for
+//   longer than the caller could wait.
+// * 504 MXP_TIMEOUT: no answer in time (connect, TLS handshake or request timeout), or the API
+//   request's own deadline passed.
+// * 502 MXP_UPSTREAM: a complete HTTP answer arrived and it is not one we can use: any 4xx/5xx
+//   status, JSON or not (a proxy's plain-text 502/503/504 included), or a 2xx whose body is not
+//   what the Matrix API promises. `upstream_status` is always that HTTP status;
+//   `upstream_errcode` its Matrix errcode, null when it had none.
+// * 503 MXP_UNAVAILABLE: no complete HTTP answer: connection refused or reset, DNS or TLS
+//   failure, an answer cut short, bytes that are not HTTP, an answer over max_response_bytes.
+//   Also an open circuit, a failed .well-known discovery and shutdown.
+// So 502 and only 502 carries an upstream_status.
 void write_pool_error(api_response& res, const sessions::pool_error& e) {
   const auto code = static_cast<errc>(e.code.value());
   const bool ours = e.code.category() == mxp_category();
+  const bool http_answer = e.http_status >= 100 && e.http_status <= 599;
   int status = 500;
   std::string_view errcode = "M_UNKNOWN";
   switch (ours ? code : errc::upstream_unavailable) {
@@ -146,9 +161,12 @@ void write_pool_error(api_response& res, const sessions::pool_error& e) {
       break;
     case errc::upstream_refused:
     case errc::upstream_bad_response:
-      status = 502, errcode = "MXP_UPSTREAM";
+    case errc::upstream_unavailable:  // e.g. a proxy's 502/503/504: an answer all the same
+      if (http_answer)
+        status = 502, errcode = "MXP_UPSTREAM";
+      else
+        status = 503, errcode = "MXP_UNAVAILABLE";
       break;
-    case errc::upstream_unavailable:
     case errc::discovery_failed:
     case errc::shutting_down:
       status = 503, errcode = "MXP_UNAVAILABLE";
