@@ -5,11 +5,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
+#include <functional>
+#include <optional>
 
 #include "core/errc.hpp"
 #include "core/json_writer.hpp"
+#include "core/server_name.hpp"
 #include "matrix/user_id.hpp"
 
 namespace mxp::api {
@@ -118,10 +123,25 @@ void write_error(api_response& res, int status, std::string_view errcode,
       .end_object();
 }
 
-// The one place where pool errors become API answers (DESIGN.md, "Errors").
+// The one place where pool errors become API answers (DESIGN.md, "Errors"). Homeserver
+// failures follow one rule (README, "Socket API", errors), decided by what came back rather than
+// by how the pool classified it:
+// * 429 M_LIMIT_EXCEEDED: the homeserver rate-limited logins (429 or M_LIMIT_EXCEEDED) for
+//   longer than the caller could wait.
+// * 504 MXP_TIMEOUT: no answer in time (connect, TLS handshake or request timeout), or the API
+//   request's own deadline passed.
+// * 502 MXP_UPSTREAM: a complete HTTP answer arrived and it is not one we can use: any 4xx/5xx
+//   status, JSON or not (a proxy's plain-text 502/503/504 included), or a 2xx whose body is not
+//   what the Matrix API promises. `upstream_status` is always that HTTP status;
+//   `upstream_errcode` its Matrix errcode, null when it had none.
+// * 503 MXP_UNAVAILABLE: no complete HTTP answer: connection refused or reset, DNS or TLS
+//   failure, an answer cut short, bytes that are not HTTP, an answer over max_response_bytes.
+//   Also an open circuit, a failed .well-known discovery and shutdown.
+// So 502 and only 502 carries an upstream_status.
 void write_pool_error(api_response& res, const sessions::pool_error& e) {
   const auto code = static_cast<errc>(e.code.value());
   const bool ours = e.code.category() == mxp_category();
+  const bool http_answer = e.http_status >= 100 && e.http_status <= 599;
   int status = 500;
   std::string_view errcode = "M_UNKNOWN";
   switch (ours ? code : errc::upstream_unavailable) {
@@ -141,9 +161,12 @@ void write_pool_error(api_response& res, const sessions::pool_error& e) {
       break;
     case errc::upstream_refused:
     case errc::upstream_bad_response:
-      status = 502, errcode = "MXP_UPSTREAM";
+    case errc::upstream_unavailable:  // e.g. a proxy's 502/503/504: an answer all the same
+      if (http_answer)
+        status = 502, errcode = "MXP_UPSTREAM";
+      else
+        status = 503, errcode = "MXP_UNAVAILABLE";
       break;
-    case errc::upstream_unavailable:
     case errc::discovery_failed:
     case errc::shutting_down:
       status = 503, errcode = "MXP_UNAVAILABLE";
@@ -205,6 +228,64 @@ std::int64_t min_valid_from_query(std::string_view query) {
     return n;
   }
   return 0;
+}
+
+// The first `name=value` of a query string (value still percent-encoded); nullopt when absent.
+std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto param = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (param.size() > name.size() && param.starts_with(name) && param[name.size()] == '=')
+      return param.substr(name.size() + 1);
+  }
+  return std::nullopt;
+}
+
+// /v1/sessions paging. `next_batch` is opaque to clients: today the hex spelling of the last
+// user ID of the page (URL-safe whatever bytes a historical localpart holds); the next page
+// starts after it, so paging is stable while sessions come and go.
+constexpr std::size_t default_sessions_limit = 100;
+constexpr std::size_t max_sessions_limit = 1000;
+
+std::string sessions_cursor(std::string_view user_id) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(user_id.size() * 2);
+  for (const unsigned char c : user_id) {
+    out += digits[c >> 4];
+    out += digits[c & 0xf];
+  }
+  return out;
+}
+
+std::optional<std::string> user_id_from_cursor(std::string_view cursor) {
+  const auto nibble = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (cursor.empty() || cursor.size() % 2 != 0 || cursor.size() > 2 * max_user_id_bytes)
+    return std::nullopt;
+  std::string out;
+  out.reserve(cursor.size() / 2);
+  for (std::size_t i = 0; i < cursor.size(); i += 2) {
+    const int hi = nibble(cursor[i]), lo = nibble(cursor[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+// limit=N (1-1000, default 100); nullopt when malformed or out of range.
+std::optional<std::size_t> sessions_limit(std::optional<std::string_view> value) {
+  if (!value) return default_sessions_limit;
+  std::size_t n = 0;
+  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+  if (value->empty() || ec != std::errc{} || end != value->data() + value->size() || n < 1 ||
+      n > max_sessions_limit)
+    return std::nullopt;
+  return n;
 }
 
 }  // namespace
@@ -408,15 +489,32 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     co_return;
   }
   if (r.kind == route_kind::sessions) {
+    const auto limit = sessions_limit(query_param(r.query, "limit"));
+    if (!limit)
+      co_return write_error(
+          res, 400, "M_INVALID_PARAM",
+          fmt::format("limit must be an integer from 1 to {}", max_sessions_limit));
+    std::string after;
+    if (const auto from = query_param(r.query, "from")) {
+      const auto decoded = matrix::percent_decode(*from);
+      auto user = decoded ? user_id_from_cursor(*decoded) : std::nullopt;
+      if (!user)
+        co_return write_error(res, 400, "M_INVALID_PARAM",
+                              "from must be the next_batch of an earlier answer");
+      after = std::move(*user);
+    }
+    // Only what this client may see; filtered before the page is cut, so pages stay full.
+    std::function<bool(std::string_view)> visible;
+    if (key_client)
+      visible = [&](std::string_view id) { return access_->allows(*key_client, id).allowed; };
+    else if (access_)
+      visible = [&](std::string_view id) { return access_->allows(req.peer, id).allowed; };
+    const auto page = pool_.sessions_page(after, *limit, visible);
     res.status = 200;
     res.body.clear();
     json_writer w{res.body};
     w.begin_object().key("sessions").begin_array();
-    for (const auto& s : pool_.sessions()) {  // never tokens
-      // only what this client may see
-      if (key_client ? !access_->allows(*key_client, s.user_id).allowed
-                     : access_ && !access_->allows(req.peer, s.user_id).allowed)
-        continue;
+    for (const auto& s : page.sessions) {  // never tokens
       w.begin_object()
           .member("user_id", s.user_id)
           .member("device_id", s.device_id)
@@ -427,7 +525,10 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
           .member("state", sessions::to_string(s.state))
           .end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    if (page.more && !page.sessions.empty())
+      w.member("next_batch", sessions_cursor(page.sessions.back().user_id));
+    w.end_object();
     co_return;
   }
 

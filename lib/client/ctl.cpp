@@ -58,6 +58,7 @@ struct options {
 };
 
 constexpr std::int64_t default_idle_for_ms = 3'600'000;  // revoke --all-idle: 1h
+constexpr int sessions_page_limit = 1000;                // the daemon's largest page
 
 // Non-negative decimal integer, no sign, no spaces.
 std::optional<std::int64_t> parse_non_negative(std::string_view s) {
@@ -275,6 +276,61 @@ class command_runner {
     return print_flag(doc, "revoked", "revoked", "no session");
   }
 
+  // GET /v1/sessions page after page, following next_batch, until the daemon says there is no
+  // more. On success `all` holds one answer {"sessions":[...]} with every page's entries, as if
+  // the daemon had sent them at once; otherwise the exit code (the reason is on stderr).
+  std::optional<int> fetch_all_sessions(http_response& all) {
+    std::string combined = R"({"sessions":[)";
+    std::string from;
+    for (;;) {
+      std::string target = fmt::format("/v1/sessions?limit={}", sessions_page_limit);
+      if (!from.empty()) target += "&from=" + percent_encode_path_segment(from);
+      http_response resp;
+      if (const auto failed = exchange("GET", target, {}, resp)) return failed;
+      dom::element doc;
+      const auto parse_error = parser_.parse(resp.body).get(doc);
+      if (resp.status < 200 || resp.status > 299)
+        return report_error(resp, parse_error ? nullptr : &doc);
+      if (parse_error)
+        return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
+      dom::object o;
+      dom::array sessions;
+      if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
+      const auto list = member(o, "sessions");
+      if (!list || list->get_array().get(sessions) != simdjson::SUCCESS)
+        return bad_answer("no sessions array in the answer");
+      for (dom::element s : sessions) {
+        if (combined.back() != '[') combined += ',';
+        combined += simdjson::minify(s);
+      }
+      const auto next = member(o, "next_batch");
+      if (!next) break;
+      const auto cursor = as_string(*next);
+      // A daemon that named the same page again would keep us here forever.
+      if (!cursor || cursor->empty() || *cursor == from)
+        return bad_answer("next_batch is not a new cursor");
+      from = std::string{*cursor};
+    }
+    combined += "]}";
+    all.status = 200;
+    all.body = std::move(combined);
+    return std::nullopt;
+  }
+
+  // sessions: every page, then the table (or the JSON).
+  int run_sessions() {
+    http_response all;
+    if (const auto failed = fetch_all_sessions(all)) return *failed;
+    if (opts_.json && !opts_.homeserver) {
+      ctx_.out << all.body << '\n';
+      return code(ctl_exit::ok);
+    }
+    dom::element doc;
+    if (parser_.parse(all.body).get(doc) != simdjson::SUCCESS)
+      return bad_answer("a session is not valid JSON");
+    return print_sessions(doc);
+  }
+
   int print_sessions(dom::element doc) {
     dom::object o;
     dom::array sessions;
@@ -334,13 +390,10 @@ class command_runner {
   // revoke --all-idle: DELETE, one by one, every active session unused for idle_for_ms or longer.
   int revoke_idle(std::int64_t idle_for_ms) {
     http_response resp;
-    if (const auto failed = exchange("GET", "/v1/sessions", {}, resp)) return *failed;
+    if (const auto failed = fetch_all_sessions(resp)) return *failed;
     dom::element doc;
-    const auto parse_error = parser_.parse(resp.body).get(doc);
-    if (resp.status < 200 || resp.status > 299)
-      return report_error(resp, parse_error ? nullptr : &doc);
-    if (parse_error)
-      return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
+    if (parser_.parse(resp.body).get(doc) != simdjson::SUCCESS)
+      return bad_answer("a session is not valid JSON");
     dom::object o;
     dom::array sessions;
     if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
@@ -825,7 +878,7 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
     }
     if (command == "sessions") {
       expect_args(o, 0, "sessions [--homeserver SERVER]");
-      return runner.run("GET", "/v1/sessions", {}, &command_runner::print_sessions);
+      return runner.run_sessions();
     }
     if (command == "status") {
       expect_args(o, 0, "status");

@@ -30,6 +30,7 @@
 #include <utility>
 
 #include "core/duration.hpp"
+#include "core/server_name.hpp"
 
 namespace mxp::config {
 namespace {
@@ -45,11 +46,6 @@ constexpr milliseconds max_shutdown_grace{std::chrono::seconds{25}};
 
 // ---------------------------------------------------------------------------------------------
 // Small, pure validators.
-
-bool is_dns_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.';
-}
 
 bool is_hex_digit(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -68,36 +64,6 @@ bool is_valid_port(std::string_view p) {
   if (p.size() > 5) return false;
   const auto v = parse_decimal(p);
   return v && *v >= 1 && *v <= 65535;
-}
-
-// Matrix server name: hostname | IPv4 | "[" IPv6 "]", then optional ":" port.
-bool is_valid_server_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) return false;
-  std::string_view host = name;
-  std::string_view rest;
-  if (name.front() == '[') {
-    const auto close = name.find(']');
-    if (close == std::string_view::npos) return false;
-    host = name.substr(0, close + 1);
-    rest = name.substr(close + 1);
-    const auto inner = host.substr(1, host.size() - 2);
-    if (inner.size() < 2 || inner.size() > 45 || inner.find(':') == std::string_view::npos)
-      return false;
-    for (char c : inner)
-      if (!is_hex_digit(c) && c != ':' && c != '.') return false;
-  } else {
-    if (const auto colon = name.find(':'); colon != std::string_view::npos) {
-      host = name.substr(0, colon);
-      rest = name.substr(colon);
-    }
-    if (host.empty() || host.front() == '.' || host.back() == '.' ||
-        host.find("..") != std::string_view::npos)
-      return false;
-    for (char c : host)
-      if (!is_dns_char(c)) return false;
-  }
-  if (rest.empty()) return true;
-  return rest.front() == ':' && is_valid_port(rest.substr(1));
 }
 
 bool is_valid_device_id(std::string_view id) {
@@ -874,10 +840,15 @@ class loader {
         error(f, "duplicate homeserver");
         continue;
       }
+      // The same grammar as the user-ID parser (core/server_name.hpp), so that every name
+      // accepted here can be asked for, and the other way round.
       if (!is_valid_server_name(name)) {
         error(f,
               "invalid server name (expected a host name, IPv4 address or [IPv6] address, "
               "optionally followed by :port)");
+      } else if (name.size() > max_server_name_in_user_id) {
+        error(f, fmt::format("server name too long: a user ID on it would exceed {} bytes",
+                             max_user_id_bytes));
       }
       homeserver_config hs;
       hs.server_name = name;

@@ -7,6 +7,8 @@
 
 namespace mxp {
 
+// The API status of the upstream_* codes also depends on whether an HTTP answer came (an
+// http_status beside the code): one rule, in api/http_api.cpp (write_pool_error).
 enum class errc {
   ok = 0,
   invalid_user_id,        // malformed user ID (M_INVALID_PARAM)
@@ -14,9 +16,9 @@ enum class errc {
   unknown_homeserver,     // no homeserver configured for that server name (M_NOT_FOUND)
   forbidden,              // client may not have this user (M_FORBIDDEN)
   not_found,              // no such route / session (M_NOT_FOUND)
-  upstream_refused,       // homeserver answered with an error (MXP_UPSTREAM)
+  upstream_refused,       // homeserver answered with an error status (MXP_UPSTREAM)
   upstream_rate_limited,  // homeserver said M_LIMIT_EXCEEDED (M_LIMIT_EXCEEDED)
-  upstream_unavailable,   // homeserver could not be reached (MXP_UNAVAILABLE)
+  upstream_unavailable,   // no usable answer (MXP_UNAVAILABLE), or a proxy's 5xx (MXP_UPSTREAM)
   upstream_bad_response,  // homeserver answered something we cannot use (MXP_UPSTREAM)
   upstream_timeout,       // homeserver did not answer in time (MXP_TIMEOUT)
   deadline_exceeded,      // the API request's own deadline passed (MXP_TIMEOUT)

@@ -40,8 +40,11 @@ upstream_error malformed_user_id(std::string_view user_id) {
 
 upstream_error transport_error(const net::http_failure& failure) {
   upstream_error e;
-  e.code = failure.code.category() == mxp_category() ? failure.code
-                                                     : make_error_code(errc::upstream_unavailable);
+  // No usable HTTP answer came, whatever the reason: the homeserver is as good as unreachable
+  // (the pool retries with backoff and counts it towards the circuit). Only a timeout keeps its
+  // own code. The diagnostic says which it was (e.g. "malformed HTTP answer").
+  e.code = failure.code == errc::upstream_timeout ? failure.code
+                                                  : make_error_code(errc::upstream_unavailable);
   e.diagnostic = failure.diagnostic;
   e.request_sent = failure.request_sent;
   return e;

@@ -38,7 +38,10 @@ std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_con
 // A user ID the strategy cannot log in because it is not one (checked before any request).
 upstream_error malformed_user_id(std::string_view user_id);
 
-// A transport failure (no HTTP answer) as an upstream_error.
+// A transport failure (no complete HTTP answer) as an upstream_error: upstream_timeout when a
+// deadline passed, otherwise upstream_unavailable (refused, reset, TLS, DNS, and also an answer
+// cut short, bytes that are not HTTP or an answer over max_response_bytes), with http_status 0.
+// See the rule in api/http_api.cpp (write_pool_error).
 upstream_error transport_error(const net::http_failure& failure);
 
 // Reads a 200 answer of a login: access_token (required), user_id (must be `user_id` when

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/server_name.hpp"
+
 namespace mxp::matrix {
 
 struct user_id_parts {
@@ -18,8 +20,9 @@ struct user_id_parts {
 // 255 bytes. The parts point into `user_id`.
 std::optional<user_id_parts> parse_user_id(std::string_view user_id);
 
-// Server name grammar: DNS name, IPv4 literal or [IPv6] literal, optional :port.
-bool is_valid_server_name(std::string_view server_name);
+// Server name grammar: DNS name, IPv4 literal or [IPv6] literal, optional :port. The one
+// grammar in core/server_name.hpp, which the config loader uses too.
+using ::mxp::is_valid_server_name;
 
 // Decodes %XX escapes; nullopt for a malformed escape. '+' stays '+' (path, not form).
 std::optional<std::string> percent_decode(std::string_view text);

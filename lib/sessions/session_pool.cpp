@@ -983,4 +983,43 @@ std::size_t session_pool::background_tasks() const noexcept {
   return impl_->tasks;
 }
 
+// One page of /v1/sessions. The sessions live in a hash map, so each page is one pass over it
+// that keeps the `limit + 1` smallest user IDs after `after` in a max-heap: O(n log limit) time
+// and O(limit) memory, whatever the pool's size (the extra one says whether there is more).
+session_page session_pool::sessions_page(
+    std::string_view after, std::size_t limit,
+    const std::function<bool(std::string_view)>& visible) const {
+  session_page page;
+  if (limit == 0) return page;
+  const auto by_user = [](const session_entry* a, const session_entry* b) {
+    return a->user_id < b->user_id;
+  };
+  std::vector<const session_entry*> heap;  // front: the largest user ID kept
+  heap.reserve(std::min(limit + 1, impl_->sessions.size()));
+  for (const auto& [id, e] : impl_->sessions) {
+    if (!after.empty() && id <= after) continue;
+    if (heap.size() == limit + 1 && !(id < heap.front()->user_id)) continue;
+    if (visible && !visible(id)) continue;
+    if (heap.size() == limit + 1) {
+      std::pop_heap(heap.begin(), heap.end(), by_user);
+      heap.pop_back();
+    }
+    heap.push_back(e.get());
+    std::push_heap(heap.begin(), heap.end(), by_user);
+  }
+  std::sort_heap(heap.begin(), heap.end(), by_user);
+  if (heap.size() > limit) {
+    page.more = true;
+    heap.pop_back();
+  }
+  page.sessions.reserve(heap.size());
+  for (const auto* e : heap) {
+    const auto& m = e->machine;
+    page.sessions.push_back(
+        {e->user_id, m.token().device_id, std::string{e->homeserver->entry.client->method_name()},
+         m.created_at_ms(), m.last_used_at_ms(), m.token().expires_at_ms, m.state()});
+  }
+  return page;
+}
+
 }  // namespace mxp::sessions

@@ -76,6 +76,11 @@ struct session_info {
   session_state state;
 };
 
+struct session_page {
+  std::vector<session_info> sessions;
+  bool more = false;  // further sessions sort after the last one
+};
+
 struct homeserver_status {
   std::string server_name, url, method, login_type;
   unsigned logins_in_flight = 0;
@@ -135,6 +140,10 @@ class session_pool {
   boost::asio::awaitable<void> shutdown(bool revoke_all, steady_time deadline);
 
   std::vector<session_info> sessions() const;
+  // Sessions ordered by user ID (bytewise): at most `limit` of those whose user ID sorts after
+  // `after` (from the first when empty) and that `visible` accepts (all when it is empty).
+  session_page sessions_page(std::string_view after, std::size_t limit,
+                             const std::function<bool(std::string_view)>& visible = {}) const;
   std::vector<homeserver_status> homeservers() const;
   pool_stats stats() const;
   std::size_t background_tasks() const noexcept;

@@ -379,7 +379,7 @@ TEST(Ctl, SessionsTable) {
             "@alice:example.org  ABCDEF  shared_secret  active      5s ago     never\n"
             "@b:example.org      -       password       logging_in  1h 2m ago  in 2h\n"
             "@c:example.org      -       -              -           -          expired\n");
-  EXPECT_EQ(d.requests().at(0).target, "/v1/sessions");
+  EXPECT_EQ(d.requests().at(0).target, "/v1/sessions?limit=1000");
 
   canned_daemon empty{200, R"({"sessions":[]})"};
   EXPECT_EQ(ctl({"--socket", empty.path(), "sessions"}).out, "no sessions\n");
@@ -641,6 +641,96 @@ TEST(Ctl, RevokeAllIdleGoesOnAfterAFailureAndExits1) {
   EXPECT_EQ(denied.err, "mxpuppetctl: M_FORBIDDEN: not for you\n");
   EXPECT_EQ(ctl({"--socket", "/nonexistent/x.sock", "revoke", "--all-idle"}).exit_code,
             unreachable);
+}
+
+// A daemon stand-in that serves `pages` in turn: the answer to the page asked for with
+// from=<cursor> is the one after the page whose next_batch was <cursor>.
+class paging_daemon {
+ public:
+  explicit paging_daemon(std::map<std::string, std::string> page_by_from)
+      : pages_(std::move(page_by_from)), server_([this](connection& c, int) {
+          while (auto req = c.read_request()) {
+            if (req->method != "GET") {
+              c.write(answer(200, R"({"revoked":true})"));
+              continue;
+            }
+            const auto at = req->target.find("&from=");
+            const std::string from = at == std::string::npos ? "" : req->target.substr(at + 6);
+            const auto page = pages_.find(from);
+            c.write(page == pages_.end()
+                        ? answer(400, R"({"errcode":"M_INVALID_PARAM","error":"bad from"})")
+                        : answer(200, page->second));
+          }
+        }) {}
+  const std::string& path() const { return server_.path(); }
+  std::vector<std::string> targets() {
+    std::vector<std::string> out;
+    for (const auto& r : server_.requests()) out.push_back(r.method + " " + r.target);
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::string> pages_;
+  script_server server_;
+};
+
+TEST(Ctl, SessionsFollowsNextBatchToTheLastPage) {
+  paging_daemon d{{
+      {"", R"({"sessions":[)" + session_json("@a:x.org", 2 * 3'600'000) + "," +
+               session_json("@b:y.org", 60'000) + R"(],"next_batch":"c1"})"},
+      {"c1",
+       R"({"sessions":[)" + session_json("@c:x.org", 2 * 3'600'000) + R"(],"next_batch":"c2"})"},
+      {"c2", R"({"sessions":[]})"},  // a last page may be empty
+  }};
+  auto r = ctl({"--socket", d.path(), "sessions"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "USER      DEVICE  METHOD  STATE   LAST_USED  EXPIRES\n"
+            "@a:x.org  D       jwt     active  2h ago     never\n"
+            "@b:y.org  D       jwt     active  1m ago     never\n"
+            "@c:x.org  D       jwt     active  2h ago     never\n");
+  EXPECT_EQ(d.targets(), (std::vector<std::string>{"GET /v1/sessions?limit=1000",
+                                                   "GET /v1/sessions?limit=1000&from=c1",
+                                                   "GET /v1/sessions?limit=1000&from=c2"}));
+
+  // --json: one answer with every page's sessions; --homeserver filters across pages.
+  r = ctl({"--socket", d.path(), "--json", "sessions"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out, R"({"sessions":[)" + session_json("@a:x.org", 2 * 3'600'000) + "," +
+                       session_json("@b:y.org", 60'000) + "," +
+                       session_json("@c:x.org", 2 * 3'600'000) + "]}\n");
+  r = ctl({"--socket", d.path(), "sessions", "--homeserver", "x.org"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "USER      DEVICE  METHOD  STATE   LAST_USED  EXPIRES\n"
+            "@a:x.org  D       jwt     active  2h ago     never\n"
+            "@c:x.org  D       jwt     active  2h ago     never\n");
+
+  // revoke --all-idle sees the sessions of every page.
+  r = ctl({"--socket", d.path(), "revoke", "--all-idle"});
+  EXPECT_EQ(r.exit_code, ok_code) << r.err;
+  EXPECT_EQ(r.out,
+            "revoked @a:x.org (idle 2h)\nrevoked @c:x.org (idle 2h)\n"
+            "revoked 2 of 2 sessions idle for 1h or longer\n");
+}
+
+TEST(Ctl, SessionsPagingFailures) {
+  // An error on a later page is reported like any error answer.
+  paging_daemon broken{{{"", R"({"sessions":[],"next_batch":"gone"})"}}};
+  auto r = ctl({"--socket", broken.path(), "sessions"});
+  EXPECT_EQ(r.exit_code, daemon_error);
+  EXPECT_EQ(r.err, "mxpuppetctl: M_INVALID_PARAM: bad from\n");
+  EXPECT_EQ(r.out, "");
+  // A daemon that names the same page again is not followed forever.
+  paging_daemon looping{
+      {{"", R"({"sessions":[],"next_batch":"x"})"}, {"x", R"({"sessions":[],"next_batch":"x"})"}}};
+  r = ctl({"--socket", looping.path(), "sessions"});
+  EXPECT_EQ(r.exit_code, bad_answer);
+  EXPECT_EQ(r.err,
+            "mxpuppetctl: malformed answer from mxpuppetd: next_batch is not a new cursor\n");
+  EXPECT_EQ(looping.targets().size(), 2u);
+  paging_daemon odd{{{"", R"({"sessions":[],"next_batch":7})"}}};
+  EXPECT_EQ(ctl({"--socket", odd.path(), "sessions"}).exit_code, bad_answer);
 }
 
 // --- check-config: runs the built mxpuppetd -------------------------------------------
