@@ -37,6 +37,8 @@ struct deadlines_fixture : ::testing::Test {
     fake_homeserver_options o;
     o.shared_secret = secret;
     hs = std::make_unique<fake_homeserver>(o);
+    hs->register_users({"@alice:localhost", "@cached:localhost"});
+    for (int i = 0; i < 5; ++i) hs->register_user("@r" + std::to_string(i) + ":localhost");
   }
   void start(const std::string& listen_extra, const std::string& top_extra = "") {
     dir.write("secret", std::string{secret} + "\n");

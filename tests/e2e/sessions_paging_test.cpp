@@ -97,6 +97,8 @@ struct paging_fixture : ::testing::Test {
     fake_homeserver_options o;
     o.shared_secret = secret;
     hs = std::make_unique<fake_homeserver>(o);
+    for (int i = 0; i < 1001; ++i) hs->register_user(user(i));  // Synapse: users must exist
+    hs->register_user("@a-newcomer:localhost");
     dir.write("secret", std::string{secret} + "\n");
   }
   void start(const std::string& extra = "") {
