@@ -260,6 +260,8 @@ class soak {
   }
   // SIGKILL, integrity check, start again. Connections cut meanwhile are expected.
   void kill_and_restart() {
+    sample_rss();
+    rss_at_kills_.push_back(rss_last_kib_);
     killing_ = true;
     ++generation_;
     event("SIGKILL, generation " + std::to_string(generation_) + " starts");
@@ -622,6 +624,7 @@ class soak {
       dead_known_{0}, sessions_lost_{0}, duplicate_devices_{0}, leftover_tokens_{0},
       invalidated_false_{0}, revoked_false_{0}, final_unanswered_{0};
   std::atomic<long> rss_last_kib_{0}, rss_max_kib_{0};
+  std::vector<long> rss_at_kills_;  // KiB just before each kill (main thread only)
   long final_users_ = 0, final_revoked_ = 0;
 };
 
@@ -852,6 +855,9 @@ int soak::print_report(double elapsed_s) {
               integrity_checks_ - integrity_failures_, integrity_checks_.load());
   std::printf("RSS                     max %.1f MiB, last %.1f MiB (bound %ld MiB)\n",
               rss_max_kib_ / 1024.0, rss_last_kib_ / 1024.0, o_.max_rss_mb);
+  std::printf("RSS before each kill    ");
+  for (const long kib : rss_at_kills_) std::printf(" %.1f", kib / 1024.0);
+  std::printf(" MiB\n");
   const bool rss_over = rss_max_kib_ > o_.max_rss_mb * 1024;
   struct {
     const char* name;
