@@ -3,7 +3,7 @@
 // the homeserver's state all the way and prints the figures (run it with bench/soak.sh).
 //
 //   soak [--seconds N] [--daemon PATH] [--kill-every SECONDS] [--users N] [--connections N]
-//        [--max-rss-mb N] [--keep]
+//        [--max-rss-mb N] [--keep] [--faults-on-every-endpoint]
 //
 // Exit status 0 only when every must-be-zero figure is zero (see print_report).
 #include <fcntl.h>
@@ -227,6 +227,8 @@ struct options {
   int connections = 16;
   long max_rss_mb = 256;
   bool keep = false;
+  // garbage and wrong_json_shape on every endpoint, as the fake does them (see fault_cycle)
+  bool faults_everywhere = false;
 };
 
 class soak {
@@ -528,7 +530,8 @@ class soak {
     std::mt19937 rng(4242);
     // Every fault covers every endpoint, except the answers that are a complete 200: the fake
     // answers those without doing the work, which on /logout would be a lie no homeserver tells
-    // (a 200 {"foo":1} is a valid logout answer). Logins only, then.
+    // (a 200 {"foo":1} is a valid logout answer). Logins only, then, unless
+    // --faults-on-every-endpoint: the daemon takes any 200 to /logout as a confirmed logout.
     struct phase {
       const char* name;
       failure kind;
@@ -539,8 +542,8 @@ class soak {
         {"429", failure::rate_limited, false},
         {"hang", failure::hang, false},
         {"reset", failure::drop_connection, false},
-        {"garbage (logins)", failure::garbage, true},
-        {"wrong_json_shape (logins)", failure::wrong_json_shape, true},
+        {"garbage", failure::garbage, true},
+        {"wrong_json_shape", failure::wrong_json_shape, true},
         {"down", failure::none, false},
         {"slow (1.5 s)", failure::none, false},
     };
@@ -560,12 +563,13 @@ class soak {
       sleep_while_loading(std::chrono::milliseconds(2000 + rng() % 2000));
       if (stop_faults_) break;
       const auto& f = faults[i % std::size(faults)];
-      set_fault(f.name);
+      set_fault(std::string{f.name} +
+                (f.logins_only && !o_.faults_everywhere ? " (logins only)" : ""));
       if (std::string_view{f.name} == "down")
         forwarder_->set_down(true);
       else if (f.kind == failure::none)
         hs_->set_latency(1500ms);
-      else if (f.logins_only)
+      else if (f.logins_only && !o_.faults_everywhere)
         hs_->fail_next(1'000'000, f.kind);
       else
         hs_->fail_all(f.kind, static_cast<int>(200 + rng() % 1800));
@@ -916,10 +920,12 @@ int main(int argc, char** argv) {
       o.max_rss_mb = std::stol(next());
     else if (a == "--keep")
       o.keep = true;
+    else if (a == "--faults-on-every-endpoint")
+      o.faults_everywhere = true;
     else {
       std::fprintf(stderr,
                    "usage: soak [--seconds N] [--daemon PATH] [--kill-every S] [--users N] "
-                   "[--connections N] [--max-rss-mb N] [--keep]\n");
+                   "[--connections N] [--max-rss-mb N] [--keep] [--faults-on-every-endpoint]\n");
       return 2;
     }
   }

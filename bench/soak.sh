@@ -8,8 +8,9 @@
 #   SECONDS=90 bench/soak.sh                   the same in seconds
 #
 # Driver options: --users N (300), --connections N (16), --kill-every S (30), --max-rss-mb N
-# (256), --keep (keep the daemon logs and store). Exit status 1 when a must-be-zero figure is
-# not zero. Not run in CI.
+# (256), --keep (keep the daemon logs and store), --faults-on-every-endpoint (garbage and wrong
+# JSON shape on /logout too, where the fake answers 200 without logging out). Exit status 1 when
+# a must-be-zero figure is not zero. Not run in CI.
 env_seconds=$SECONDS  # bash starts $SECONDS at the value in the environment (else 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
