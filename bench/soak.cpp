@@ -855,6 +855,9 @@ int soak::print_report(double elapsed_s) {
       "killed tokens served    %ld (killed at the homeserver, invalidate unanswered: "
       "documented)\n",
       dead_known_.load());
+  std::printf(
+      "homeserver saw          %d logins (%d ok), %d logouts, %d devices alive at the end\n",
+      hs_->login_count(), hs_->successful_login_count(), hs_->logout_count(), hs_->device_count());
   std::printf("kills survived          %ld (integrity_check ok %ld/%ld)\n", kills_.load(),
               integrity_checks_ - integrity_failures_, integrity_checks_.load());
   std::printf("RSS                     max %.1f MiB, last %.1f MiB (bound %ld MiB)\n",
