@@ -163,7 +163,19 @@ class matrix_homeserver final : public homeserver_client {
         .method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
     if (!answer) co_return unexpected{transport_error(answer.error())};
-    if (answer->status == 200) co_return logout_outcome{true};
+    if (answer->status == 200) {
+      // Synapse answers {}. A 200 whose body is not a JSON object (a proxy's page, garbage)
+      // does not confirm anything: the token stays pending logout and is logged out again.
+      simdjson::dom::parser parser;
+      simdjson::dom::object object;
+      if (parser.parse(answer->body).get(object) == simdjson::SUCCESS)
+        co_return logout_outcome{true};
+      upstream_error e;
+      e.code = errc::upstream_bad_response;
+      e.http_status = 200;
+      e.diagnostic = "logout: a 200 answer that is not a JSON object, not taken as a logout";
+      co_return unexpected{std::move(e)};
+    }
     auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "logout");
     if (answer->status == 401 && e.errcode == "M_UNKNOWN_TOKEN") co_return logout_outcome{false};
     co_return unexpected{std::move(e)};

@@ -72,9 +72,11 @@ bool is_unreachable(const pool_error& e) {
          e.code == errc::discovery_failed;
 }
 
-// Worth another try after a backoff: no answer, or the homeserver's own 5xx.
+// Worth another try after a backoff: no answer, the homeserver's own 5xx, or a 2xx it cannot
+// have meant (garbage, wrong shape). The last is retried too so that a broken homeserver
+// or proxy meets the backoff and the circuit instead of a login per bridge request.
 bool is_transient(const pool_error& e) {
-  return is_unreachable(e) || e.http_status >= 500;
+  return is_unreachable(e) || e.http_status >= 500 || e.code == errc::upstream_bad_response;
 }
 
 std::int64_t steady_ms() {
@@ -505,13 +507,14 @@ struct session_pool::impl : std::enable_shared_from_this<session_pool::impl> {
       }
       auto grant = co_await client.login(e.user_id);
       if (!grant) {
-        // An answer from the homeserver, or a request that never left, issued no token: the
-        // device is as clean as it was. A timeout, a lost answer or a proxy's 502/504 (the
-        // homeserver behind it may have finished the login) may hide one.
+        // A refusal from the homeserver, or a request that never left, issued no token: the
+        // device is as clean as it was. A timeout, a lost answer, a 2xx we could not read or a
+        // proxy's 502/504 (the homeserver behind it may have finished the login) may hide one.
         const auto& failed = grant.error();
         const bool no_token = failed.http_status == 0
                                   ? !failed.request_sent
-                                  : failed.http_status != 502 && failed.http_status != 504;
+                                  : failed.http_status >= 400 && failed.http_status != 502 &&
+                                        failed.http_status != 504;
         if (!was_unclean && no_token) e.device_unclean = false;
         co_return std::move(grant).error();
       }

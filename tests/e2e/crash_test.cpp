@@ -80,3 +80,35 @@ TEST(crash, ADaemonKilledMidLoginLeavesNoTokenThatNobodyHolds) {
 }
 
 }  // namespace
+
+// A 200 to /logout whose body is not JSON (a proxy's page, garbage) confirms nothing: the token
+// stays pending logout and dies before the next login, instead of living on unheld.
+TEST(crash, AGarbageAnswerToALogoutIsNotALogout) {
+  temp_dir dir;
+  fake_homeserver_options o;
+  o.shared_secret = secret;
+  fake_homeserver hs{o};
+  dir.write("secret", std::string{secret} + "\n");
+  const auto socket = dir.file("mxpuppetd.sock");
+  const auto config = dir.write(
+      "config.yaml", "listen:\n  unix_socket: " + socket +
+                         "\nhomeservers:\n  localhost:\n    url: " + hs.url() +
+                         "\n    login:\n      method: shared_secret\n      secret_file: secret\n");
+  const std::string user = "@garbled:localhost";
+  const auto segment = mxp::client::percent_encode_path_segment(user);
+  hs.register_user(user);
+  daemon_process daemon{config, socket, dir.file("daemon.log")};
+  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  unix_http_client c{socket};
+  const auto first = token_of(c.request("GET", "/v1/users/" + segment + "/token").body);
+  ASSERT_FALSE(first.empty());
+  hs.fail_all(failure::garbage);  // 200 "not json{"
+  const auto revoked = c.request("DELETE", "/v1/users/" + segment + "/session");
+  EXPECT_NE(revoked.status, 200) << "a garbage answer was taken as a logout: " << revoked.body;
+  EXPECT_TRUE(hs.token_is_live(first));  // the fake did not log it out
+  hs.fail_all(failure::none);
+  const auto second = token_of(c.request("GET", "/v1/users/" + segment + "/token").body);
+  ASSERT_FALSE(second.empty());
+  EXPECT_FALSE(hs.token_is_live(first)) << "the unconfirmed logout was not retried";
+  EXPECT_EQ(hs.live_tokens(user), std::vector<std::string>{second});
+}

@@ -409,21 +409,25 @@ TEST_F(metrics_fixture, ScrapeShowsRequestsCacheLoginsLogoutsAndSessions) {
 }
 
 TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachability) {
-  hs->register_users(
-      {"@garbage:localhost", "@dropped:localhost", "@alice:localhost", "@limited:localhost"});
+  hs->register_users({"@garbage:localhost", "@between:localhost", "@dropped:localhost",
+                      "@alice:localhost", "@limited:localhost"});
   unix_http_client c{socket};
   const std::string hs_label = "homeserver=\"localhost\"";
   auto errors_of = [&](const exposition& m, const char* kind) {
     return m.value("mxpuppetd_upstream_errors_total{" + hs_label + ",kind=\"" + kind + "\"}");
   };
-  hs->fail_next(1, failure::garbage);
+  hs->fail_next(3, failure::garbage);  // three tries, each an unusable 200
   EXPECT_EQ(get_token(c, "@garbage:localhost"), 502);
   auto m = scrape(c);
   EXPECT_EQ(errors_of(m, "bad_response"), 1);
   EXPECT_EQ(m.value("mxpuppetd_logins_total{" + hs_label +
                     ",method=\"shared_secret\",result=\"bad_response\"}"),
             1);
-  EXPECT_EQ(m.value("mxpuppetd_homeserver_up{" + hs_label + "}"), 1);  // it answered, if badly
+  // Unusable answers count as failures: three in a row and the homeserver is down, its circuit
+  // open.
+  EXPECT_EQ(m.value("mxpuppetd_homeserver_up{" + hs_label + "}"), 0);
+  // Three failures in a row opened the circuit; a caller that can wait gets the probe through.
+  EXPECT_EQ(get_token(c, "@between:localhost"), 200);
 
   hs->fail_all(failure::drop_connection);  // gone: every attempt (retries included) fails
   EXPECT_EQ(get_token(c, "@dropped:localhost"), 503);
@@ -451,7 +455,7 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   EXPECT_EQ(m.value("mxpuppetd_homeserver_circuit_state{" + hs_label + ",state=\"closed\"}"), 1);
   EXPECT_EQ(
       m.value("mxpuppetd_logins_total{" + hs_label + ",method=\"shared_secret\",result=\"ok\"}"),
-      1);
+      2);  // @between and @alice
 
   // Last, as the homeserver's pause outlasts the test: a 429 past the request deadline. The
   // login itself goes on waiting in the background, so only the answer is counted yet.
