@@ -28,7 +28,7 @@ struct upstream_error {
   int http_status = 0;                         // 0 when no HTTP answer arrived
   std::string errcode;                         // Matrix errcode, e.g. "M_FORBIDDEN"
   std::string error;                           // the homeserver's "error" text
-  std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED
+  std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED; 0..max_retry_after_ms
   std::string diagnostic;                      // what mxpuppetd was doing; no secrets
 };
 
@@ -82,7 +82,15 @@ class homeserver_client {
 std::unique_ptr<homeserver_client> make_homeserver_client(boost::asio::any_io_executor executor,
                                                           const config::homeserver_config& config);
 
+// The longest wait a homeserver's retry_after_ms (or Retry-After header) may impose: one hour.
+// A homeserver asks for seconds to minutes (Synapse's rc_login); a larger value is a bug or
+// garbage, and pausing a homeserver longer than this would lock its users out past any caller's
+// deadline, while retrying an hour later costs one request. Negative values become 0.
+inline constexpr std::int64_t max_retry_after_ms = 3'600'000;
+
 // Maps an HTTP answer that was not a success onto an upstream_error (exposed for tests).
+// retry_after_ms (body, else the Retry-After header in seconds) is clamped to
+// 0..max_retry_after_ms.
 upstream_error classify_error_response(int status, std::string_view body,
                                        const std::optional<std::string>& retry_after_header,
                                        std::string diagnostic);
