@@ -147,7 +147,7 @@ class matrix_homeserver final : public homeserver_client {
       if (auto ms = int_member(doc, "expires_in_ms")) {
         if (*ms <= 0)
           co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
-        grant.expires_in_ms = *ms;
+        grant.expires_in_ms = std::min(*ms, max_expires_in_ms);
       }
       co_return grant;
     }

@@ -39,7 +39,7 @@ struct login_grant {
   secret_string access_token;
   std::string user_id;
   std::optional<std::string> device_id;       // none for admin-minted tokens
-  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire; 1..max_expires_in_ms
   secret_string refresh_token;                // empty: the homeserver gave none
 };
 
@@ -47,7 +47,7 @@ struct login_grant {
 struct refresh_grant {
   secret_string access_token;
   secret_string refresh_token;                // empty: keep using the old one
-  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire; 1..max_expires_in_ms
 };
 
 struct logout_outcome {
@@ -81,6 +81,11 @@ class homeserver_client {
 // Throws std::runtime_error when the config cannot be turned into a client (bad CA file).
 std::unique_ptr<homeserver_client> make_homeserver_client(boost::asio::any_io_executor executor,
                                                           const config::homeserver_config& config);
+
+// The longest token lifetime taken from a homeserver's expires_in_ms: 365 days. The pool adds
+// it to the wall clock, which a value near INT64_MAX would overflow; a token said to live
+// longer is refreshed or replaced after a year, which costs one request.
+inline constexpr std::int64_t max_expires_in_ms = 365LL * 24 * 3600 * 1000;
 
 // The longest wait a homeserver's retry_after_ms (or Retry-After header) may impose: one hour.
 // A homeserver asks for seconds to minutes (Synapse's rc_login); a larger value is a bug or
