@@ -38,7 +38,8 @@ nice -n 19 cmake --build "$build" -j2 --target "${targets[@]/#/fuzz_}" >/dev/nul
 if [[ -z ${ASAN_SYMBOLIZER_PATH:-} ]]; then
   for s in llvm-symbolizer-16 llvm-symbolizer llvm-symbolizer-14; do
     if command -v "$s" >/dev/null; then
-      export ASAN_SYMBOLIZER_PATH=$(command -v "$s")
+      ASAN_SYMBOLIZER_PATH=$(command -v "$s")
+      export ASAN_SYMBOLIZER_PATH
       break
     fi
   done
@@ -76,7 +77,7 @@ for t in "${targets[@]}"; do
   summary+=("$line")
   if [[ $nfind -gt 0 ]]; then
     status=1
-    sed 's/^/   new finding: /' <<<"$new"
+    while read -r f; do echo "   new finding: $f"; done <<<"$new"
     grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$log" | head -5 | sed 's/^/   /'
   elif ! grep -q 'Done [0-9]* runs' "$log"; then
     status=1
