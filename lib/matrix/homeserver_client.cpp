@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <charconv>
 #include <vector>
 
@@ -150,7 +151,7 @@ class matrix_homeserver final : public homeserver_client {
       if (auto ms = int_member(doc, "expires_in_ms")) {
         if (*ms <= 0)
           co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
-        grant.expires_in_ms = *ms;
+        grant.expires_in_ms = std::min(*ms, max_expires_in_ms);
       }
       co_return grant;
     }
@@ -326,14 +327,16 @@ upstream_error classify_error_response(int status, std::string_view body,
       std::int64_t seconds = 0;
       const auto& h = *retry_after_header;
       if (std::from_chars(h.data(), h.data() + h.size(), seconds).ec == std::errc{})
-        e.retry_after_ms = seconds * 1000;
+        e.retry_after_ms = std::clamp<std::int64_t>(seconds, 0, max_retry_after_ms / 1000) * 1000;
     }
-    if (e.retry_after_ms && *e.retry_after_ms < 0) e.retry_after_ms = 0;
   } else if (status == 502 || status == 503 || status == 504) {
     e.code = errc::upstream_unavailable;  // a proxy in front of a homeserver that is down
   } else {
     e.code = errc::upstream_refused;
   }
+  // Any status: a 400 may carry "retry_after_ms": -1 too (found by fuzz_homeserver_answer).
+  if (e.retry_after_ms)
+    e.retry_after_ms = std::clamp<std::int64_t>(*e.retry_after_ms, 0, max_retry_after_ms);
   return e;
 }
 

@@ -28,7 +28,7 @@ struct upstream_error {
   int http_status = 0;                         // 0 when no HTTP answer arrived
   std::string errcode;                         // Matrix errcode, e.g. "M_FORBIDDEN"
   std::string error;                           // the homeserver's "error" text
-  std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED
+  std::optional<std::int64_t> retry_after_ms;  // for M_LIMIT_EXCEEDED; 0..max_retry_after_ms
   std::string diagnostic;                      // what mxpuppetd was doing; no secrets
   // Without an answer (http_status 0): whether the request may have reached the homeserver
   // (false: it never left, e.g. connection refused). A login that may have been processed may
@@ -43,7 +43,7 @@ struct login_grant {
   secret_string access_token;
   std::string user_id;
   std::optional<std::string> device_id;       // none for admin-minted tokens
-  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire; 1..max_expires_in_ms
   secret_string refresh_token;                // empty: the homeserver gave none
 };
 
@@ -51,7 +51,7 @@ struct login_grant {
 struct refresh_grant {
   secret_string access_token;
   secret_string refresh_token;                // empty: keep using the old one
-  std::optional<std::int64_t> expires_in_ms;  // none: does not expire
+  std::optional<std::int64_t> expires_in_ms;  // none: does not expire; 1..max_expires_in_ms
 };
 
 struct logout_outcome {
@@ -89,7 +89,20 @@ class homeserver_client {
 std::unique_ptr<homeserver_client> make_homeserver_client(boost::asio::any_io_executor executor,
                                                           const config::homeserver_config& config);
 
+// The longest token lifetime taken from a homeserver's expires_in_ms: 365 days. The pool adds
+// it to the wall clock, which a value near INT64_MAX would overflow; a token said to live
+// longer is refreshed or replaced after a year, which costs one request.
+inline constexpr std::int64_t max_expires_in_ms = 365LL * 24 * 3600 * 1000;
+
+// The longest wait a homeserver's retry_after_ms (or Retry-After header) may impose: one hour.
+// A homeserver asks for seconds to minutes (Synapse's rc_login); a larger value is a bug or
+// garbage, and pausing a homeserver longer than this would lock its users out past any caller's
+// deadline, while retrying an hour later costs one request. Negative values become 0.
+inline constexpr std::int64_t max_retry_after_ms = 3'600'000;
+
 // Maps an HTTP answer that was not a success onto an upstream_error (exposed for tests).
+// retry_after_ms (body, else the Retry-After header in seconds) is clamped to
+// 0..max_retry_after_ms.
 upstream_error classify_error_response(int status, std::string_view body,
                                        const std::optional<std::string>& retry_after_header,
                                        std::string diagnostic);

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <variant>
 
 #include "config/config.hpp"
@@ -85,7 +86,7 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
     grant.device_id = std::string{device};
   if (std::int64_t ms = 0; doc["expires_in_ms"].get_int64().get(ms) == simdjson::SUCCESS) {
     if (ms <= 0) return bad("expires_in_ms is not positive");
-    grant.expires_in_ms = ms;
+    grant.expires_in_ms = std::min(ms, max_expires_in_ms);
   }
   if (std::string_view refresh; doc["refresh_token"].get_string().get(refresh) == simdjson::SUCCESS)
     grant.refresh_token = secret_string{std::string{refresh}};

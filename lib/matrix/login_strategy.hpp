@@ -45,7 +45,8 @@ upstream_error malformed_user_id(std::string_view user_id);
 upstream_error transport_error(const net::http_failure& failure);
 
 // Reads a 200 answer of a login: access_token (required), user_id (must be `user_id` when
-// present; required unless `user_id_optional`), device_id and expires_in_ms (optional).
+// present; required unless `user_id_optional`), device_id and expires_in_ms (optional; at
+// most max_expires_in_ms).
 // Any other status goes through classify_error_response with `diagnostic`.
 upstream_result<login_grant> read_login_answer(const net::http_response& answer,
                                                const std::string& user_id, bool user_id_optional,
