@@ -246,8 +246,13 @@ TEST_P(connection_deadlines, ABodySentSlowlyIsCutAtTheBodyDeadline) {
   ::close(fd);
 }
 
-TEST_P(connection_deadlines, AClientThatNeverReadsIsCutAtTheWriteDeadline) {
-  server_under_test s{GetParam(), {.idle = 30s, .header = 30s, .body = 30s, .write = 400ms}};
+// On the Unix socket only: over loopback TCP the kernel's flow control can leave the server
+// waiting to *read* the rest of a pipelined request (its answers all queued in a send buffer
+// that autotunes to megabytes) instead of blocked in a write, so which deadline ends the
+// connection is up to the kernel there; the write path is the same code for both transports.
+TEST(connection_deadlines_unix, AClientThatNeverReadsIsCutAtTheWriteDeadline) {
+  server_under_test s{transport::unix_socket,
+                      {.idle = 30s, .header = 30s, .body = 30s, .write = 400ms}};
   const int fd = s.connect_client();
   int small = 4096;  // a small receive buffer fills sooner
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
