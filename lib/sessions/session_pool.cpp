@@ -918,18 +918,6 @@ asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadli
   if (self.options.store) co_await self.options.store->flush();
 }
 
-std::vector<session_info> session_pool::sessions() const {
-  std::vector<session_info> out;
-  out.reserve(impl_->sessions.size());
-  for (const auto& [_, e] : impl_->sessions) {
-    const auto& m = e->machine;
-    out.push_back({e->user_id, m.token().device_id,
-                   std::string{e->homeserver->entry.client->method_name()}, m.created_at_ms(),
-                   m.last_used_at_ms(), m.token().expires_at_ms, m.state()});
-  }
-  return out;
-}
-
 std::vector<homeserver_status> session_pool::homeservers() const {
   std::vector<homeserver_status> out;
   for (const auto& [name, hs] : impl_->homeservers) {

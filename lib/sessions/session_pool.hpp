@@ -139,7 +139,6 @@ class session_pool {
   // within what is left of the deadline, and queued store writes are flushed.
   boost::asio::awaitable<void> shutdown(bool revoke_all, steady_time deadline);
 
-  std::vector<session_info> sessions() const;
   // Sessions ordered by user ID (bytewise): at most `limit` of those whose user ID sorts after
   // `after` (from the first when empty) and that `visible` accepts (all when it is empty).
   session_page sessions_page(std::string_view after, std::size_t limit,
