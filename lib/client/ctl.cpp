@@ -276,6 +276,15 @@ class command_runner {
     return print_flag(doc, "revoked", "revoked", "no session");
   }
 
+  // The object of a /v1/sessions answer and its "sessions" array; otherwise the exit code.
+  std::optional<int> sessions_of(dom::element doc, dom::object& o, dom::array& sessions) {
+    if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
+    const auto list = member(o, "sessions");
+    if (!list || list->get_array().get(sessions) != simdjson::SUCCESS)
+      return bad_answer("no sessions array in the answer");
+    return std::nullopt;
+  }
+
   // GET /v1/sessions page after page, following next_batch, until the daemon says there is no
   // more. On success `all` holds one answer {"sessions":[...]} with every page's entries, as if
   // the daemon had sent them at once; otherwise the exit code (the reason is on stderr).
@@ -295,10 +304,7 @@ class command_runner {
         return bad_answer(fmt::format("not JSON ({})", simdjson::error_message(parse_error)));
       dom::object o;
       dom::array sessions;
-      if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
-      const auto list = member(o, "sessions");
-      if (!list || list->get_array().get(sessions) != simdjson::SUCCESS)
-        return bad_answer("no sessions array in the answer");
+      if (const auto failed = sessions_of(doc, o, sessions)) return failed;
       for (dom::element s : sessions) {
         if (combined.back() != '[') combined += ',';
         combined += simdjson::minify(s);
@@ -396,10 +402,7 @@ class command_runner {
       return bad_answer("a session is not valid JSON");
     dom::object o;
     dom::array sessions;
-    if (doc.get_object().get(o) != simdjson::SUCCESS) return bad_answer("not a JSON object");
-    const auto list = member(o, "sessions");
-    if (!list || list->get_array().get(sessions) != simdjson::SUCCESS)
-      return bad_answer("no sessions array in the answer");
+    if (const auto failed = sessions_of(doc, o, sessions)) return *failed;
 
     const std::int64_t now = now_ms();
     struct idle_session {

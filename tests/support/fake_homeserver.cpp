@@ -139,16 +139,23 @@ reply json_error(http::status status, std::string_view errcode, std::string_view
   return r;
 }
 
+// Synapse's LimitExceededError: the wait is in the body only (no Retry-After header).
+reply limit_exceeded(int retry_after_ms) {
+  reply r{http::status::too_many_requests, {}};
+  json_writer(r.body)
+      .begin_object()
+      .member("errcode", "M_LIMIT_EXCEEDED")
+      .member("error", "Too Many Requests")
+      .member("retry_after_ms", retry_after_ms)
+      .end_object();
+  return r;
+}
+
 reply failure_reply(failure kind, int retry_after_ms) {
   switch (kind) {
-    case failure::rate_limited: {
-      reply r{http::status::too_many_requests, {}, retry_after_ms};
-      json_writer(r.body)
-          .begin_object()
-          .member("errcode", "M_LIMIT_EXCEEDED")
-          .member("error", "Too Many Requests")
-          .member("retry_after_ms", retry_after_ms)
-          .end_object();
+    case failure::rate_limited: {  // the injected kind also sends a Retry-After header
+      reply r = limit_exceeded(retry_after_ms);
+      r.retry_after_ms = retry_after_ms;
       return r;
     }
     case failure::server_error:
@@ -165,18 +172,6 @@ reply failure_reply(failure kind, int retry_after_ms) {
 
 reply forbidden() {
   return json_error(http::status::forbidden, "M_FORBIDDEN", "Invalid username or password");
-}
-
-// Synapse's LimitExceededError: the wait is in the body only (no Retry-After header).
-reply limit_exceeded(int retry_after_ms) {
-  reply r{http::status::too_many_requests, {}};
-  json_writer(r.body)
-      .begin_object()
-      .member("errcode", "M_LIMIT_EXCEEDED")
-      .member("error", "Too Many Requests")
-      .member("retry_after_ms", retry_after_ms)
-      .end_object();
-  return r;
 }
 
 // The user-ID part of an rc_login.account key: Synapse lowercases it.
