@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config ccache git
-  libboost1.81-dev libssl-dev ca-certificates
+  libboost1.81-dev libboost-url1.81-dev libssl-dev ca-certificates
   libsimdjson-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   libsqlite3-dev sqlite3 libsystemd-dev
   libgtest-dev libgmock-dev
