@@ -84,9 +84,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (ec || !parser.is_done()) return 0;  // the server answers 400/413/431 and closes
   const mxp::api::api_request request{buffers.method, buffers.target, buffers.body};
   mxp::api::api_response res;
-  if (!w.api->handle_now(request, res)) {
+  mxp::api::pending_request pending;
+  if (!w.api->handle_now(request, res, pending)) {
     bool done = false;
-    asio::co_spawn(w.io, w.api->handle(request, res), [&](std::exception_ptr e) {
+    asio::co_spawn(w.io, w.api->handle(request, pending, res), [&](std::exception_ptr e) {
       done = true;
       if (e) std::rethrow_exception(e);
     });

@@ -140,6 +140,21 @@ void api_metrics::on_login(std::string_view homeserver, std::string_view method,
   }
 }
 
+homeserver_totals api_metrics::totals_of(std::string_view homeserver) const {
+  homeserver_totals t;
+  // Labels: logins {homeserver, method, result}, logouts likewise, refreshes {homeserver, result}.
+  logins_.for_each([&](const metrics::label_values& l, const metrics::counter& c) {
+    if (l[0] == homeserver) (l[2] == "ok" ? t.logins_ok : t.logins_failed) += c.value();
+  });
+  logouts_.for_each([&](const metrics::label_values& l, const metrics::counter& c) {
+    if (l[0] == homeserver && l[2] == "ok") t.logouts += c.value();
+  });
+  refreshes_.for_each([&](const metrics::label_values& l, const metrics::counter& c) {
+    if (l[0] == homeserver) (l[1] == "ok" ? t.refreshes_ok : t.refreshes_failed) += c.value();
+  });
+  return t;
+}
+
 void api_metrics::on_refresh(std::string_view homeserver, std::chrono::nanoseconds duration,
                              const matrix::upstream_error* failure) noexcept {
   try {

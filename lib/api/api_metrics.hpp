@@ -36,6 +36,13 @@ std::string_view to_string(endpoint e) noexcept;
 // error.
 std::string_view failure_kind(const matrix::upstream_error& e) noexcept;
 
+// What happened at one homeserver since the daemon started, summed over login methods: read off
+// the same counters /metrics exposes, so that /v1/status and /metrics never disagree.
+struct homeserver_totals {
+  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0,
+                refreshes_failed = 0;
+};
+
 class api_metrics final : public sessions::pool_observer {
  public:
   api_metrics();
@@ -54,6 +61,8 @@ class api_metrics final : public sessions::pool_observer {
     c->inc();
     if (slot == other_status) c = nullptr;  // rare statuses are looked up each time
   }
+
+  homeserver_totals totals_of(std::string_view homeserver) const;
 
   // The text exposition (and its Content-Type: metrics::registry::content_type).
   void expose(std::string& out) { registry_.expose(out); }

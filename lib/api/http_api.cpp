@@ -1,7 +1,8 @@
-// Routes of the socket API and their JSON answers.
+// http_api: routing, access control and the handlers of the socket API.
 #include "api/http_api.hpp"
 
 #include <simdjson.h>
+#include <boost/beast/http/status.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -12,9 +13,9 @@
 #include <functional>
 #include <optional>
 
+#include "api/api_answers.hpp"
+#include "api/api_routes.hpp"
 #include "core/errc.hpp"
-#include "core/json_writer.hpp"
-#include "core/server_name.hpp"
 #include "matrix/user_id.hpp"
 
 namespace mxp::api {
@@ -23,272 +24,9 @@ namespace asio = boost::asio;
 using std::chrono::steady_clock;
 
 std::string_view reason_phrase(int status) noexcept {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Payload Too Large";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-  }
-  return "Unknown";
+  return boost::beast::http::obsolete_reason(
+      boost::beast::http::int_to_status(static_cast<unsigned>(status)));
 }
-
-namespace {
-
-enum class route_kind { token, invalidate, session, sessions, status, healthz, metrics, unknown };
-
-endpoint to_endpoint(route_kind k) noexcept {
-  switch (k) {
-    case route_kind::token:
-      return endpoint::token;
-    case route_kind::invalidate:
-      return endpoint::invalidate;
-    case route_kind::session:
-      return endpoint::session;
-    case route_kind::sessions:
-      return endpoint::sessions;
-    case route_kind::status:
-      return endpoint::status;
-    case route_kind::healthz:
-      return endpoint::healthz;
-    case route_kind::metrics:
-      return endpoint::metrics;
-    case route_kind::unknown:
-      break;
-  }
-  return endpoint::unknown;
-}
-
-struct route {
-  route_kind kind = route_kind::unknown;
-  std::string_view user_segment;  // still percent-encoded
-  std::string_view query;
-  std::string_view allowed_method;
-};
-
-route match(std::string_view target) {
-  route r;
-  const auto q = target.find('?');
-  const auto path = target.substr(0, q);
-  if (q != std::string_view::npos) r.query = target.substr(q + 1);
-  if (path == "/healthz") return {route_kind::healthz, {}, r.query, "GET"};
-  if (path == "/v1/status") return {route_kind::status, {}, r.query, "GET"};
-  if (path == "/v1/sessions") return {route_kind::sessions, {}, r.query, "GET"};
-  if (path == "/metrics") return {route_kind::metrics, {}, r.query, "GET"};
-  constexpr std::string_view users = "/v1/users/";
-  if (!path.starts_with(users)) return r;
-  const auto rest = path.substr(users.size());
-  const auto slash = rest.find('/');
-  if (slash == std::string_view::npos || slash == 0) return r;
-  r.user_segment = rest.substr(0, slash);
-  const auto action = rest.substr(slash + 1);
-  if (action == "token")
-    r.kind = route_kind::token, r.allowed_method = "GET";
-  else if (action == "invalidate")
-    r.kind = route_kind::invalidate, r.allowed_method = "POST";
-  else if (action == "session")
-    r.kind = route_kind::session, r.allowed_method = "DELETE";
-  return r;
-}
-
-void write_error(api_response& res, int status, std::string_view errcode,
-                 std::string_view message) {
-  res.status = status;
-  res.body.clear();
-  json_writer{res.body}
-      .begin_object()
-      .member("errcode", errcode)
-      .member("error", message)
-      .end_object();
-}
-
-// The one place where pool errors become API answers (DESIGN.md, "Errors"). Homeserver
-// failures follow one rule (README, "Socket API", errors), decided by what came back rather than
-// by how the pool classified it:
-// * 429 M_LIMIT_EXCEEDED: the homeserver rate-limited logins (429 or M_LIMIT_EXCEEDED) for
-//   longer than the caller could wait.
-// * 504 MXP_TIMEOUT: no answer in time (connect, TLS handshake or request timeout), or the API
-//   request's own deadline passed.
-// * 502 MXP_UPSTREAM: a complete HTTP answer arrived and it is not one we can use: any 4xx/5xx
-//   status, JSON or not (a proxy's plain-text 502/503/504 included), or a 2xx whose body is not
-//   what the Matrix API promises. `upstream_status` is always that HTTP status;
-//   `upstream_errcode` its Matrix errcode, null when it had none.
-// * 503 MXP_UNAVAILABLE: no complete HTTP answer: connection refused or reset, DNS or TLS
-//   failure, an answer cut short, bytes that are not HTTP, an answer over max_response_bytes.
-//   Also an open circuit, a failed .well-known discovery and shutdown.
-// So 502 and only 502 carries an upstream_status.
-void write_pool_error(api_response& res, const sessions::pool_error& e) {
-  const auto code = static_cast<errc>(e.code.value());
-  const bool ours = e.code.category() == mxp_category();
-  const bool http_answer = e.http_status >= 100 && e.http_status <= 599;
-  int status = 500;
-  std::string_view errcode = "M_UNKNOWN";
-  switch (ours ? code : errc::upstream_unavailable) {
-    case errc::invalid_user_id:
-    case errc::invalid_request:
-      status = 400, errcode = "M_INVALID_PARAM";
-      break;
-    case errc::forbidden:
-      status = 403, errcode = "M_FORBIDDEN";
-      break;
-    case errc::unknown_homeserver:
-    case errc::not_found:
-      status = 404, errcode = "M_NOT_FOUND";
-      break;
-    case errc::upstream_rate_limited:
-      status = 429, errcode = "M_LIMIT_EXCEEDED";
-      break;
-    case errc::upstream_refused:
-    case errc::upstream_bad_response:
-    case errc::upstream_unavailable:  // e.g. a proxy's 502/503/504: an answer all the same
-      if (http_answer)
-        status = 502, errcode = "MXP_UPSTREAM";
-      else
-        status = 503, errcode = "MXP_UNAVAILABLE";
-      break;
-    case errc::discovery_failed:
-    case errc::shutting_down:
-      status = 503, errcode = "MXP_UNAVAILABLE";
-      break;
-    case errc::upstream_timeout:
-    case errc::deadline_exceeded:
-      status = 504, errcode = "MXP_TIMEOUT";
-      break;
-    case errc::ok:
-      break;
-  }
-  // Our own diagnostic only: the homeserver's error text goes to the log, not to API clients.
-  std::string message = e.code.message();
-  if (!e.diagnostic.empty()) message += ": " + e.diagnostic;
-  res.status = status;
-  res.body.clear();
-  json_writer w{res.body};
-  w.begin_object().member("errcode", errcode).member("error", message);
-  if (status == 429) w.member("retry_after_ms", e.retry_after_ms.value_or(1000));
-  // A homeserver that is failing (backoff, open circuit) says when the next try goes out.
-  if (status == 503 && e.retry_after_ms) w.member("retry_after_ms", *e.retry_after_ms);
-  if (status == 502) {
-    w.member("upstream_status", e.http_status);
-    if (e.errcode.empty())
-      w.key("upstream_errcode").null();
-    else
-      w.member("upstream_errcode", e.errcode);
-  }
-  w.end_object();
-}
-
-void write_token(api_response& res, const sessions::token_view& t) {
-  res.status = 200;
-  res.body.clear();
-  json_writer w{res.body};
-  w.begin_object()
-      .member("user_id", t.user_id)
-      .member("access_token", t.access_token->reveal())
-      .member("device_id", *t.device_id)
-      .member("homeserver_url", t.homeserver->base_url())
-      .member("expires_at_ms", t.expires_at_ms)
-      .member("method", t.homeserver->method_name())
-      .end_object();
-}
-
-// min_valid_ms=N from the query; -1 when malformed. Other parameters are ignored.
-std::int64_t min_valid_from_query(std::string_view query) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const auto param = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    constexpr std::string_view key = "min_valid_ms=";
-    if (!param.starts_with(key)) continue;
-    const auto value = param.substr(key.size());
-    std::int64_t n = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-    constexpr std::int64_t max_ms = 366LL * 24 * 3600 * 1000;
-    if (ec != std::errc{} || end != value.data() + value.size() || n < 0 || n > max_ms) return -1;
-    return n;
-  }
-  return 0;
-}
-
-// The first `name=value` of a query string (value still percent-encoded); nullopt when absent.
-std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const auto param = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (param.size() > name.size() && param.starts_with(name) && param[name.size()] == '=')
-      return param.substr(name.size() + 1);
-  }
-  return std::nullopt;
-}
-
-// /v1/sessions paging. `next_batch` is opaque to clients: today the hex spelling of the last
-// user ID of the page (URL-safe whatever bytes a historical localpart holds); the next page
-// starts after it, so paging is stable while sessions come and go.
-constexpr std::size_t default_sessions_limit = 100;
-constexpr std::size_t max_sessions_limit = 1000;
-
-std::string sessions_cursor(std::string_view user_id) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(user_id.size() * 2);
-  for (const unsigned char c : user_id) {
-    out += digits[c >> 4];
-    out += digits[c & 0xf];
-  }
-  return out;
-}
-
-std::optional<std::string> user_id_from_cursor(std::string_view cursor) {
-  const auto nibble = [](char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  if (cursor.empty() || cursor.size() % 2 != 0 || cursor.size() > 2 * max_user_id_bytes)
-    return std::nullopt;
-  std::string out;
-  out.reserve(cursor.size() / 2);
-  for (std::size_t i = 0; i < cursor.size(); i += 2) {
-    const int hi = nibble(cursor[i]), lo = nibble(cursor[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-  }
-  return out;
-}
-
-// limit=N (1-1000, default 100); nullopt when malformed or out of range.
-std::optional<std::size_t> sessions_limit(std::optional<std::string_view> value) {
-  if (!value) return default_sessions_limit;
-  std::size_t n = 0;
-  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
-  if (value->empty() || ec != std::errc{} || end != value->data() + value->size() || n < 1 ||
-      n > max_sessions_limit)
-    return std::nullopt;
-  return n;
-}
-
-}  // namespace
 
 http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout)
     : pool_(pool), request_timeout_(request_timeout), started_(steady_clock::now()) {}
@@ -387,17 +125,18 @@ bool http_api::peer_admitted(const api_request& req, const config::client_config
   return false;
 }
 
-bool http_api::handle_now(const api_request& req, api_response& res) {
+bool http_api::handle_now(const api_request& req, api_response& res, pending_request& pending) {
   const auto r = match(req.target);
   res.route = to_endpoint(r.kind);
-  const config::client_config* key_client = nullptr;
-  if (req.tcp && !(key_client = authenticate(req, res))) return true;
+  pending.target = r;
+  pending.key_client = nullptr;
+  if (req.tcp && !(pending.key_client = authenticate(req, res))) return true;
   if (r.kind == route_kind::token && req.method == "GET") {
     // Fast path: an undecoded segment without '%' is the user ID itself.
     if (r.user_segment.find('%') != std::string_view::npos) return false;
     const auto min_valid = r.query.empty() ? 0 : min_valid_from_query(r.query);
     if (min_valid < 0) return false;
-    if (!user_allowed(req, key_client, r.user_segment, res)) return true;
+    if (!user_allowed(req, pending.key_client, r.user_segment, res)) return true;
     auto t = pool_.find_ready(r.user_segment, min_valid);
     if (!t) return false;
     write_token(res, *t);
@@ -415,15 +154,14 @@ bool http_api::handle_now(const api_request& req, api_response& res) {
   return false;
 }
 
-asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
-  if (handle_now(req, res)) co_return;
-  // handle_now authenticated a TCP request already; this finds the same entry again (a hash of a
-  // short key, on the slow path only). The pointer is used only before the first co_await, so a
-  // reload cannot replace the policy under it.
-  const config::client_config* key_client = nullptr;
-  if (req.tcp && !(key_client = authenticate(req, res))) co_return;
+// Goes on from where handle_now stopped: the request is routed and its API key checked once.
+// The client entry is used only before the first co_await, so a reload cannot replace the
+// policy under it.
+asio::awaitable<void> http_api::handle(api_request req, pending_request pending,
+                                       api_response& res) {
+  const auto* key_client = pending.key_client;
+  const auto& r = pending.target;
   const auto deadline = steady_clock::now() + request_timeout_;
-  const auto r = match(req.target);
   if (r.kind == route_kind::unknown)
     co_return write_error(res, 404, "M_UNRECOGNIZED", "unrecognized request");
   if (req.method != r.allowed_method)
@@ -446,47 +184,9 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
     co_return;
   }
   if (r.kind == route_kind::status) {
-    const auto stats = pool_.stats();
-    res.status = 200;
-    res.body.clear();
-    json_writer w{res.body};
-    w.begin_object()
-        .member("version", MXP_VERSION)
-        .member("uptime_ms",
-                static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                              steady_clock::now() - started_)
-                                              .count()));
-    w.key("sessions")
-        .begin_object()
-        .member("total", stats.total)
-        .member("active", stats.active)
-        .member("logging_in", stats.logging_in)
-        .member("refreshing", stats.refreshing)
-        .member("validating", stats.validating)
-        .member("revoking", stats.revoking)
-        .member("absent", stats.absent)
-        .end_object();
-    w.key("homeservers").begin_array();
-    for (const auto& hs : pool_.homeservers()) {
-      w.begin_object()
-          .member("server_name", hs.server_name)
-          .member("url", hs.url)
-          .member("method", hs.method)
-          .member("login_type", hs.login_type)
-          .member("logins_in_flight", hs.logins_in_flight)
-          .member("logins_ok", hs.logins_ok)
-          .member("logins_failed", hs.logins_failed)
-          .member("logouts", hs.logouts)
-          .member("refreshes_ok", hs.refreshes_ok)
-          .member("refreshes_failed", hs.refreshes_failed)
-          .member("healthy", hs.healthy)
-          .member("circuit", sessions::to_string(hs.circuit))
-          .member("consecutive_failures", hs.consecutive_failures)
-          .member("rate_limited", hs.rate_limited)
-          .end_object();
-    }
-    w.end_array().end_object();
-    co_return;
+    const auto uptime =
+        std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started_);
+    co_return write_status(res, uptime.count(), pool_, metrics_);
   }
   if (r.kind == route_kind::sessions) {
     const auto limit = sessions_limit(query_param(r.query, "limit"));
@@ -509,27 +209,7 @@ asio::awaitable<void> http_api::handle(api_request req, api_response& res) {
       visible = [&](std::string_view id) { return access_->allows(*key_client, id).allowed; };
     else if (access_)
       visible = [&](std::string_view id) { return access_->allows(req.peer, id).allowed; };
-    const auto page = pool_.sessions_page(after, *limit, visible);
-    res.status = 200;
-    res.body.clear();
-    json_writer w{res.body};
-    w.begin_object().key("sessions").begin_array();
-    for (const auto& s : page.sessions) {  // never tokens
-      w.begin_object()
-          .member("user_id", s.user_id)
-          .member("device_id", s.device_id)
-          .member("method", s.method)
-          .member("created_at_ms", s.created_at_ms)
-          .member("last_used_at_ms", s.last_used_at_ms)
-          .member("expires_at_ms", s.expires_at_ms)
-          .member("state", sessions::to_string(s.state))
-          .end_object();
-    }
-    w.end_array();
-    if (page.more && !page.sessions.empty())
-      w.member("next_batch", sessions_cursor(page.sessions.back().user_id));
-    w.end_object();
-    co_return;
+    co_return write_sessions_page(res, pool_.sessions_page(after, *limit, visible));
   }
 
   auto user_id = matrix::percent_decode(r.user_segment);

@@ -13,6 +13,7 @@
 
 #include "api/access_policy.hpp"
 #include "api/api_metrics.hpp"
+#include "api/api_routes.hpp"
 #include "sessions/session_pool.hpp"
 
 namespace mxp::api {
@@ -39,17 +40,26 @@ struct api_response {
   void clear() { status = 200, body.clear(), content_type = {}, route = endpoint::unknown; }
 };
 
-// Reason phrase for the status line.
+// Reason phrase for the status line (Beast's table).
 std::string_view reason_phrase(int status) noexcept;
+
+// What handle_now learnt of a request it could not answer at once (its route, the client its API
+// key authenticated), carried to handle() so that nothing is routed or authenticated twice.
+struct pending_request {
+  route target;
+  const config::client_config* key_client = nullptr;
+};
 
 class http_api {
  public:
   http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout);
 
-  // Answers without suspending when it can (cached token, health, status); false otherwise.
-  bool handle_now(const api_request& req, api_response& res);
-  // Answers any request; may log users in, within the request deadline.
-  boost::asio::awaitable<void> handle(api_request req, api_response& res);
+  // Answers without suspending when it can (cached token, health, refusals); otherwise false,
+  // with what it found in `pending` for handle().
+  bool handle_now(const api_request& req, api_response& res, pending_request& pending);
+  // Answers a request handle_now did not, with what it found; may log users in, within the
+  // request deadline.
+  boost::asio::awaitable<void> handle(api_request req, pending_request pending, api_response& res);
 
   void set_ready(bool ready) noexcept { ready_ = ready; }
   // Access control (the `clients:` section); null or open: everyone may ask for anything.

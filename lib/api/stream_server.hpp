@@ -135,7 +135,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   connection_limits limits_;
   http_api& api_;
   std::list<std::weak_ptr<connection_type>> live_;
-  sessions::wait_queue connection_closed_;
+  sessions::wait_queue connection_closed_{sessions::system_session_clock::instance()};
   bool stopping_ = false;
   std::size_t refusing_ = 0;  // connections over the limit being told 503
   std::uint64_t refused_total_ = 0, refused_since_log_ = 0;
@@ -181,8 +181,10 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
 
   boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) {
     auto self = this->shared_from_this();
+    const auto deadline_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
     while (!live_.empty())
-      if (!co_await connection_closed_.wait(deadline)) break;
+      if (!co_await connection_closed_.wait(deadline_ms)) break;
     for (auto& weak : live_)
       if (auto c = weak.lock()) c->close();
   }
@@ -254,10 +256,11 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
         keep_alive = parser.keep_alive();
         const api_request request = Transport::request(request_data, c->peer);
         res.clear();
-        if (!api_.handle_now(request, res)) {
+        pending_request pending;
+        if (!api_.handle_now(request, res, pending)) {
           c->busy = true;
           c->deadline = steady_clock::time_point::max();  // the API bounds its own wait
-          co_await api_.handle(request, res);
+          co_await api_.handle(request, pending, res);
           c->busy = false;
         }
         if (stopping_) keep_alive = false;

@@ -96,6 +96,11 @@ class family final : public family_base {
   }
   void remove(const label_values& values) { children_.erase(values); }
   void clear() { children_.clear(); }
+  // Calls f(label values, metric) for every series.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& [labels, metric] : children_) f(labels, *metric);
+  }
   void write(std::string& out) const override;
 
   std::vector<double> bounds;  // histograms only

@@ -1,7 +1,10 @@
 // session_pool: every user's session, keyed by full user ID. Lazy single-flight
 // logins, a cap on logins in flight per homeserver, LRU and idle eviction with
-// logout, invalidation and revocation. It drives session_machine and does the I/O
-// through homeserver_client. One io_context thread; no locks.
+// logout, invalidation and revocation. A thin driver: callers step their session's
+// session_machine, background tasks perform what a session_operation asks for
+// (session_tasks.cpp), homeservers live in a homeserver_registry and the reports in
+// pool_report.cpp. Time comes from one injectable session_clock. One io_context
+// thread; no locks.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -17,10 +20,13 @@
 #include <string_view>
 #include <vector>
 
-#include "core/expected.hpp"
+#include <boost/system/result.hpp>
+
 #include "matrix/homeserver_client.hpp"
 #include "sessions/homeserver_health.hpp"
+#include "sessions/homeserver_registry.hpp"
 #include "sessions/pool_observer.hpp"
+#include "sessions/session_clock.hpp"
 #include "sessions/session_machine.hpp"
 #include "store/session_store.hpp"
 
@@ -34,8 +40,9 @@ struct pool_options {
   std::size_t max_sessions = 100'000;
   std::chrono::milliseconds idle_timeout{std::chrono::hours{24 * 7}};
   bool revoke_on_evict = true;
-  // Wall clock in ms since the epoch; tests inject a mock clock.
-  std::function<std::int64_t()> now_ms;
+  // Steady and wall time and every timer the pool arms; nullptr: the system clock. Tests inject
+  // a virtual one. Must outlive the pool.
+  session_clock* clock = nullptr;
   // Where sessions persist (nullptr: memory only). Must outlive the pool.
   store::session_store* store = nullptr;
   // Metrics hook (cache hits, logins, logouts); nullptr: none. Must outlive the pool.
@@ -48,13 +55,6 @@ struct pool_options {
   health_options health;
   // Login attempts one task makes on 5xx and network failures before its callers hear of it.
   unsigned max_login_attempts = 3;
-};
-
-struct homeserver_entry {
-  // Shared: a task that is talking to the homeserver keeps its client even when a reload replaces
-  // it.
-  std::shared_ptr<matrix::homeserver_client> client;
-  unsigned max_concurrent_logins = 4;
 };
 
 // What a caller gets with a token. Points into the pool: valid until the caller's next co_await.
@@ -84,8 +84,7 @@ struct session_page {
 struct homeserver_status {
   std::string server_name, url, method, login_type;
   unsigned logins_in_flight = 0;
-  std::uint64_t logins_ok = 0, logins_failed = 0, logouts = 0, refreshes_ok = 0,
-                refreshes_failed = 0;
+  // (Counts of logins, logouts and refreshes are the metrics' : api_metrics::homeserver_totals.)
   bool healthy = true;  // false while the last requests failed to reach it
   circuit_state circuit = circuit_state::closed;
   unsigned consecutive_failures = 0;
@@ -96,6 +95,11 @@ struct pool_stats {
   std::size_t total = 0, active = 0, logging_in = 0, refreshing = 0, validating = 0, revoking = 0,
               absent = 0;
 };
+
+struct pool_state;
+
+template <typename T>
+using pool_result = boost::system::result<T, pool_error>;
 
 class session_pool {
  public:
@@ -116,16 +120,14 @@ class session_pool {
   std::optional<token_view> find_ready(std::string_view user_id, std::int64_t min_valid_ms);
 
   // A token for `user_id`, logging in if needed; the view is valid until the next co_await.
-  boost::asio::awaitable<expected<token_view, pool_error>> get_token(std::string user_id,
-                                                                     std::int64_t min_valid_ms,
-                                                                     steady_time deadline);
-  // Drops `token` if it is still the current one (logging it out first); true if it was.
-  boost::asio::awaitable<expected<bool, pool_error>> invalidate(std::string user_id,
-                                                                secret_string token,
-                                                                steady_time deadline);
-  // Logs the session out and forgets it; true if there was one.
-  boost::asio::awaitable<expected<bool, pool_error>> revoke(std::string user_id,
+  boost::asio::awaitable<pool_result<token_view>> get_token(std::string user_id,
+                                                            std::int64_t min_valid_ms,
                                                             steady_time deadline);
+  // Drops `token` if it is still the current one (logging it out first); true if it was.
+  boost::asio::awaitable<pool_result<bool>> invalidate(std::string user_id, secret_string token,
+                                                       steady_time deadline);
+  // Logs the session out and forgets it; true if there was one.
+  boost::asio::awaitable<pool_result<bool>> revoke(std::string user_id, steady_time deadline);
 
   // Evicts sessions idle for longer than idle_timeout (logging them out in the background).
   std::size_t evict_idle();
@@ -158,12 +160,8 @@ class session_pool {
   void set_limits(std::size_t max_sessions, std::chrono::milliseconds idle_timeout,
                   bool revoke_on_evict, renewal_policy renewal, bool background_refresh);
 
-  // Checks a user ID and finds its homeserver; errors are invalid_user_id / unknown_homeserver.
-  expected<const matrix::homeserver_client*, pool_error> route(std::string_view user_id) const;
-
  private:
-  struct impl;
-  std::shared_ptr<impl> impl_;  // shared with the background tasks, which may outlive the pool
+  std::shared_ptr<pool_state> state_;  // shared with the background tasks, which may outlive it
 };
 
 }  // namespace mxp::sessions

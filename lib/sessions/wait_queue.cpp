@@ -1,5 +1,5 @@
-// wait_queue: each waiter parks on its own steady_timer set to its deadline; a
-// notification cancels the timer and marks the waiter as notified.
+// wait_queue: each waiter parks on its own steady_timer armed by the clock at its
+// deadline; a notification cancels the timer and marks the waiter as notified.
 #include "sessions/wait_queue.hpp"
 
 #include <boost/asio/redirect_error.hpp>
@@ -18,17 +18,20 @@ struct wait_queue::waiter {
   bool notified = false;
 };
 
-asio::awaitable<bool> wait_queue::wait(std::chrono::steady_clock::time_point deadline) {
-  waiter w{asio::steady_timer{co_await asio::this_coro::executor, deadline}};
+asio::awaitable<bool> wait_queue::wait(std::int64_t deadline_ms) {
+  waiter w{asio::steady_timer{co_await asio::this_coro::executor}};
+  clock_->arm(w.timer, deadline_ms);
   waiters_.push_back(&w);
   // Unregisters on every exit path, including destruction of a suspended coroutine.
   struct unregister {
     std::vector<waiter*>& list;
     waiter* self;
+    session_clock* clock;
     ~unregister() {
+      clock->disarm(self->timer);
       if (auto it = std::find(list.begin(), list.end(), self); it != list.end()) list.erase(it);
     }
-  } guard{waiters_, &w};
+  } guard{waiters_, &w, clock_};
   boost::system::error_code ec;
   co_await w.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   co_return w.notified;

@@ -1,5 +1,7 @@
 // session_pool against a scripted homeserver_client: single flight, login caps,
-// failures, invalidation, revocation, LRU and idle eviction (mock clock).
+// failures, invalidation, revocation, LRU and idle eviction. Everything runs on a
+// virtual_clock: the homeserver's latency, callers' deadlines, backoffs, 429 pauses and
+// circuit windows take no real time, and no outcome depends on the machine's speed.
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -14,6 +16,8 @@
 
 #include "core/errc.hpp"
 #include "sessions/session_pool.hpp"
+#include "sessions/virtual_clock.hpp"
+#include "sessions/wait_queue.hpp"
 
 namespace asio = boost::asio;
 using namespace mxp;
@@ -26,7 +30,7 @@ namespace {
 // live; logging out any token of a device kills all of them.
 class scripted_homeserver final : public matrix::homeserver_client {
  public:
-  explicit scripted_homeserver(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  explicit scripted_homeserver(session_clock& clock) : clock_(clock), cancelled_(clock) {}
   std::string name = "hs.test";
   std::chrono::milliseconds latency{5};
   int fail_logins = 0;        // the next N logins fail with 403
@@ -50,7 +54,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
   void close_idle_connections() override {}
   void cancel_requests() override {
     ++cancellations;
-    for (auto* t : pending_) t->cancel();
+    cancelled_.notify_all();
   }
   bool hang = false;  // requests never get an answer (until cancelled)
   int cancellations = 0;
@@ -125,14 +129,11 @@ class scripted_homeserver final : public matrix::homeserver_client {
  private:
   // False when cancel_requests() ended the wait.
   asio::awaitable<bool> delay() {
-    asio::steady_timer t{ex_, hang ? std::chrono::hours{1} : latency};
-    pending_.push_back(&t);
-    boost::system::error_code ec;
-    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    std::erase(pending_, &t);
-    co_return !ec;
+    const std::chrono::milliseconds d = hang ? std::chrono::hours{1} : latency;
+    co_return !co_await cancelled_.wait(clock_.steady_ms() + d.count());
   }
-  std::vector<asio::steady_timer*> pending_;
+  session_clock& clock_;
+  wait_queue cancelled_;
   static matrix::upstream_error error(errc code, int status) {
     matrix::upstream_error e;
     e.code = code;
@@ -149,29 +150,28 @@ class scripted_homeserver final : public matrix::homeserver_client {
     refresh_owner[rt] = user;
     return rt;
   }
-  asio::any_io_executor ex_;
   int counter_ = 0;
 };
 
 struct pool_fixture : ::testing::Test {
   asio::io_context io;
-  std::int64_t clock_ms = 1'000'000;
+  virtual_clock clock;
   scripted_homeserver* hs = nullptr;
   std::unique_ptr<session_pool> pool;
 
   pool_options options;  // what make_pool() builds with; tests change it first
   void make_pool(std::size_t max = 1000, unsigned max_logins = 4,
                  std::chrono::milliseconds idle = 1h) {
-    auto client = std::make_unique<scripted_homeserver>(io.get_executor());
+    auto client = std::make_unique<scripted_homeserver>(clock);
     hs = client.get();
     std::map<std::string, homeserver_entry, std::less<>> hss;
     hss.emplace("hs.test", homeserver_entry{std::move(client), max_logins});
     options.max_sessions = max;
     options.idle_timeout = idle;
     options.revoke_on_evict = true;
-    options.now_ms = [this] { return clock_ms; };
+    options.clock = &clock;
     if (options.health.base_backoff_ms == health_options{}.base_backoff_ms)
-      options.health.base_backoff_ms = 20;  // real time: keep retries quick
+      options.health.base_backoff_ms = 20;  // the figures below assume quick retries
     pool = std::make_unique<session_pool>(io.get_executor(), options, std::move(hss));
   }
   void SetUp() override { make_pool(); }
@@ -192,14 +192,17 @@ struct pool_fixture : ::testing::Test {
       done = true;
       if (ep) std::rethrow_exception(ep);
     });
-    io.run_for(10s);
-    io.restart();
-    ASSERT_TRUE(done) << "coroutine did not finish within 10 s";
+    clock.run_until(io, [&] { return done; });
+    ASSERT_TRUE(done) << "coroutine did not finish (nothing left to run)";
   }
+  // Runs the io_context on virtual time until done() holds.
+  bool run_until(const std::function<bool()>& done) { return clock.run_until(io, done); }
+  // Virtual milliseconds since `started` (a clock.steady_ms() reading).
+  std::int64_t since(std::int64_t started) const { return clock.steady_ms() - started; }
   auto deadline(std::chrono::milliseconds d = 5s) { return std::chrono::steady_clock::now() + d; }
   asio::awaitable<void> sleep(std::chrono::milliseconds d) {
-    asio::steady_timer t{io, d};
-    co_await t.async_wait(asio::use_awaitable);
+    wait_queue never_notified{clock};
+    co_await never_notified.wait(clock.steady_ms() + d.count());
   }
 
   // What a token request ends with: its error code (empty: a token).
@@ -232,7 +235,7 @@ TEST_F(pool_fixture, HundredConcurrentRequestsCostOneLogin) {
           if (ep) std::rethrow_exception(ep);
         });
   }
-  io.run_for(5s);
+  run_until([&] { return finished == 100; });
   ASSERT_EQ(finished, 100);
   EXPECT_EQ(hs->logins, 1);
   EXPECT_EQ(std::set<std::string>(tokens.begin(), tokens.end()).size(), 1u);
@@ -257,7 +260,7 @@ TEST_F(pool_fixture, LoginsInFlightPerHomeserverAreCapped) {
           if (ep) std::rethrow_exception(ep);
         });
   }
-  io.run_for(5s);
+  run_until([&] { return ok == 20; });
   EXPECT_EQ(ok, 20);
   EXPECT_EQ(hs->logins, 20);
   EXPECT_EQ(hs->peak_in_flight, 3);
@@ -281,7 +284,7 @@ TEST_F(pool_fixture, FailedLoginFailsItsWaitersAndIsRetriedLater) {
           if (ep) std::rethrow_exception(ep);
         });
   }
-  io.run_for(5s);
+  run_until([&] { return failures == 10; });
   io.restart();
   EXPECT_EQ(failures, 10);
   EXPECT_EQ(hs->logins, 1);
@@ -353,15 +356,14 @@ TEST_F(pool_fixture, LeastRecentlyUsedSessionIsEvictedAndLoggedOut) {
   make_pool(2);
   run([&]() -> asio::awaitable<void> {
     const auto a = co_await token_of("@a:hs.test");
-    clock_ms += 10;
+    clock.advance(10);
     const auto b = co_await token_of("@b:hs.test");
-    clock_ms += 10;
+    clock.advance(10);
     EXPECT_TRUE(pool->find_ready("@a:hs.test", 0));  // a is now the most recent
-    clock_ms += 10;
+    clock.advance(10);
     const auto c = co_await token_of("@c:hs.test");
     // b was least recently used
-    asio::steady_timer settle{io, 50ms};
-    co_await settle.async_wait(asio::use_awaitable);
+    co_await sleep(50ms);
     EXPECT_FALSE(hs->live(b));
     EXPECT_TRUE(hs->live(a));
     EXPECT_TRUE(hs->live(c));
@@ -374,12 +376,11 @@ TEST_F(pool_fixture, IdleSessionsAreEvictedOnTheMockClock) {
   make_pool(1000, 4, 1h);
   run([&]() -> asio::awaitable<void> {
     const auto old_token = co_await token_of("@old:hs.test");
-    clock_ms += 30 * 60 * 1000;
+    clock.advance(30 * 60 * 1000);
     const auto fresh = co_await token_of("@fresh:hs.test");
-    clock_ms += 31 * 60 * 1000;  // old: idle 61 min, fresh: 31 min
+    clock.advance(31 * 60 * 1000);  // old: idle 61 min, fresh: 31 min
     EXPECT_EQ(pool->evict_idle(), 1u);
-    asio::steady_timer settle{io, 50ms};
-    co_await settle.async_wait(asio::use_awaitable);
+    co_await sleep(50ms);
     EXPECT_FALSE(hs->live(old_token));
     EXPECT_TRUE(hs->live(fresh));
     EXPECT_EQ(pool->stats().total, 1u);
@@ -390,14 +391,14 @@ TEST_F(pool_fixture, ExpiringTokensAreReplacedAfterLoggingTheOldOneOut) {
   hs->expires_in_ms = 60'000;
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@fay:hs.test");
-    clock_ms += 30'000;
+    clock.advance(30'000);
     EXPECT_TRUE(pool->find_ready("@fay:hs.test", 10'000));
     EXPECT_FALSE(pool->find_ready("@fay:hs.test", 40'000));
     auto t = co_await pool->get_token("@fay:hs.test", 40'000, deadline());
     EXPECT_TRUE(t.has_value());
     if (!t) co_return;
     EXPECT_NE(t->access_token->reveal(), first);
-    EXPECT_GE(*t->expires_at_ms - clock_ms, 40'000);
+    EXPECT_GE(*t->expires_at_ms - clock.wall_ms(), 40'000);
     EXPECT_FALSE(hs->live(first));
   });
 }
@@ -407,8 +408,7 @@ TEST_F(pool_fixture, CallerDeadlinePassesButTheLoginStillCompletes) {
   run([&]() -> asio::awaitable<void> {
     auto t = co_await pool->get_token("@gus:hs.test", 0, deadline(50ms));
     EXPECT_EQ(t.error().code, errc::deadline_exceeded);
-    asio::steady_timer settle{io, 400ms};
-    co_await settle.async_wait(asio::use_awaitable);
+    co_await sleep(400ms);
     EXPECT_TRUE(pool->find_ready("@gus:hs.test", 0));
     EXPECT_EQ(hs->logins, 1);
   });
@@ -435,9 +435,9 @@ TEST_F(pool_fixture, RefreshableTokensAreRefreshedWithinTheMarginOnTheMockClock)
   hs->expires_in_ms = 300'000;
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@rae:hs.test");
-    clock_ms += 239'000;  // 61 s left: handed out as it is
+    clock.advance(239'000);  // 61 s left: handed out as it is
     EXPECT_TRUE(pool->find_ready("@rae:hs.test", 0));
-    clock_ms += 2'000;  // 59 s left: the fast path declines, the next request refreshes
+    clock.advance(2'000);  // 59 s left: the fast path declines, the next request refreshes
     EXPECT_FALSE(pool->find_ready("@rae:hs.test", 0));
     const auto second = co_await token_of("@rae:hs.test");
     EXPECT_NE(second, first);
@@ -445,7 +445,7 @@ TEST_F(pool_fixture, RefreshableTokensAreRefreshedWithinTheMarginOnTheMockClock)
     EXPECT_EQ(hs->logins, 1);  // no new login, no logout: the device goes on
     EXPECT_EQ(hs->logouts, 0);
     auto t = co_await pool->get_token("@rae:hs.test", 0, deadline());
-    EXPECT_EQ(*t->expires_at_ms, clock_ms + 300'000);
+    EXPECT_EQ(*t->expires_at_ms, clock.wall_ms() + 300'000);
   });
 }
 
@@ -455,11 +455,11 @@ TEST_F(pool_fixture, MinValidAsksForARefreshAndTooLongIsRefused) {
   hs->expires_in_ms = 300'000;
   run([&]() -> asio::awaitable<void> {
     co_await token_of("@min:hs.test");
-    clock_ms += 100'000;
+    clock.advance(100'000);
     auto t = co_await pool->get_token("@min:hs.test", 250'000, deadline());
     EXPECT_TRUE(t.has_value());
     if (t) {
-      EXPECT_GE(*t->expires_at_ms - clock_ms, 250'000);
+      EXPECT_GE(*t->expires_at_ms - clock.wall_ms(), 250'000);
     }
     EXPECT_EQ(hs->refreshes, 1);
     auto too_long = co_await pool->get_token("@min:hs.test", 400'000, deadline());
@@ -477,7 +477,7 @@ TEST_F(pool_fixture, ALostRefreshAnswerIsNeverReplayedTheSessionLogsInAgain) {
   hs->expires_in_ms = 100'000;
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@lost:hs.test");
-    clock_ms += 60'000;  // 40 s left: within the margin (50 s, half the lifetime)
+    clock.advance(60'000);  // 40 s left: within the margin (50 s, half the lifetime)
     hs->lose_refresh_answers = true;
     const auto second = co_await token_of("@lost:hs.test");
     EXPECT_EQ(hs->refreshes, 1);  // sent once only
@@ -495,7 +495,7 @@ TEST_F(pool_fixture, ARejectedRefreshTokenFallsBackToALogin) {
   run([&]() -> asio::awaitable<void> {
     co_await token_of("@rej:hs.test");
     hs->refresh_owner.clear();  // the homeserver forgot every refresh token
-    clock_ms += 60'000;
+    clock.advance(60'000);
     const auto second = co_await token_of("@rej:hs.test");
     EXPECT_TRUE(hs->live(second));
     EXPECT_EQ(hs->refreshes, 1);
@@ -511,9 +511,9 @@ TEST_F(pool_fixture, BackgroundRefreshRenewsBeforeAnyRequestWaits) {
   hs->expires_in_ms = 300'000;
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@bg:hs.test");
-    clock_ms += 170'000;  // 130 s left
+    clock.advance(170'000);  // 130 s left
     EXPECT_EQ(pool->refresh_due(), 0u);
-    clock_ms += 20'000;  // 110 s left: within twice the margin
+    clock.advance(20'000);  // 110 s left: within twice the margin
     EXPECT_EQ(pool->refresh_due(), 1u);
     auto during = pool->find_ready("@bg:hs.test", 0);  // still served while it refreshes
     EXPECT_TRUE(during);
@@ -533,15 +533,15 @@ TEST_F(pool_fixture, IdleSessionsAreValidatedAndADeadOneIsReplaced) {
   make_pool();
   run([&]() -> asio::awaitable<void> {
     const auto first = co_await token_of("@val:hs.test");
-    clock_ms += 5'000;
+    clock.advance(5'000);
     EXPECT_EQ(co_await token_of("@val:hs.test"), first);
     EXPECT_EQ(hs->whoamis, 0);
-    clock_ms += 11'000;
+    clock.advance(11'000);
     EXPECT_FALSE(pool->find_ready("@val:hs.test", 0));
     EXPECT_EQ(co_await token_of("@val:hs.test"), first);  // alive
     EXPECT_EQ(hs->whoamis, 1);
     hs->token_owner.clear();  // killed behind our back
-    clock_ms += 11'000;
+    clock.advance(11'000);
     const auto replaced = co_await token_of("@val:hs.test");
     EXPECT_NE(replaced, first);
     EXPECT_TRUE(hs->live(replaced));
@@ -572,13 +572,13 @@ TEST_F(pool_fixture, RateLimitPastTheCallersDeadlineIsAnsweredAt429AtOnce) {
   hs->rate_limit_logins = 1;
   hs->retry_after_ms = 20'000;
   run([&]() -> asio::awaitable<void> {
-    const auto started = std::chrono::steady_clock::now();
+    const auto started = clock.steady_ms();
     auto t = co_await pool->get_token("@slow:hs.test", 0, deadline(2s));
     EXPECT_FALSE(t.has_value());
     if (t.has_value()) co_return;
     EXPECT_EQ(t.error().code, errc::upstream_rate_limited);
     EXPECT_GT(*t.error().retry_after_ms, 19'000);
-    EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);  // not the whole deadline
+    EXPECT_LT(since(started), 1000);  // not the whole deadline
   });
 }
 
@@ -588,13 +588,13 @@ TEST_F(pool_fixture, ALongRateLimitHoldsNoLoginSlotAndNewCallersGet429AtOnce) {
   hs->retry_after_ms = 60'000;
   run([&]() -> asio::awaitable<void> {
     for (int i = 0; i < 6; ++i) {  // more users than login slots, one after another
-      const auto started = std::chrono::steady_clock::now();
+      const auto started = clock.steady_ms();
       auto t = co_await pool->get_token("@held" + std::to_string(i) + ":hs.test", 0, deadline(2s));
       EXPECT_FALSE(t.has_value());
       if (t.has_value()) co_return;
       EXPECT_EQ(t.error().code, errc::upstream_rate_limited) << i;
       EXPECT_GT(t.error().retry_after_ms.value_or(0), 50'000) << i;
-      EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms) << i;
+      EXPECT_LT(since(started), 500) << i;
     }
     co_await sleep(50ms);
     EXPECT_EQ(pool->homeservers().front().logins_in_flight, 0u) << "a pause nobody waits for";
@@ -615,9 +615,9 @@ TEST_F(pool_fixture, ShutdownAnswersEveryWaitingCallerAndCancelsHangingLogins) {
                      });
     co_await sleep(50ms);
     EXPECT_EQ(hs->in_flight, 4);  // the login cap: four hang at the homeserver
-    const auto started = std::chrono::steady_clock::now();
-    co_await pool->shutdown(false, std::chrono::steady_clock::now() + 2s);
-    EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms);
+    const auto started = clock.steady_ms();
+    co_await pool->shutdown(false, deadline(2s));
+    EXPECT_LT(since(started), 500);
     co_await sleep(10ms);
     EXPECT_EQ(answered, 50);
     EXPECT_EQ(shutting_down, 50);
@@ -632,11 +632,11 @@ TEST_F(pool_fixture, ShutdownRevokesWithinTheGraceEvenWhenLogoutsHang) {
   run([&]() -> asio::awaitable<void> {
     for (int i = 0; i < 3; ++i) (void)co_await token_of("@r" + std::to_string(i) + ":hs.test");
     hs->hang = true;
-    const auto started = std::chrono::steady_clock::now();
-    co_await pool->shutdown(true, std::chrono::steady_clock::now() + 1s);
-    const auto took = std::chrono::steady_clock::now() - started;
-    EXPECT_LT(took, 1s + 200ms);
-    EXPECT_GT(took, 500ms);  // the logouts had their time
+    const auto started = clock.steady_ms();
+    co_await pool->shutdown(true, deadline(1s));
+    const auto took = since(started);
+    EXPECT_LT(took, 1200);
+    EXPECT_GT(took, 500);  // the logouts had their time
     EXPECT_EQ(pool->background_tasks(), 0u);
   });
 }
@@ -647,13 +647,13 @@ TEST_F(pool_fixture, APoolDestroyedWithLoginsInFlightLeavesNothingBehind) {
   bool answered = false;
   asio::co_spawn(io, error_of("@orphan:hs.test", 30s),
                  [&](std::exception_ptr, boost::system::error_code) { answered = true; });
-  io.run_for(50ms);
+  run_until([&] { return hs->in_flight == 1; });
   io.restart();
   EXPECT_EQ(hs->in_flight, 1);
   // TearDown destroys the pool and checks the io_context runs dry (it would wait an hour for the
   // hanging login if the destructor did not cancel it).
   pool.reset();
-  io.run_for(1s);
+  run_until([&] { return answered; });
   io.restart();
   EXPECT_TRUE(answered);
 }
@@ -681,12 +681,12 @@ TEST_F(pool_fixture, AnOpenCircuitAnswersAtOnceWhoCannotWaitWhileCachedTokensAre
     EXPECT_EQ(first.error().code, errc::upstream_unavailable);
     EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
     const auto logins_before = hs->logins;
-    const auto started = std::chrono::steady_clock::now();
+    const auto started = clock.steady_ms();
     auto fast = co_await pool->get_token("@new2:hs.test", 0, deadline(1s));
     EXPECT_EQ(fast.error().code, errc::upstream_unavailable);
     EXPECT_GT(fast.error().retry_after_ms.value_or(0), 1'000);  // when to come back
     EXPECT_EQ(hs->logins, logins_before);                       // nothing was sent
-    EXPECT_LT(std::chrono::steady_clock::now() - started, 200ms);
+    EXPECT_LT(since(started), 200);
     auto still = pool->find_ready("@cached:hs.test", 0);
     EXPECT_TRUE(still);
     if (!still) co_return;
@@ -748,7 +748,9 @@ TEST_F(pool_fixture, ALoginInFlightAtACrashGetsACleanDeviceBeforeAnyTokenIsHande
 
 TEST_F(pool_fixture, WhileTheCircuitIsOpenRefreshableTokensAreServedUntilTheyExpire) {
   options.renewal.refresh_margin_ms = 60'000;
-  options.health.base_backoff_ms = 200;  // the circuit stays open for 0.4-0.8 s after 3 failures
+  // One failure opens the circuit, for 300-600 s: longer than the token has left.
+  options.health.open_after = 1;
+  options.health.base_backoff_ms = options.health.max_backoff_ms = 600'000;
   make_pool();
   hs->grant_refresh_tokens = true;
   hs->expires_in_ms = 300'000;
@@ -757,7 +759,7 @@ TEST_F(pool_fixture, WhileTheCircuitIsOpenRefreshableTokensAreServedUntilTheyExp
     hs->unreachable = true;
     auto down = co_await pool->get_token("@other:hs.test", 0, deadline());  // opens the circuit
     EXPECT_EQ(pool->homeservers().front().circuit, circuit_state::open);
-    clock_ms += 250'000;  // 50 s left: inside the margin, and no refresh can go out
+    clock.advance(250'000);  // 50 s left: inside the margin, and no refresh can go out
     auto t = co_await pool->get_token("@keep:hs.test", 10'000, deadline());
     EXPECT_TRUE(t.has_value());
     if (t) {
