@@ -21,6 +21,7 @@
 #include "api/tcp_server.hpp"
 #include "api/unix_server.hpp"
 #include "config/config.hpp"
+#include "config/reload_plan.hpp"
 #include "core/log_format.hpp"
 #include "matrix/homeserver_client.hpp"
 #include "sd_notifier.hpp"
