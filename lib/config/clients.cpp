@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "config/grammar.hpp"
+#include "config/yaml_walker.hpp"
 
 namespace mxp::config {
 namespace {

@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "config/external_inputs.hpp"
-#include "config/yaml_walker.hpp"
 
 namespace mxp::config {
+
+class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
+struct field;
 
 // One `clients:` entry: which peers it covers (at most one of uid, gid, user, group; names
 // are resolved when the config is loaded), the API key it presents over TCP (api_key_file or

@@ -8,6 +8,7 @@
 #include <exception>
 #include <filesystem>
 
+#include "config/yaml_walker.hpp"
 #include "core/duration.hpp"
 #include "credentials/secret_file.hpp"
 

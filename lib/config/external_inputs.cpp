@@ -15,6 +15,7 @@
 
 #include "config/appservice_registration.hpp"
 #include "config/config.hpp"
+#include "config/yaml_walker.hpp"
 #include "credentials/secret_file.hpp"
 
 namespace mxp::config {

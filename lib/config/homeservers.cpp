@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "config/grammar.hpp"
+#include "config/yaml_walker.hpp"
 #include "core/server_name.hpp"
 
 namespace mxp::config {

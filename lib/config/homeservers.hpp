@@ -9,9 +9,11 @@
 
 #include "config/external_inputs.hpp"
 #include "config/login_methods.hpp"
-#include "config/yaml_walker.hpp"
 
 namespace mxp::config {
+
+class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
+struct field;
 
 struct homeserver_config {
   std::string server_name;  // the map key, e.g. "example.com" or "localhost:8448"

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "config/grammar.hpp"
+#include "config/yaml_walker.hpp"
 
 namespace mxp::config {
 namespace {

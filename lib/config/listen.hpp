@@ -10,9 +10,11 @@
 #include <string>
 
 #include "config/external_inputs.hpp"
-#include "config/yaml_walker.hpp"
 
 namespace mxp::config {
+
+class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
+struct field;
 
 using std::chrono::milliseconds;
 

@@ -1,5 +1,6 @@
 // parse_login: `method:` first (it decides which other keys are valid), then that method's keys.
 #include "config/login_methods.hpp"
+#include "config/yaml_walker.hpp"
 
 #include <algorithm>
 #include <iterator>

@@ -11,10 +11,12 @@
 #include <vector>
 
 #include "config/external_inputs.hpp"
-#include "config/yaml_walker.hpp"
 #include "core/secret.hpp"
 
 namespace mxp::config {
+
+class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
+struct field;
 
 using std::chrono::milliseconds;
 

@@ -1,5 +1,6 @@
 // parse_sessions, parse_store and parse_log.
 #include "config/sessions.hpp"
+#include "config/yaml_walker.hpp"
 
 #include <algorithm>
 #include <iterator>

@@ -8,9 +8,10 @@
 #include <optional>
 #include <string>
 
-#include "config/yaml_walker.hpp"
-
 namespace mxp::config {
+
+class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
+struct field;
 
 using std::chrono::milliseconds;
 
