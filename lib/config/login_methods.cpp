@@ -12,7 +12,7 @@ constexpr std::string_view jwt_algorithms[] = {"HS256", "HS384", "HS512", "RS256
                                                "RS512", "PS256", "PS384", "PS512", "ES256",
                                                "ES384", "ES512", "EdDSA"};
 
-// Parses one method's map; `secret` records a secret file (or registration) for the loading step.
+// Parses one method's map; request() leaves a secret file or registration to the loading step.
 struct method_parser {
   yaml_walker& yaml;
   const field& where;
