@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <random>
 #include <regex>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "config/config.hpp"
 
@@ -224,25 +227,6 @@ TEST_F(ConfigLoad, SocketModeAcceptsOctalStringsAndYamlOctalIntegers) {
   EXPECT_EQ(mode_of("0"), 0u);
 }
 
-TEST_F(ConfigLoad, SocketModeErrors) {
-  auto error_of = [&](const std::string& value) {
-    return single_error("listen:\n  socket_mode: " + value + "\n" + minimal);
-  };
-  EXPECT_EQ(error_of("\"0680\""),
-            "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
-            "'0680'");
-  EXPECT_EQ(error_of("01777"),
-            "cfg.yaml:2: listen.socket_mode: file mode '01777' is larger than 0777");
-  EXPECT_EQ(error_of("07777777777777777777"),
-            "cfg.yaml:2: listen.socket_mode: file mode '07777777777777777777' is larger than 0777");
-  EXPECT_EQ(error_of("rw-rw----"),
-            "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
-            "'rw-rw----'");
-  EXPECT_EQ(
-      error_of("{a: 1}"),
-      "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got a map");
-}
-
 TEST_F(ConfigLoad, UnknownKeysAtEveryLevel) {
   const auto r = load(R"(listen:
   unix_sockt: /tmp/x
@@ -273,53 +257,6 @@ TEST_F(ConfigLoad, LogFormatIsTextOrJson) {
   using mxp::config::log_format;
   EXPECT_EQ(load_ok("log:\n  format: text\n" + std::string{minimal}).log.format, log_format::text);
   EXPECT_EQ(load_ok("log:\n  format: json\n" + std::string{minimal}).log.format, log_format::json);
-  EXPECT_EQ(single_error("log:\n  level: info\n  format: logfmt\n" + std::string{minimal}),
-            "cfg.yaml:3: log.format: expected text or json, got 'logfmt'");
-  EXPECT_EQ(single_error("log:\n  format: JSON\n" + std::string{minimal}),
-            "cfg.yaml:2: log.format: expected text or json, got 'JSON'");
-  EXPECT_EQ(single_error("log:\n  format: [json]\n" + std::string{minimal}),
-            "cfg.yaml:2: log.format: expected a string, got a list");
-}
-
-TEST_F(ConfigLoad, MergeKeysAreNotSupported) {
-  EXPECT_EQ(single_error("base: &b {level: info}\n" + std::string{minimal}),
-            "cfg.yaml:1: base: unknown key");
-  EXPECT_EQ(single_error("log:\n  <<: {level: info}\n" + std::string{minimal}),
-            "cfg.yaml:2: log.<<: merge keys ('<<') are not supported");
-}
-
-TEST_F(ConfigLoad, DuplicateKeys) {
-  EXPECT_EQ(single_error(std::string{"log:\n  level: info\n  level: debug\n"} + minimal),
-            "cfg.yaml:3: log.level: duplicate key (first set on line 2)");
-  EXPECT_EQ(
-      single_error(std::string{minimal} +
-                   "  example.com:\n    login: {method: shared_secret, secret_file: hs.secret}\n"),
-      "cfg.yaml:6: homeservers.example.com: duplicate homeserver");
-}
-
-TEST_F(ConfigLoad, HomeserversIsRequiredAndNonEmpty) {
-  EXPECT_EQ(single_error(""), "cfg.yaml:1: homeservers: required key is missing");
-  EXPECT_EQ(single_error("log:\n  level: info\n"),
-            "cfg.yaml:1: homeservers: required key is missing");
-  EXPECT_EQ(single_error("homeservers: {}\n"),
-            "cfg.yaml:1: homeservers: at least one homeserver is required");
-  EXPECT_EQ(single_error("homeservers:\n"), "cfg.yaml:1: homeservers: a value is required");
-  EXPECT_EQ(single_error("log: {}\nhomeservers: [example.com]\n"),
-            "cfg.yaml:2: homeservers: expected a map of server names to homeserver settings, got a "
-            "list");
-}
-
-TEST_F(ConfigLoad, TopLevelMustBeAMap) {
-  EXPECT_EQ(single_error("- listen\n- homeservers\n"),
-            "cfg.yaml:1: (top level): expected a map, got a list");
-  EXPECT_EQ(single_error("just text\n"), "cfg.yaml:1: (top level): expected a map, got a scalar");
-}
-
-TEST_F(ConfigLoad, SectionsMustBeMaps) {
-  EXPECT_EQ(single_error(std::string{minimal} + "listen: /tmp/sock\n"),
-            "cfg.yaml:6: listen: expected a map, got a scalar");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login: shared_secret\n"),
-            "cfg.yaml:3: homeservers.example.com.login: expected a map, got a scalar");
 }
 
 TEST_F(ConfigLoad, ServerNameGrammar) {
@@ -351,54 +288,7 @@ TEST_F(ConfigLoad, UrlValidationAndTrailingSlash) {
   EXPECT_EQ(url_of("https://matrix.example.com//"), "https://matrix.example.com");
   EXPECT_EQ(url_of("http://[::1]:8008/prefix/"), "http://[::1]:8008/prefix");
   EXPECT_EQ(url_of("HTTPS://Matrix.example.com"), "https://Matrix.example.com");
-
-  auto error_of = [&](const std::string& url) {
-    return single_error(std::string{minimal} + "    url: " + url + "\n");
-  };
-  EXPECT_EQ(error_of("matrix.example.com"),
-            "cfg.yaml:6: homeservers.example.com.url: 'matrix.example.com' must start with http:// "
-            "or https://");
-  EXPECT_EQ(
-      error_of("ftp://example.com"),
-      "cfg.yaml:6: homeservers.example.com.url: 'ftp://example.com' must start with http:// or "
-      "https://");
-  EXPECT_EQ(error_of("https://"),
-            "cfg.yaml:6: homeservers.example.com.url: 'https://' has no host name");
-  EXPECT_EQ(
-      error_of("https://example.com:99999"),
-      "cfg.yaml:6: homeservers.example.com.url: 'https://example.com:99999' has an invalid port "
-      "(expected 1-65535)");
-  EXPECT_EQ(
-      error_of("\"https://example.com/?x=1\""),
-      "cfg.yaml:6: homeservers.example.com.url: 'https://example.com/?x=1' must not contain a "
-      "query ('?') or fragment ('#')");
-  EXPECT_EQ(error_of("[https://example.com]"),
-            "cfg.yaml:6: homeservers.example.com.url: expected a string, got a list");
-}
-
-TEST_F(ConfigLoad, CaFileMustExist) {
-  const auto missing = (dir_ / "nope.pem").string();
-  EXPECT_EQ(single_error(std::string{minimal} + "    ca_file: nope.pem\n"),
-            "cfg.yaml:6: homeservers.example.com.ca_file: cannot read '" + missing +
-                "': No such file or directory");
-  EXPECT_EQ(single_error(std::string{minimal} + "    ca_file: " + dir_.string() + "\n"),
-            "cfg.yaml:6: homeservers.example.com.ca_file: cannot read '" + dir_.string() +
-                "': not a regular file");
-}
-
-TEST_F(ConfigLoad, LoginMethod) {
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    device_id: X\n"),
-            "cfg.yaml:2: homeservers.example.com.login: required key is missing");
-  EXPECT_EQ(
-      single_error("homeservers:\n  example.com:\n    login:\n      secret_file: hs.secret\n"),
-      "cfg.yaml:3: homeservers.example.com.login.method: required key is missing");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method:\n"),
-            "cfg.yaml:4: homeservers.example.com.login.method: a value is required");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: password\n"),
-            "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
-            "(expected shared_secret, jwt, appservice or synapse_admin)");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: [jwt]\n"),
-            "cfg.yaml:4: homeservers.example.com.login.method: expected a string, got a list");
+  EXPECT_EQ(url_of("http://127.0.0.1:08008/a%20b"), "http://127.0.0.1:08008/a%20b");
 }
 
 TEST_F(ConfigLoad, LoginType) {
@@ -409,35 +299,6 @@ TEST_F(ConfigLoad, LoginType) {
   EXPECT_EQ(type_of("auto"), shared_secret_login_type::automatic);
   EXPECT_EQ(type_of("com.devture.shared_secret_auth"), shared_secret_login_type::devture);
   EXPECT_EQ(type_of("m.login.password"), shared_secret_login_type::password);
-  EXPECT_EQ(single_error(std::string{minimal} + "      login_type: devture\n"),
-            "cfg.yaml:6: homeservers.example.com.login.login_type: expected auto, "
-            "com.devture.shared_secret_auth or m.login.password, got 'devture'");
-}
-
-TEST_F(ConfigLoad, SecretFileRequiredAndReadable) {
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"),
-            "cfg.yaml:3: homeservers.example.com.login.secret_file: required key is missing");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                         "      secret_file: \"\"\n"),
-            "cfg.yaml:5: homeservers.example.com.login.secret_file: must not be empty");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                         "      secret_file: missing.secret\n"),
-            "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '" +
-                (dir_ / "missing.secret").string() + "': No such file or directory");
-  write("empty.secret", "");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                         "      secret_file: empty.secret\n"),
-            "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '" +
-                (dir_ / "empty.secret").string() + "' is empty");
-  write("newline.secret", "\n");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                         "      secret_file: newline.secret\n"),
-            "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '" +
-                (dir_ / "newline.secret").string() + "' is empty");
-  EXPECT_EQ(single_error("homeservers:\n  example.com:\n    login:\n      method: shared_secret\n"
-                         "      secret_file: .\n"),
-            "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '" +
-                (dir_ / "").string() + "': not a regular file");
 }
 
 TEST_F(ConfigLoad, SecretFileUnreadable) {
@@ -485,71 +346,10 @@ TEST_F(ConfigLoad, RelativeAndAbsoluteSecretPaths) {
 }
 
 TEST_F(ConfigLoad, DeviceId) {
-  auto error_of = [&](const std::string& id) {
-    return single_error(std::string{minimal} + "    device_id: " + id + "\n");
-  };
-  const std::string expected =
-      "cfg.yaml:6: homeservers.example.com.device_id: expected 1 to 64 characters from A-Z a-z 0-9 "
-      "_ "
-      ". -, got ";
-  EXPECT_EQ(error_of("\"\""), expected + "''");
-  EXPECT_EQ(error_of("MY DEVICE"), expected + "'MY DEVICE'");
-  EXPECT_EQ(error_of("dev/1"), expected + "'dev/1'");
-  EXPECT_EQ(error_of(std::string(65, 'A')), expected + "'" + std::string(64, 'A') + "...'");
   EXPECT_EQ(load_ok(std::string{minimal} + "    device_id: " + std::string(64, 'A') + "\n")
                 .homeservers.at("example.com")
                 .device_id,
             std::string(64, 'A'));
-}
-
-TEST_F(ConfigLoad, IntegerErrorsNameTheExpectedType) {
-  auto hs_error = [&](const std::string& line) {
-    return single_error(std::string{minimal} + line);
-  };
-  const std::string at = "cfg.yaml:6: homeservers.example.com.";
-  EXPECT_EQ(hs_error("    max_concurrent_logins: 0\n"),
-            at + "max_concurrent_logins: expected an integer from 1 to 1000, got '0'");
-  EXPECT_EQ(hs_error("    max_concurrent_logins: 1001\n"),
-            at + "max_concurrent_logins: expected an integer from 1 to 1000, got '1001'");
-  EXPECT_EQ(hs_error("    max_concurrent_logins: four\n"),
-            at + "max_concurrent_logins: expected an integer from 1 to 1000, got 'four'");
-  EXPECT_EQ(hs_error("    max_response_bytes: -5\n"),
-            at + "max_response_bytes: expected a positive integer, got '-5'");
-  EXPECT_EQ(hs_error("    max_response_bytes: 1.5\n"),
-            at + "max_response_bytes: expected a positive integer, got '1.5'");
-  EXPECT_EQ(hs_error("    max_response_bytes: 99999999999999999999999\n"),
-            at + "max_response_bytes: expected a positive integer, got '99999999999999999999999'");
-  EXPECT_EQ(hs_error("    max_response_bytes: {a: 1}\n"),
-            at + "max_response_bytes: expected a positive integer, got a map");
-  EXPECT_EQ(single_error("listen:\n  max_body_bytes: 0\n" + std::string{minimal}),
-            "cfg.yaml:2: listen.max_body_bytes: expected a positive integer, got '0'");
-  EXPECT_EQ(single_error("sessions:\n  max: 0\n" + std::string{minimal}),
-            "cfg.yaml:2: sessions.max: expected a positive integer, got '0'");
-}
-
-TEST_F(ConfigLoad, DurationErrors) {
-  auto error_of = [&](const std::string& key, const std::string& value) {
-    return single_error("listen:\n  " + key + ": " + value + "\n" + std::string{minimal});
-  };
-  const std::string expected = "expected a duration such as 250ms, 30s, 5m, 24h or 7d, got ";
-  EXPECT_EQ(error_of("request_timeout", "30"),
-            "cfg.yaml:2: listen.request_timeout: " + expected + "'30'");
-  EXPECT_EQ(error_of("idle_timeout", "5x"),
-            "cfg.yaml:2: listen.idle_timeout: " + expected + "'5x'");
-  EXPECT_EQ(error_of("idle_timeout", "-5s"),
-            "cfg.yaml:2: listen.idle_timeout: " + expected + "'-5s'");
-  EXPECT_EQ(error_of("idle_timeout", "0s"),
-            "cfg.yaml:2: listen.idle_timeout: must be greater than 0");
-  EXPECT_EQ(error_of("idle_timeout", "3651d"),
-            "cfg.yaml:2: listen.idle_timeout: must be at most 3650d");
-  EXPECT_EQ(
-      error_of("idle_timeout", "[1s]"),
-      "cfg.yaml:2: listen.idle_timeout: expected a duration such as 250ms, 30s, 5m, 24h or 7d, "
-      "got a list");
-  EXPECT_EQ(single_error(std::string{minimal} + "    connect_timeout: 0ms\n"),
-            "cfg.yaml:6: homeservers.example.com.connect_timeout: must be greater than 0");
-  EXPECT_EQ(single_error("sessions:\n  idle_timeout: forever\n" + std::string{minimal}),
-            "cfg.yaml:2: sessions.idle_timeout: " + expected + "'forever'");
 }
 
 TEST_F(ConfigLoad, Booleans) {
@@ -557,31 +357,11 @@ TEST_F(ConfigLoad, Booleans) {
                            std::string{minimal});
   EXPECT_FALSE(cfg.sessions.revoke_on_evict);
   EXPECT_TRUE(cfg.sessions.revoke_on_shutdown);
-  EXPECT_EQ(
-      single_error("sessions:\n  revoke_on_evict: maybe\n" + std::string{minimal}),
-      "cfg.yaml:2: sessions.revoke_on_evict: expected a boolean (true or false), got 'maybe'");
-  EXPECT_EQ(
-      single_error("sessions:\n  revoke_on_shutdown: [true]\n" + std::string{minimal}),
-      "cfg.yaml:2: sessions.revoke_on_shutdown: expected a boolean (true or false), got a list");
 }
 
 TEST_F(ConfigLoad, LogLevel) {
   for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     EXPECT_EQ(load_ok("log:\n  level: " + std::string{level} + "\n" + minimal).log.level, level);
-  EXPECT_EQ(
-      single_error("log:\n  level: verbose\n" + std::string{minimal}),
-      "cfg.yaml:2: log.level: expected one of trace, debug, info, warn, error, critical, off, "
-      "got 'verbose'");
-}
-
-TEST_F(ConfigLoad, StringErrors) {
-  EXPECT_EQ(single_error("listen:\n  unix_socket: {path: /x}\n" + std::string{minimal}),
-            "cfg.yaml:2: listen.unix_socket: expected a string, got a map");
-  EXPECT_EQ(single_error("listen:\n  unix_socket: \"\"\n" + std::string{minimal}),
-            "cfg.yaml:2: listen.unix_socket: must not be empty");
-  EXPECT_EQ(
-      single_error(std::string{minimal} + "    device_display_name: [a, b]\n"),
-      "cfg.yaml:6: homeservers.example.com.device_display_name: expected a string, got a list");
 }
 
 TEST_F(ConfigLoad, SyntaxError) {
@@ -595,11 +375,6 @@ TEST_F(ConfigLoad, SyntaxError) {
               ::testing::StartsWith("cfg.yaml:3: syntax error: "));
   EXPECT_THAT(single_error("log:\n\tlevel: info\n"),
               ::testing::StartsWith("cfg.yaml:2: syntax error: "));
-}
-
-TEST_F(ConfigLoad, MultipleDocumentsAreRejected) {
-  EXPECT_EQ(single_error(std::string{minimal} + "---\nlog: {level: info}\n"),
-            "cfg.yaml:7: (top level): expected a single YAML document, found 2");
 }
 
 TEST_F(ConfigLoad, AllErrorsAreCollectedInLineOrder) {
@@ -738,66 +513,6 @@ TEST_F(ConfigLoad, JwtDefaults) {
   EXPECT_THAT(f.audiences, ElementsAre("one"));
 }
 
-TEST_F(ConfigLoad, JwtErrors) {
-  write("pem.key", "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
-  const std::string head = std::string{login_head} + "      method: jwt\n";
-  const std::string p = "cfg.yaml:";
-  const std::string k = ": homeservers.example.com.login.";
-  EXPECT_EQ(
-      single_error(head +
-                   "      flavor: matrix\n      algorithm: HS256\n      secret_file: hs.secret\n"),
-      p + "5" + k + "flavor: unknown flavor 'matrix' (expected synapse or famedly)");
-  EXPECT_EQ(single_error(head + "      algorithm: none\n      secret_file: hs.secret\n"),
-            p + "5" + k +
-                "algorithm: unknown algorithm 'none' (expected HS256, HS384, HS512, RS256, RS384, "
-                "RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)");
-  EXPECT_EQ(single_error(head + "      algorithm: hs256\n      secret_file: hs.secret\n"),
-            p + "5" + k +
-                "algorithm: unknown algorithm 'hs256' (expected HS256, HS384, HS512, RS256, RS384, "
-                "RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)");
-  EXPECT_EQ(single_error(head + "      algorithm: RS256\n"),
-            p + "5" + k + "private_key_file: required key is missing (algorithm RS256)");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n"),
-            p + "5" + k + "secret_file: required key is missing (algorithm HS256)");
-  EXPECT_EQ(
-      single_error(head + "      algorithm: RS256\n      secret_file: hs.secret\n"),
-      p + "6" + k + "secret_file: RS256 takes its key from private_key_file, not from secret_file");
-  EXPECT_EQ(
-      single_error(head + "      algorithm: HS384\n      private_key_file: pem.key\n"),
-      p + "6" + k +
-          "private_key_file: HS384 takes its key from secret_file, not from private_key_file");
-  EXPECT_EQ(single_error(head + "      algorithm: ES256\n      private_key_file: hs.secret\n"),
-            p + "6" + k + "private_key_file: ES256 needs a PEM private key, but '" +
-                (dir_ / "hs.secret").string() + "' holds no PEM text");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: pem.key\n"),
-            p + "6" + k + "secret_file: HS256 needs a shared secret, but '" +
-                (dir_ / "pem.key").string() + "' holds a PEM key or certificate");
-  EXPECT_EQ(single_error(head + "      algorithm: EdDSA\n      private_key_file: missing.pem\n"),
-            p + "6" + k + "private_key_file: cannot read '" + (dir_ / "missing.pem").string() +
-                "': No such file or directory");
-  write("empty", "\n");
-  EXPECT_EQ(single_error(head + "      algorithm: HS256\n      secret_file: empty\n"),
-            p + "6" + k + "secret_file: file '" + (dir_ / "empty").string() + "' is empty");
-  EXPECT_EQ(
-      single_error(head +
-                   "      flavor: famedly\n      algorithm: HS256\n      secret_file: hs.secret\n"
-                   "      subject_claim: user\n"),
-      p + "8" + k + "subject_claim: flavor famedly always reads the subject from 'sub'");
-  EXPECT_EQ(
-      single_error(
-          head +
-          "      algorithm: HS256\n      secret_file: hs.secret\n      token_lifetime: 500ms\n"),
-      p + "7" + k + "token_lifetime: must be at least 1s (JWT times are whole seconds)");
-  EXPECT_EQ(
-      single_error(
-          head + "      algorithm: HS256\n      secret_file: hs.secret\n      audiences: {a: 1}\n"),
-      p + "7" + k + "audiences: expected a list of strings, got a map");
-  EXPECT_EQ(
-      single_error(
-          head + "      algorithm: HS256\n      secret_file: hs.secret\n      login_type: auto\n"),
-      p + "7" + k + "login_type: unknown key");
-}
-
 TEST_F(ConfigLoad, JwtErrorsNeverEchoTheSecret) {
   write("hs.secret", "-----BEGIN-but-secret-material\n");
   auto r = load(std::string{login_head} +
@@ -843,39 +558,16 @@ namespaces:
                                 std::regex_constants::match_continuous));
 }
 
-TEST_F(ConfigLoad, AppserviceErrors) {
+TEST_F(ConfigLoad, AppserviceRegistrationErrorsNeverEchoTheToken) {
   const std::string head = std::string{login_head} + "      method: appservice\n";
   const std::string k = "cfg.yaml:5: homeservers.example.com.login.";
   const auto reg = (dir_ / "reg.yaml").string();
-  write("as.token", "t\n");
-  EXPECT_EQ(single_error(head),
-            "cfg.yaml:3: homeservers.example.com.login.as_token_file: required key is missing (or "
-            "give registration_file)");
-  EXPECT_EQ(
-      single_error(head + "      as_token_file: as.token\n      registration_file: reg.yaml\n"),
-      "cfg.yaml:6: homeservers.example.com.login.registration_file: give either as_token_file "
-      "or registration_file, not both");
-  EXPECT_EQ(
-      single_error(head + "      registration_file: reg.yaml\n"),
-      k + "registration_file: cannot read registration '" + reg + "': No such file or directory");
-  write("reg.yaml", "id: x\nnamespaces:\n  users: [{regex: '@a.*'}]\n");
-  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: registration '" + reg +
-                "': as_token is missing or not a non-empty string");
   write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users:\n    - regex: '@a(['\n");
   auto e = single_error(head + "      registration_file: reg.yaml\n");
   EXPECT_THAT(e,
               HasSubstr(k + "registration_file: registration '" + reg +
                         "' line 4: namespaces.users[0].regex: '@a([' is not a regular expression"));
   EXPECT_THAT(e, Not(HasSubstr("secret-as-token")));
-  write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: {regex: x}\n");
-  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: registration '" + reg +
-                "' line 3: namespaces.users: expected a list, got a map");
-  write("reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: []\n");
-  EXPECT_EQ(single_error(head + "      registration_file: reg.yaml\n"),
-            k + "registration_file: registration '" + reg +
-                "': has no namespaces.users regex, so no user could be logged in");
   write("reg.yaml", "as_token: secret-as-token\n  bad: [\n");
   e = single_error(head + "      registration_file: reg.yaml\n");
   EXPECT_THAT(e, HasSubstr(k + "registration_file: registration '" + reg + "' line "));
@@ -898,17 +590,6 @@ TEST_F(ConfigLoad, SynapseAdmin) {
   EXPECT_EQ(std::get<mxp::config::synapse_admin_login>(cfg.homeservers.at("example.com").login)
                 .token_lifetime,
             2h);
-  EXPECT_EQ(single_error(std::string{login_head} + "      method: synapse_admin\n"),
-            "cfg.yaml:3: homeservers.example.com.login.admin_token_file: required key is missing");
-  EXPECT_EQ(
-      single_error(std::string{login_head} + "      method: synapse_admin\n      admin_token_file: "
-                                             "admin.token\n      token_lifetime: 30s\n"),
-      "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
-      "is replaced before it runs out)");
-  EXPECT_EQ(single_error(std::string{login_head} +
-                         "      method: synapse_admin\n      admin_token_file: nope\n"),
-            "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '" +
-                (dir_ / "nope").string() + "': No such file or directory");
 }
 
 TEST_F(ConfigLoad, LoadFileErrorsNameTheFile) {
@@ -979,6 +660,315 @@ TEST_F(ConfigLoad, ExampleConfigIsValidAndShowsTheDefaults) {
   EXPECT_EQ(example.log.format, defaults.log.format);
   EXPECT_THAT(text, HasSubstr("\n  format: text"));  // shown, with its default
 }
+
+// --- every error the loader reports, one table --------------------------------------------
+
+// A config that must fail with exactly one error. "{dir}" in `yaml`, `expected` and file
+// contents stands for the test's directory (where relative paths point).
+struct error_case {
+  const char* name;
+  std::string yaml;
+  std::string expected;
+  std::vector<std::pair<std::string, std::string>> files = {};  // written before loading
+};
+
+std::ostream& operator<<(std::ostream& out, const error_case& c) {
+  return out << c.name;
+}
+
+const std::string hs = "cfg.yaml:6: homeservers.example.com.";
+const std::string secret_head =
+    "homeservers:\n  example.com:\n    login:\n      method: shared_secret\n";
+const std::string jwt_head = std::string{login_head} + "      method: jwt\n";
+const std::string jwt_at = ": homeservers.example.com.login.";
+const std::string as_head = std::string{login_head} + "      method: appservice\n";
+const std::string as_at = "cfg.yaml:5: homeservers.example.com.login.registration_file: ";
+const std::string admin_head = std::string{login_head} + "      method: synapse_admin\n";
+const std::string duration = "expected a duration such as 250ms, 30s, 5m, 24h or 7d, got ";
+const std::string device = "device_id: expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got ";
+const std::string algorithms =
+    " (expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, "
+    "ES512 or EdDSA)";
+const std::string pem = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n";
+
+std::string with_minimal(const std::string& before) {
+  return before + minimal;
+}
+std::string minimal_with(const std::string& after) {
+  return std::string{minimal} + after;
+}
+
+const error_case error_cases[] = {
+    // listen
+    {"socket_mode_not_octal", with_minimal("listen:\n  socket_mode: \"0680\"\n"),
+     "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got '0680'"},
+    {"socket_mode_sticky", with_minimal("listen:\n  socket_mode: 01777\n"),
+     "cfg.yaml:2: listen.socket_mode: file mode '01777' is larger than 0777"},
+    {"socket_mode_huge", with_minimal("listen:\n  socket_mode: 07777777777777777777\n"),
+     "cfg.yaml:2: listen.socket_mode: file mode '07777777777777777777' is larger than 0777"},
+    {"socket_mode_symbolic", with_minimal("listen:\n  socket_mode: rw-rw----\n"),
+     "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got "
+     "'rw-rw----'"},
+    {"socket_mode_map", with_minimal("listen:\n  socket_mode: {a: 1}\n"),
+     "cfg.yaml:2: listen.socket_mode: expected an octal file mode such as \"0660\", got a map"},
+    {"body_bytes_zero", with_minimal("listen:\n  max_body_bytes: 0\n"),
+     "cfg.yaml:2: listen.max_body_bytes: expected a positive integer, got '0'"},
+    {"request_timeout_no_unit", with_minimal("listen:\n  request_timeout: 30\n"),
+     "cfg.yaml:2: listen.request_timeout: " + duration + "'30'"},
+    {"idle_timeout_bad_unit", with_minimal("listen:\n  idle_timeout: 5x\n"),
+     "cfg.yaml:2: listen.idle_timeout: " + duration + "'5x'"},
+    {"idle_timeout_negative", with_minimal("listen:\n  idle_timeout: -5s\n"),
+     "cfg.yaml:2: listen.idle_timeout: " + duration + "'-5s'"},
+    {"idle_timeout_zero", with_minimal("listen:\n  idle_timeout: 0s\n"),
+     "cfg.yaml:2: listen.idle_timeout: must be greater than 0"},
+    {"idle_timeout_too_long", with_minimal("listen:\n  idle_timeout: 3651d\n"),
+     "cfg.yaml:2: listen.idle_timeout: must be at most 3650d"},
+    {"idle_timeout_list", with_minimal("listen:\n  idle_timeout: [1s]\n"),
+     "cfg.yaml:2: listen.idle_timeout: expected a duration such as 250ms, 30s, 5m, 24h or 7d, got "
+     "a list"},
+    {"unix_socket_map", with_minimal("listen:\n  unix_socket: {path: /x}\n"),
+     "cfg.yaml:2: listen.unix_socket: expected a string, got a map"},
+    {"unix_socket_empty", with_minimal("listen:\n  unix_socket: \"\"\n"),
+     "cfg.yaml:2: listen.unix_socket: must not be empty"},
+    {"listen_scalar", minimal_with("listen: /tmp/sock\n"),
+     "cfg.yaml:6: listen: expected a map, got a scalar"},
+    // structure
+    {"unknown_top_level_key", with_minimal("base: &b {level: info}\n"),
+     "cfg.yaml:1: base: unknown key"},
+    {"merge_key", with_minimal("log:\n  <<: {level: info}\n"),
+     "cfg.yaml:2: log.<<: merge keys ('<<') are not supported"},
+    {"duplicate_key", with_minimal("log:\n  level: info\n  level: debug\n"),
+     "cfg.yaml:3: log.level: duplicate key (first set on line 2)"},
+    {"duplicate_homeserver",
+     minimal_with("  example.com:\n    login: {method: shared_secret, secret_file: hs.secret}\n"),
+     "cfg.yaml:6: homeservers.example.com: duplicate homeserver"},
+    {"empty_file", "", "cfg.yaml:1: homeservers: required key is missing"},
+    {"homeservers_missing", "log:\n  level: info\n",
+     "cfg.yaml:1: homeservers: required key is missing"},
+    {"homeservers_empty_map", "homeservers: {}\n",
+     "cfg.yaml:1: homeservers: at least one homeserver is required"},
+    {"homeservers_null", "homeservers:\n", "cfg.yaml:1: homeservers: a value is required"},
+    {"homeservers_list", "log: {}\nhomeservers: [example.com]\n",
+     "cfg.yaml:2: homeservers: expected a map of server names to homeserver settings, got a "
+     "list"},
+    {"top_level_list", "- listen\n- homeservers\n",
+     "cfg.yaml:1: (top level): expected a map, got a list"},
+    {"top_level_scalar", "just text\n", "cfg.yaml:1: (top level): expected a map, got a scalar"},
+    {"two_documents", minimal_with("---\nlog: {level: info}\n"),
+     "cfg.yaml:7: (top level): expected a single YAML document, found 2"},
+    // homeservers
+    {"url_no_scheme", minimal_with("    url: matrix.example.com\n"),
+     hs + "url: 'matrix.example.com' must start with http:// or https://"},
+    {"url_ftp", minimal_with("    url: ftp://example.com\n"),
+     hs + "url: 'ftp://example.com' must start with http:// or https://"},
+    {"url_no_host", minimal_with("    url: https://\n"), hs + "url: 'https://' has no host name"},
+    {"url_bad_port", minimal_with("    url: https://example.com:99999\n"),
+     hs + "url: 'https://example.com:99999' has an invalid port (expected 1-65535)"},
+    {"url_query", minimal_with("    url: \"https://example.com/?x=1\"\n"),
+     hs + "url: 'https://example.com/?x=1' must not contain a query ('?') or fragment ('#')"},
+    {"url_list", minimal_with("    url: [https://example.com]\n"),
+     hs + "url: expected a string, got a list"},
+    {"url_port_without_host", minimal_with("    url: \"https://:8008\"\n"),
+     hs + "url: 'https://:8008' has no host name"},
+    {"url_empty_port", minimal_with("    url: \"https://example.com:\"\n"),
+     hs + "url: 'https://example.com:' has an invalid port (expected 1-65535)"},
+    {"url_port_letters", minimal_with("    url: \"https://example.com:8a/x\"\n"),
+     hs + "url: 'https://example.com:8a/x' has an invalid port (expected 1-65535)"},
+    {"url_user_information", minimal_with("    url: \"https://user@example.com\"\n"),
+     hs + "url: 'https://user@example.com' must not contain user information ('@')"},
+    {"url_space", minimal_with("    url: \"https://exa mple.com\"\n"),
+     hs + "url: 'https://exa mple.com' must not contain spaces or control characters"},
+    {"url_unclosed_ipv6", minimal_with("    url: \"https://[::1\"\n"),
+     hs + "url: 'https://[::1' has a malformed [IPv6] host"},
+    {"url_ipv6_then_junk", minimal_with("    url: \"https://[::1]x\"\n"),
+     hs + "url: 'https://[::1]x' has a malformed [IPv6] host"},
+    {"url_ipv6_bad_port", minimal_with("    url: \"https://[::1]:8a\"\n"),
+     hs + "url: 'https://[::1]:8a' has an invalid port (expected 1-65535)"},
+    {"ca_file_missing", minimal_with("    ca_file: nope.pem\n"),
+     hs + "ca_file: cannot read '{dir}/nope.pem': No such file or directory"},
+    {"ca_file_directory", minimal_with("    ca_file: {dir}\n"),
+     hs + "ca_file: cannot read '{dir}': not a regular file"},
+    {"device_id_empty", minimal_with("    device_id: \"\"\n"), hs + device + "''"},
+    {"device_id_space", minimal_with("    device_id: MY DEVICE\n"), hs + device + "'MY DEVICE'"},
+    {"device_id_slash", minimal_with("    device_id: dev/1\n"), hs + device + "'dev/1'"},
+    {"device_id_too_long", minimal_with("    device_id: " + std::string(65, 'A') + "\n"),
+     hs + device + "'" + std::string(64, 'A') + "...'"},
+    {"max_logins_zero", minimal_with("    max_concurrent_logins: 0\n"),
+     hs + "max_concurrent_logins: expected an integer from 1 to 1000, got '0'"},
+    {"max_logins_too_many", minimal_with("    max_concurrent_logins: 1001\n"),
+     hs + "max_concurrent_logins: expected an integer from 1 to 1000, got '1001'"},
+    {"max_logins_word", minimal_with("    max_concurrent_logins: four\n"),
+     hs + "max_concurrent_logins: expected an integer from 1 to 1000, got 'four'"},
+    {"response_bytes_negative", minimal_with("    max_response_bytes: -5\n"),
+     hs + "max_response_bytes: expected a positive integer, got '-5'"},
+    {"response_bytes_fraction", minimal_with("    max_response_bytes: 1.5\n"),
+     hs + "max_response_bytes: expected a positive integer, got '1.5'"},
+    {"response_bytes_overflow", minimal_with("    max_response_bytes: 99999999999999999999999\n"),
+     hs + "max_response_bytes: expected a positive integer, got '99999999999999999999999'"},
+    {"response_bytes_map", minimal_with("    max_response_bytes: {a: 1}\n"),
+     hs + "max_response_bytes: expected a positive integer, got a map"},
+    {"connect_timeout_zero", minimal_with("    connect_timeout: 0ms\n"),
+     hs + "connect_timeout: must be greater than 0"},
+    {"display_name_list", minimal_with("    device_display_name: [a, b]\n"),
+     hs + "device_display_name: expected a string, got a list"},
+    // login
+    {"login_scalar", "homeservers:\n  example.com:\n    login: shared_secret\n",
+     "cfg.yaml:3: homeservers.example.com.login: expected a map, got a scalar"},
+    {"login_missing", "homeservers:\n  example.com:\n    device_id: X\n",
+     "cfg.yaml:2: homeservers.example.com.login: required key is missing"},
+    {"method_missing", "homeservers:\n  example.com:\n    login:\n      secret_file: hs.secret\n",
+     "cfg.yaml:3: homeservers.example.com.login.method: required key is missing"},
+    {"method_null", "homeservers:\n  example.com:\n    login:\n      method:\n",
+     "cfg.yaml:4: homeservers.example.com.login.method: a value is required"},
+    {"method_unknown", "homeservers:\n  example.com:\n    login:\n      method: password\n",
+     "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
+     "(expected shared_secret, jwt, appservice or synapse_admin)"},
+    {"method_list", "homeservers:\n  example.com:\n    login:\n      method: [jwt]\n",
+     "cfg.yaml:4: homeservers.example.com.login.method: expected a string, got a list"},
+    {"login_type_unknown", minimal_with("      login_type: devture\n"),
+     hs + "login.login_type: expected auto, com.devture.shared_secret_auth or m.login.password, "
+          "got 'devture'"},
+    {"secret_file_missing_key", secret_head,
+     "cfg.yaml:3: homeservers.example.com.login.secret_file: required key is missing"},
+    {"secret_file_empty_name", secret_head + "      secret_file: \"\"\n",
+     "cfg.yaml:5: homeservers.example.com.login.secret_file: must not be empty"},
+    {"secret_file_absent", secret_head + "      secret_file: missing.secret\n",
+     "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '{dir}/missing.secret': "
+     "No such file or directory"},
+    {"secret_file_empty",
+     secret_head + "      secret_file: empty.secret\n",
+     "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '{dir}/empty.secret' is "
+     "empty",
+     {{"empty.secret", ""}}},
+    {"secret_file_only_newline",
+     secret_head + "      secret_file: newline.secret\n",
+     "cfg.yaml:5: homeservers.example.com.login.secret_file: secret file '{dir}/newline.secret' "
+     "is empty",
+     {{"newline.secret", "\n"}}},
+    {"secret_file_directory", secret_head + "      secret_file: .\n",
+     "cfg.yaml:5: homeservers.example.com.login.secret_file: cannot read '{dir}/': not a regular "
+     "file"},
+    {"jwt_flavor_unknown",
+     jwt_head + "      flavor: matrix\n      algorithm: HS256\n      secret_file: hs.secret\n",
+     "cfg.yaml:5" + jwt_at + "flavor: unknown flavor 'matrix' (expected synapse or famedly)"},
+    {"jwt_algorithm_none", jwt_head + "      algorithm: none\n      secret_file: hs.secret\n",
+     "cfg.yaml:5" + jwt_at + "algorithm: unknown algorithm 'none'" + algorithms},
+    {"jwt_algorithm_lower_case",
+     jwt_head + "      algorithm: hs256\n      secret_file: hs.secret\n",
+     "cfg.yaml:5" + jwt_at + "algorithm: unknown algorithm 'hs256'" + algorithms},
+    {"jwt_private_key_missing", jwt_head + "      algorithm: RS256\n",
+     "cfg.yaml:5" + jwt_at + "private_key_file: required key is missing (algorithm RS256)"},
+    {"jwt_secret_missing", jwt_head + "      algorithm: HS256\n",
+     "cfg.yaml:5" + jwt_at + "secret_file: required key is missing (algorithm HS256)"},
+    {"jwt_rsa_with_secret", jwt_head + "      algorithm: RS256\n      secret_file: hs.secret\n",
+     "cfg.yaml:6" + jwt_at +
+         "secret_file: RS256 takes its key from private_key_file, not from secret_file"},
+    {"jwt_hmac_with_private_key",
+     jwt_head + "      algorithm: HS384\n      private_key_file: pem.key\n",
+     "cfg.yaml:6" + jwt_at +
+         "private_key_file: HS384 takes its key from secret_file, not from private_key_file",
+     {{"pem.key", pem}}},
+    {"jwt_key_not_pem", jwt_head + "      algorithm: ES256\n      private_key_file: hs.secret\n",
+     "cfg.yaml:6" + jwt_at +
+         "private_key_file: ES256 needs a PEM private key, but '{dir}/hs.secret' holds no PEM "
+         "text"},
+    {"jwt_secret_is_pem",
+     jwt_head + "      algorithm: HS256\n      secret_file: pem.key\n",
+     "cfg.yaml:6" + jwt_at +
+         "secret_file: HS256 needs a shared secret, but '{dir}/pem.key' holds a PEM key or "
+         "certificate",
+     {{"pem.key", pem}}},
+    {"jwt_key_absent", jwt_head + "      algorithm: EdDSA\n      private_key_file: missing.pem\n",
+     "cfg.yaml:6" + jwt_at +
+         "private_key_file: cannot read '{dir}/missing.pem': No such file or directory"},
+    {"jwt_secret_empty",
+     jwt_head + "      algorithm: HS256\n      secret_file: empty\n",
+     "cfg.yaml:6" + jwt_at + "secret_file: file '{dir}/empty' is empty",
+     {{"empty", "\n"}}},
+    {"jwt_famedly_subject",
+     jwt_head + "      flavor: famedly\n      algorithm: HS256\n      secret_file: hs.secret\n"
+                "      subject_claim: user\n",
+     "cfg.yaml:8" + jwt_at + "subject_claim: flavor famedly always reads the subject from 'sub'"},
+    {"jwt_lifetime_short",
+     jwt_head +
+         "      algorithm: HS256\n      secret_file: hs.secret\n      token_lifetime: 500ms\n",
+     "cfg.yaml:7" + jwt_at + "token_lifetime: must be at least 1s (JWT times are whole seconds)"},
+    {"jwt_audiences_map",
+     jwt_head + "      algorithm: HS256\n      secret_file: hs.secret\n      audiences: {a: 1}\n",
+     "cfg.yaml:7" + jwt_at + "audiences: expected a list of strings, got a map"},
+    {"jwt_login_type",
+     jwt_head + "      algorithm: HS256\n      secret_file: hs.secret\n      login_type: auto\n",
+     "cfg.yaml:7" + jwt_at + "login_type: unknown key"},
+    {"appservice_nothing", as_head,
+     "cfg.yaml:3: homeservers.example.com.login.as_token_file: required key is missing (or give "
+     "registration_file)"},
+    {"appservice_both",
+     as_head + "      as_token_file: as.token\n      registration_file: reg.yaml\n",
+     "cfg.yaml:6: homeservers.example.com.login.registration_file: give either as_token_file or "
+     "registration_file, not both",
+     {{"as.token", "t\n"}}},
+    {"registration_absent", as_head + "      registration_file: reg.yaml\n",
+     as_at + "cannot read registration '{dir}/reg.yaml': No such file or directory"},
+    {"registration_without_token",
+     as_head + "      registration_file: reg.yaml\n",
+     as_at + "registration '{dir}/reg.yaml': as_token is missing or not a non-empty string",
+     {{"reg.yaml", "id: x\nnamespaces:\n  users: [{regex: '@a.*'}]\n"}}},
+    {"registration_users_map",
+     as_head + "      registration_file: reg.yaml\n",
+     as_at + "registration '{dir}/reg.yaml' line 3: namespaces.users: expected a list, got a map",
+     {{"reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: {regex: x}\n"}}},
+    {"registration_without_users",
+     as_head + "      registration_file: reg.yaml\n",
+     as_at + "registration '{dir}/reg.yaml': has no namespaces.users regex, so no user could be "
+             "logged in",
+     {{"reg.yaml", "as_token: secret-as-token\nnamespaces:\n  users: []\n"}}},
+    {"admin_token_missing", admin_head,
+     "cfg.yaml:3: homeservers.example.com.login.admin_token_file: required key is missing"},
+    {"admin_lifetime_short",
+     admin_head + "      admin_token_file: admin.token\n      token_lifetime: 30s\n",
+     "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
+     "is replaced before it runs out)",
+     {{"admin.token", "syt_admin\n"}}},
+    {"admin_token_absent", admin_head + "      admin_token_file: nope\n",
+     "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '{dir}/nope': No "
+     "such file or directory"},
+    // sessions and log
+    {"sessions_max_zero", with_minimal("sessions:\n  max: 0\n"),
+     "cfg.yaml:2: sessions.max: expected a positive integer, got '0'"},
+    {"sessions_idle_forever", with_minimal("sessions:\n  idle_timeout: forever\n"),
+     "cfg.yaml:2: sessions.idle_timeout: " + duration + "'forever'"},
+    {"bool_maybe", with_minimal("sessions:\n  revoke_on_evict: maybe\n"),
+     "cfg.yaml:2: sessions.revoke_on_evict: expected a boolean (true or false), got 'maybe'"},
+    {"bool_list", with_minimal("sessions:\n  revoke_on_shutdown: [true]\n"),
+     "cfg.yaml:2: sessions.revoke_on_shutdown: expected a boolean (true or false), got a list"},
+    {"log_level_verbose", with_minimal("log:\n  level: verbose\n"),
+     "cfg.yaml:2: log.level: expected one of trace, debug, info, warn, error, critical, off, got "
+     "'verbose'"},
+    {"log_format_logfmt", with_minimal("log:\n  level: info\n  format: logfmt\n"),
+     "cfg.yaml:3: log.format: expected text or json, got 'logfmt'"},
+    {"log_format_upper_case", with_minimal("log:\n  format: JSON\n"),
+     "cfg.yaml:2: log.format: expected text or json, got 'JSON'"},
+    {"log_format_list", with_minimal("log:\n  format: [json]\n"),
+     "cfg.yaml:2: log.format: expected a string, got a list"},
+};
+
+class ConfigError : public ConfigLoad, public ::testing::WithParamInterface<error_case> {
+ protected:
+  std::string in_dir(std::string text) const {
+    for (auto at = text.find("{dir}"); at != std::string::npos; at = text.find("{dir}", at))
+      text.replace(at, 5, dir_.string());
+    return text;
+  }
+};
+
+TEST_P(ConfigError, IsReportedAtItsKey) {
+  const auto& c = GetParam();
+  for (const auto& [name, contents] : c.files) write(name, in_dir(contents));
+  EXPECT_EQ(single_error(in_dir(c.yaml)), in_dir(c.expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, ConfigError, ::testing::ValuesIn(error_cases),
+                         [](const auto& info) { return std::string{info.param.name}; });
 
 }  // namespace
 
