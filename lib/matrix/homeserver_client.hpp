@@ -13,7 +13,6 @@
 #include <string>
 #include <string_view>
 
-#include "core/expected.hpp"  // mxp::unexpected{e} still builds an upstream_result
 #include "core/secret.hpp"
 
 namespace mxp::config {
