@@ -29,18 +29,18 @@ class refusing_homeserver final : public mxp::matrix::homeserver_client {
   void cancel_requests() override {}  // nothing is ever in flight: answers are immediate
   asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::login_grant>> login(
       std::string) override {
-    co_return mxp::unexpected{refusal()};
+    co_return refusal();
   }
   asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::refresh_grant>> refresh(
       mxp::secret_string) override {
-    co_return mxp::unexpected{refusal()};
+    co_return refusal();
   }
   asio::awaitable<mxp::matrix::upstream_result<mxp::matrix::logout_outcome>> logout(
       mxp::secret_string) override {
     co_return mxp::matrix::logout_outcome{false};
   }
   asio::awaitable<mxp::matrix::upstream_result<std::string>> whoami(mxp::secret_string) override {
-    co_return mxp::unexpected{refusal()};
+    co_return refusal();
   }
 
  private:

@@ -1,5 +1,7 @@
 // ctl: everything mxpuppetctl does except main(): argument parsing, one socket
-// API request per command, human or JSON output, and the exit codes.
+// API request per command, human or JSON output, and the exit codes. The entry point and
+// the context; each concept is its own file pair (ctl_options, ctl_runner, ctl_format,
+// ctl_json, ctl_user_commands, ctl_sessions, ctl_status, ctl_check_config).
 #pragma once
 
 #include <chrono>
@@ -9,6 +11,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+
+#include "client/ctl_format.hpp"  // human_duration, server_name_of
 
 namespace mxp::client {
 
@@ -20,6 +24,9 @@ enum class ctl_exit : int {
   unreachable = 3,   // socket missing, connection refused, permission denied, timeout
   bad_answer = 4,    // the daemon's answer is not the HTTP/JSON we expect
 };
+constexpr int exit_code(ctl_exit e) noexcept {
+  return static_cast<int>(e);
+}
 // check-config uses the same codes: 0 valid, 1 invalid (errors on stderr), 3 mxpuppetd not found or
 // not runnable.
 
@@ -43,12 +50,5 @@ struct ctl_context {
 int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx);
 
 std::string ctl_usage();
-
-// Human form of a duration, two units at most: 250ms, 45s, 3m 20s, 2h 5m, 3d 4h.
-// Negative values print as 0ms.
-std::string human_duration(std::int64_t ms);
-
-// The server name of a Matrix user ID (after the first ':'; it may carry a port), "" if none.
-std::string_view server_name_of(std::string_view user_id);
 
 }  // namespace mxp::client

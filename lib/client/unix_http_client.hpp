@@ -1,9 +1,11 @@
-// unix_http_client: a small blocking HTTP/1.1 client over a Unix stream socket
-// (plain POSIX, poll-based deadline), used by mxpuppetctl and end-to-end tests.
+// unix_http_client: a small blocking HTTP/1.1 client over a Unix stream socket (Beast,
+// run synchronously with a deadline), used by mxpuppetctl and end-to-end tests.
+// Beast stays out of this header: it is compiled in unix_http_client.cpp only.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -13,6 +15,8 @@
 #include "client/percent_encoding.hpp"
 
 namespace mxp::client {
+
+struct unix_connection;  // the socket, its private io_context and the unparsed bytes (.cpp)
 
 struct http_response {
   int status = 0;
@@ -57,25 +61,15 @@ class unix_http_client {
 
   void close() noexcept;
 
-  bool connected() const noexcept { return fd_ >= 0; }
+  bool connected() const noexcept { return conn_ != nullptr; }
   const std::string& socket_path() const noexcept { return socket_path_; }
 
  private:
-  using clock = std::chrono::steady_clock;
-  enum class attempt_result { done, peer_closed_early };
-
-  void connect(clock::time_point deadline);
-  bool idle_connection_closed() const noexcept;
-  attempt_result attempt(std::string_view method, const std::string& wire,
-                         clock::time_point deadline, http_response& out);
-  // Reads at least one more byte into buf_; returns false on EOF.
-  bool fill(clock::time_point deadline);
-  void wait(short events, clock::time_point deadline) const;
+  void connect(std::chrono::steady_clock::time_point deadline);
 
   std::string socket_path_;
   std::chrono::milliseconds timeout_;
-  int fd_ = -1;
-  std::string buf_;  // bytes received but not yet consumed
+  std::unique_ptr<unix_connection> conn_;  // null: not connected
 };
 
 }  // namespace mxp::client

@@ -1,5 +1,7 @@
 // expected<T, E>: a value or an error, for failures that are part of normal
 // operation (a homeserver refusing a login). C++20 has no std::expected yet.
+// Being replaced by boost::system::result (lib/net, lib/matrix and lib/credentials use it);
+// kept until lib/sessions, lib/api and lib/config have moved.
 #pragma once
 
 #include <utility>
@@ -10,6 +12,11 @@ namespace mxp {
 template <typename E>
 struct unexpected {
   E error;
+
+  // So that `unexpected{e}` also initialises a boost::system::result<T, E> (the matrix layer's
+  // upstream_result), for code that has not moved off expected yet.
+  operator E() && { return std::move(error); }
+  operator E() const& { return error; }
 };
 template <typename E>
 unexpected(E) -> unexpected<E>;

@@ -214,26 +214,26 @@ jwt_signer::jwt_signer(jwt_signer&&) noexcept = default;
 jwt_signer& jwt_signer::operator=(jwt_signer&&) noexcept = default;
 jwt_signer::~jwt_signer() = default;
 
-expected<jwt_signer, std::string> jwt_signer::create(jwt_algorithm alg,
-                                                     const secret_string& key_material) {
+boost::system::result<jwt_signer, std::string> jwt_signer::create(
+    jwt_algorithm alg, const secret_string& key_material) {
   const auto& ai = info(alg);
   const std::string& material = key_material.reveal();
   pkey_ptr key;
 
   if (ai.fam == family::hmac) {
-    if (material.empty()) return unexpected{fmt::format("{} needs a non-empty secret", ai.name)};
+    if (material.empty()) return fmt::format("{} needs a non-empty secret", ai.name);
     if (material.size() > static_cast<std::size_t>(INT_MAX))
-      return unexpected{fmt::format("{} secret is too long", ai.name)};
+      return fmt::format("{} secret is too long", ai.name);
     // Verifiers (PyJWT, authlib) refuse PEM text as an HMAC secret to prevent algorithm
     // confusion, so such a configuration can never log anyone in: say so now.
     if (material.find("-----BEGIN ") != std::string::npos)
-      return unexpected{
-          fmt::format("{} needs a shared secret, but the key material is a PEM key or certificate; "
-                      "use an RS*, PS*, ES* or EdDSA algorithm for a private key",
-                      ai.name)};
+      return fmt::format(
+          "{} needs a shared secret, but the key material is a PEM key or certificate; "
+          "use an RS*, PS*, ES* or EdDSA algorithm for a private key",
+          ai.name);
   } else {
     if (material.size() > static_cast<std::size_t>(INT_MAX))
-      return unexpected{fmt::format("{} private key is too long", ai.name)};
+      return fmt::format("{} private key is too long", ai.name);
     bio_ptr bio(BIO_new_mem_buf(material.data(), static_cast<int>(material.size())));
     if (!bio) throw std::runtime_error("BIO_new_mem_buf failed");
     bool passphrase_asked = false;
@@ -242,24 +242,24 @@ expected<jwt_signer, std::string> jwt_signer::create(jwt_algorithm alg,
     const std::string reason = take_openssl_reason();
     if (!key) {
       if (passphrase_asked)
-        return unexpected{fmt::format(
+        return fmt::format(
             "{} private key is encrypted; a passphrase-protected key is not supported, store "
             "it unencrypted with restrictive file permissions",
-            ai.name)};
-      return unexpected{fmt::format(
+            ai.name);
+      return fmt::format(
           "{} needs an unencrypted PEM private key (PKCS#8 \"PRIVATE KEY\" or traditional "
           "\"RSA/EC PRIVATE KEY\"), but none could be read{}{}",
-          ai.name, reason.empty() ? "" : ": ", reason)};
+          ai.name, reason.empty() ? "" : ": ", reason);
     }
-    if (auto why = key_mismatch(ai, key.get())) return unexpected{std::move(*why)};
+    if (auto why = key_mismatch(ai, key.get())) return std::move(*why);
   }
   jwt_signer signer(alg, std::move(key), ai.fam == family::hmac ? &key_material : nullptr);
 
   // A trial signature: whatever would make sign() fail later shows up now, at load time.
   if (!signer.try_signature("mxpuppet key check")) {
     const std::string reason = take_openssl_reason();
-    return unexpected{fmt::format("{} cannot sign with this key{}{}", ai.name,
-                                  reason.empty() ? "" : ": ", reason)};
+    return fmt::format("{} cannot sign with this key{}{}", ai.name, reason.empty() ? "" : ": ",
+                       reason);
   }
   return signer;
 }

@@ -9,7 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/expected.hpp"
+#include <boost/system/result.hpp>
+
 #include "core/secret.hpp"
 
 struct evp_pkey_st;  // EVP_PKEY, kept out of this header
@@ -48,8 +49,8 @@ class jwt_signer {
   // at least 2048 bits; ES256 P-256, ES384 P-384, ES512 P-521; EdDSA Ed25519 or Ed448.
   // The key is test-signed once here, so sign() only fails if OpenSSL itself does.
   // On refusal returns a message for operators; it never contains key material.
-  static expected<jwt_signer, std::string> create(jwt_algorithm alg,
-                                                  const secret_string& key_material);
+  static boost::system::result<jwt_signer, std::string> create(jwt_algorithm alg,
+                                                               const secret_string& key_material);
 
   jwt_signer(jwt_signer&&) noexcept;
   jwt_signer& operator=(jwt_signer&&) noexcept;

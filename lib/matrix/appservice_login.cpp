@@ -35,23 +35,23 @@ class appservice_login_strategy final : public login_strategy {
   asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
                                                       std::string user_id) override {
     const auto parts = parse_user_id(user_id);
-    if (!parts) co_return unexpected{malformed_user_id(user_id)};
+    if (!parts) co_return malformed_user_id(user_id);
     if (!appservice_is_interested(method_, server_name_, user_id)) {
       // Refused without a request, but still after one trip through the executor: the session
       // pool starts a login with co_spawn (which dispatches inline) and only then waits for its
       // outcome, so a login that completes without suspending would be missed by its waiters.
       co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
-      co_return unexpected{upstream_error{errc::forbidden,
-                                          0,
-                                          {},
-                                          {},
-                                          std::nullopt,
-                                          fmt::format("{} is outside the user namespaces of {}",
-                                                      user_id, method_.registration_file)}};
+      co_return upstream_error{errc::forbidden,
+                               0,
+                               {},
+                               {},
+                               std::nullopt,
+                               fmt::format("{} is outside the user namespaces of {}", user_id,
+                                           method_.registration_file)};
     }
     if (!registered_.contains(user_id)) {
       auto reg = co_await register_user(http, std::string{parts->localpart}, user_id);
-      if (!reg) co_return unexpected{std::move(reg).error()};
+      if (!reg) co_return std::move(reg).error();
       registered_.insert(user_id);
     }
 
@@ -70,7 +70,7 @@ class appservice_login_strategy final : public login_strategy {
                               .body = std::move(body),
                               .bearer = &method_.as_token};
     auto answer = co_await http->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     co_return read_login_answer(*answer, user_id, false,
                                 fmt::format("appservice login of {}", user_id));
   }
@@ -78,9 +78,8 @@ class appservice_login_strategy final : public login_strategy {
  private:
   // POST /register {"type":"m.login.application_service","username":localpart,
   // "inhibit_login":true}: 200 registered it, 400 M_USER_IN_USE means it existed already.
-  asio::awaitable<upstream_result<success>> register_user(net::http_client* http,
-                                                          std::string localpart,
-                                                          std::string user_id) {
+  asio::awaitable<upstream_result<void>> register_user(net::http_client* http,
+                                                       std::string localpart, std::string user_id) {
     std::string body;
     json_writer{body}
         .begin_object()
@@ -93,12 +92,12 @@ class appservice_login_strategy final : public login_strategy {
                               .body = std::move(body),
                               .bearer = &method_.as_token};
     auto answer = co_await http->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
-    if (answer->status == 200) co_return success{};
+    if (!answer) co_return transport_error(answer.error());
+    if (answer->status == 200) co_return upstream_result<void>{};
     auto e = classify_error_response(answer->status, answer->body, answer->retry_after,
                                      fmt::format("appservice registration of {}", user_id));
-    if (answer->status == 400 && e.errcode == "M_USER_IN_USE") co_return success{};
-    co_return unexpected{std::move(e)};
+    if (answer->status == 400 && e.errcode == "M_USER_IN_USE") co_return upstream_result<void>{};
+    co_return std::move(e);
   }
 
   device_fields device_;

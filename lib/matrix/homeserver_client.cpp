@@ -4,6 +4,8 @@
 #include <simdjson.h>
 
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+#include <boost/throw_exception.hpp>
 
 #include <fmt/format.h>
 #include <algorithm>
@@ -88,8 +90,7 @@ class matrix_homeserver final : public homeserver_client {
   }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
-    if (auto ready = co_await ensure_ready(); !ready)
-      co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();
     if (strategy_) co_return co_await strategy_->login(http_.get(), std::move(user_id));
     const auto& secret_cfg = std::get<config::shared_secret_login>(config_.login);
     const auto hmac = credentials::shared_secret_token(secret_cfg.secret, user_id);
@@ -110,13 +111,12 @@ class matrix_homeserver final : public homeserver_client {
     net::http_request request{
         .method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     co_return read_login_answer(*answer, user_id, false, fmt::format("login of {}", user_id));
   }
 
   asio::awaitable<upstream_result<refresh_grant>> refresh(secret_string refresh_token) override {
-    if (auto ready = co_await ensure_ready(); !ready)
-      co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();
     std::string body;
     json_writer{body}.begin_object().member("refresh_token", refresh_token.reveal()).end_object();
     secret_string body_secret{std::move(body)};
@@ -127,7 +127,7 @@ class matrix_homeserver final : public homeserver_client {
                                 .body = body_secret.reveal(),
                                 .replay_safe = false};
       auto answer = co_await http_->request(std::move(request));
-      if (!answer) co_return unexpected{transport_error(answer.error())};
+      if (!answer) co_return transport_error(answer.error());
       if (answer->status != 200) {
         auto e =
             classify_error_response(answer->status, answer->body, answer->retry_after, "refresh");
@@ -137,20 +137,19 @@ class matrix_homeserver final : public homeserver_client {
           refresh_path_ = refresh_v1;
           continue;
         }
-        co_return unexpected{std::move(e)};
+        co_return std::move(e);
       }
       simdjson::dom::element doc;
       std::string_view token;
       if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object() ||
           doc["access_token"].get_string().get(token) != simdjson::SUCCESS || token.empty())
-        co_return unexpected{bad_response(200, "refresh answer lacks access_token")};
+        co_return bad_response(200, "refresh answer lacks access_token");
       refresh_grant grant;
       grant.access_token = secret_string{std::string{token}};
       if (auto next = string_member(doc, "refresh_token"))
         grant.refresh_token = secret_string{std::move(*next)};
       if (auto ms = int_member(doc, "expires_in_ms")) {
-        if (*ms <= 0)
-          co_return unexpected{bad_response(200, "refresh answer: expires_in_ms is not positive")};
+        if (*ms <= 0) co_return bad_response(200, "refresh answer: expires_in_ms is not positive");
         grant.expires_in_ms = std::min(*ms, max_expires_in_ms);
       }
       co_return grant;
@@ -158,12 +157,11 @@ class matrix_homeserver final : public homeserver_client {
   }
 
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
-    if (auto ready = co_await ensure_ready(); !ready)
-      co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();
     net::http_request request{
         .method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     if (answer->status == 200) {
       // Synapse answers {}. A 200 whose body is not a JSON object (a proxy's page, garbage)
       // does not confirm anything: the token stays pending logout and is logged out again.
@@ -175,52 +173,50 @@ class matrix_homeserver final : public homeserver_client {
       e.code = errc::upstream_bad_response;
       e.http_status = 200;
       e.diagnostic = "logout: a 200 answer that is not a JSON object, not taken as a logout";
-      co_return unexpected{std::move(e)};
+      co_return std::move(e);
     }
     auto e = classify_error_response(answer->status, answer->body, answer->retry_after, "logout");
     if (answer->status == 401 && e.errcode == "M_UNKNOWN_TOKEN") co_return logout_outcome{false};
-    co_return unexpected{std::move(e)};
+    co_return std::move(e);
   }
 
   asio::awaitable<upstream_result<std::string>> whoami(secret_string token) override {
-    if (auto ready = co_await ensure_ready(); !ready)
-      co_return unexpected{std::move(ready).error()};
+    if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();
     net::http_request request{
         .method = "GET", .target = "/_matrix/client/v3/account/whoami", .bearer = &token};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     if (answer->status != 200)
-      co_return unexpected{
-          classify_error_response(answer->status, answer->body, answer->retry_after, "whoami")};
+      co_return classify_error_response(answer->status, answer->body, answer->retry_after,
+                                        "whoami");
     simdjson::dom::element doc;
     if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS || !doc.is_object())
-      co_return unexpected{bad_response(200, "whoami answer is not a JSON object")};
+      co_return bad_response(200, "whoami answer is not a JSON object");
     auto who = string_member(doc, "user_id");
-    if (!who) co_return unexpected{bad_response(200, "whoami answer lacks user_id")};
+    if (!who) co_return bad_response(200, "whoami answer lacks user_id");
     co_return std::move(*who);
   }
 
  private:
   // Discovers the base URL and the login type when the config left them open.
-  asio::awaitable<upstream_result<success>> ensure_ready() {
+  asio::awaitable<upstream_result<void>> ensure_ready() {
     if (!http_) {
       auto url = co_await discover();
-      if (!url) co_return unexpected{std::move(url).error()};
+      if (!url) co_return std::move(url).error();
       if (!http_) {  // another coroutine may have finished discovery meanwhile
         try {
           use_client(std::make_unique<net::http_client>(executor_, *url, http_options_));
         } catch (const std::exception& e) {
-          co_return unexpected{
-              upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()}};
+          co_return upstream_error{errc::discovery_failed, 0, {}, {}, std::nullopt, e.what()};
         }
       }
     }
     if (!strategy_ && resolved_login_type_.empty()) {  // shared_secret with login_type auto
       auto chosen = co_await choose_login_type();
-      if (!chosen) co_return unexpected{std::move(chosen).error()};
+      if (!chosen) co_return std::move(chosen).error();
       resolved_login_type_ = *chosen;
     }
-    co_return success{};
+    co_return upstream_result<void>{};
   }
 
   // GET https://<server_name>/.well-known/matrix/client -> m.homeserver.base_url
@@ -238,21 +234,20 @@ class matrix_homeserver final : public homeserver_client {
       well_known = std::make_unique<net::http_client>(executor_, "https://" + config_.server_name,
                                                       http_options_);
     } catch (const std::exception& e) {
-      co_return unexpected{fail(e.what())};
+      co_return fail(e.what());
     }
     net::http_request request{.method = "GET", .target = "/.well-known/matrix/client"};
     discovering_ = well_known.get();
     auto answer = co_await well_known->request(std::move(request));
     discovering_ = nullptr;
-    if (!answer) co_return unexpected{fail(answer.error().diagnostic)};
-    if (answer->status != 200) co_return unexpected{fail(fmt::format("HTTP {}", answer->status))};
+    if (!answer) co_return fail(answer.error().diagnostic);
+    if (answer->status != 200) co_return fail(fmt::format("HTTP {}", answer->status));
     simdjson::dom::element doc;
     std::string_view base;
     if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS ||
         doc["m.homeserver"]["base_url"].get_string().get(base) != simdjson::SUCCESS)
-      co_return unexpected{fail("answer has no m.homeserver.base_url")};
-    if (!net::parse_base_url(base))
-      co_return unexpected{fail("m.homeserver.base_url is not an http(s) URL")};
+      co_return fail("answer has no m.homeserver.base_url");
+    if (!net::parse_base_url(base)) co_return fail("m.homeserver.base_url is not an http(s) URL");
     co_return std::string{base};
   }
 
@@ -260,15 +255,15 @@ class matrix_homeserver final : public homeserver_client {
   asio::awaitable<upstream_result<std::string>> choose_login_type() {
     net::http_request request{.method = "GET", .target = "/_matrix/client/v3/login"};
     auto answer = co_await http_->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     if (answer->status != 200)
-      co_return unexpected{classify_error_response(answer->status, answer->body,
-                                                   answer->retry_after, "reading login flows")};
+      co_return classify_error_response(answer->status, answer->body, answer->retry_after,
+                                        "reading login flows");
     simdjson::dom::element doc;
     simdjson::dom::array flows;
     if (parser_.parse(answer->body).get(doc) != simdjson::SUCCESS ||
         doc["flows"].get_array().get(flows) != simdjson::SUCCESS)
-      co_return unexpected{bad_response(200, "GET /login answer has no flows array")};
+      co_return bad_response(200, "GET /login answer has no flows array");
     bool has_devture = false, has_password = false;
     for (auto flow : flows) {
       std::string_view type;
@@ -278,13 +273,13 @@ class matrix_homeserver final : public homeserver_client {
     }
     if (has_devture) co_return std::string{devture_type};
     if (has_password) co_return std::string{password_type};
-    co_return unexpected{upstream_error{
+    co_return upstream_error{
         errc::upstream_refused,
         200,
         {},
         {},
         std::nullopt,
-        "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"}};
+        "homeserver offers neither com.devture.shared_secret_auth nor m.login.password"};
   }
 
   void use_client(std::unique_ptr<net::http_client> client) {
@@ -307,6 +302,10 @@ class matrix_homeserver final : public homeserver_client {
 };
 
 }  // namespace
+
+void throw_exception_from_error(const upstream_error& e, const boost::source_location& location) {
+  boost::throw_exception(boost::system::system_error(e.code, e.diagnostic), location);
+}
 
 upstream_error classify_error_response(int status, std::string_view body,
                                        const std::optional<std::string>& retry_after_header,

@@ -5,6 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -12,7 +13,6 @@
 #include <string>
 #include <string_view>
 
-#include "core/expected.hpp"
 #include "core/secret.hpp"
 
 namespace mxp::config {
@@ -36,8 +36,13 @@ struct upstream_error {
   bool request_sent = true;
 };
 
+// What boost::system::result<T, upstream_error>::value() throws: system_error(code, diagnostic).
+[[noreturn]] void throw_exception_from_error(const upstream_error& e,
+                                             const boost::source_location& location);
+
+// A homeserver call's value, or why it failed (upstream_result<void>: nothing but the outcome).
 template <typename T>
-using upstream_result = expected<T, upstream_error>;
+using upstream_result = boost::system::result<T, upstream_error>;
 
 struct login_grant {
   secret_string access_token;

@@ -29,7 +29,7 @@ credentials::jwt_signer make_signer(const config::jwt_login& method) {
         fmt::format("{}: unknown JWT algorithm '{}'", method.key_origin, method.algorithm));
   auto signer = credentials::jwt_signer::create(*alg, method.key);
   if (!signer) throw std::runtime_error(fmt::format("{}: {}", method.key_origin, signer.error()));
-  return std::move(signer).value();
+  return *std::move(signer);  // checked above (a string error has no value() to throw)
 }
 
 class jwt_login_strategy final : public login_strategy {
@@ -53,7 +53,7 @@ class jwt_login_strategy final : public login_strategy {
   asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
                                                       std::string user_id) override {
     const auto parts = parse_user_id(user_id);
-    if (!parts) co_return unexpected{malformed_user_id(user_id)};
+    if (!parts) co_return malformed_user_id(user_id);
     credentials::jwt_claims claims = claims_template_;
     claims.subject = std::string{parts->localpart};
     secret_string body_secret;
@@ -77,7 +77,7 @@ class jwt_login_strategy final : public login_strategy {
     net::http_request request{
         .method = "POST", .target = "/_matrix/client/v3/login", .body = body_secret.reveal()};
     auto answer = co_await http->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     co_return read_login_answer(
         *answer, user_id, false,
         fmt::format("{} login of {}", famedly_ ? famedly_type : synapse_type, user_id));

@@ -55,15 +55,11 @@ upstream_result<login_grant> read_login_answer(const net::http_response& answer,
                                                const std::string& user_id, bool user_id_optional,
                                                std::string diagnostic) {
   if (answer.status != 200)
-    return unexpected{classify_error_response(answer.status, answer.body, answer.retry_after,
-                                              std::move(diagnostic))};
+    return classify_error_response(answer.status, answer.body, answer.retry_after,
+                                   std::move(diagnostic));
   const auto bad = [&](std::string why) {
-    return unexpected{upstream_error{errc::upstream_bad_response,
-                                     200,
-                                     {},
-                                     {},
-                                     std::nullopt,
-                                     fmt::format("{}: {}", diagnostic, why)}};
+    return upstream_error{errc::upstream_bad_response,           200, {}, {}, std::nullopt,
+                          fmt::format("{}: {}", diagnostic, why)};
   };
   simdjson::dom::parser parser;
   simdjson::dom::element doc;

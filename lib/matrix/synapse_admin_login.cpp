@@ -9,6 +9,7 @@
 
 #include "config/config.hpp"
 #include "core/errc.hpp"
+#include "core/percent_encoding.hpp"
 
 namespace mxp::matrix {
 namespace {
@@ -35,11 +36,11 @@ class synapse_admin_login_strategy final : public login_strategy {
     json_writer{body}.begin_object().member("valid_until_ms", valid_until_ms).end_object();
     net::http_request request{
         .method = "POST",
-        .target = "/_synapse/admin/v1/users/" + percent_encode_segment(user_id) + "/login",
+        .target = "/_synapse/admin/v1/users/" + percent_encode(user_id) + "/login",
         .body = std::move(body),
         .bearer = &method_.admin_token};
     auto answer = co_await http->request(std::move(request));
-    if (!answer) co_return unexpected{transport_error(answer.error())};
+    if (!answer) co_return transport_error(answer.error());
     auto grant =
         read_login_answer(*answer, user_id, true, fmt::format("admin login as {}", user_id));
     if (!grant) co_return std::move(grant);
@@ -47,13 +48,13 @@ class synapse_admin_login_strategy final : public login_strategy {
     // Measured after the answer so the pool's now + expires_in_ms lands on valid_until_ms.
     grant->expires_in_ms = valid_until_ms - wall_clock_ms();
     if (*grant->expires_in_ms <= 0)
-      co_return unexpected{upstream_error{
+      co_return upstream_error{
           errc::upstream_bad_response,
           200,
           {},
           {},
           std::nullopt,
-          fmt::format("admin login as {}: the token expired before it arrived", user_id)}};
+          fmt::format("admin login as {}: the token expired before it arrived", user_id)};
     co_return std::move(grant);
   }
 
@@ -62,24 +63,6 @@ class synapse_admin_login_strategy final : public login_strategy {
 };
 
 }  // namespace
-
-std::string percent_encode_segment(std::string_view text) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size() * 3);
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      out += ch;
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    }
-  }
-  return out;
-}
 
 std::unique_ptr<login_strategy> make_synapse_admin_login(
     const config::homeserver_config&, const config::synapse_admin_login& method) {

@@ -3,9 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <string>
-#include <string_view>
-
 #include "matrix/login_strategy.hpp"
 
 namespace mxp::config {
@@ -16,8 +13,5 @@ namespace mxp::matrix {
 
 std::unique_ptr<login_strategy> make_synapse_admin_login(const config::homeserver_config& hs,
                                                          const config::synapse_admin_login& method);
-
-// Percent-encodes every byte outside RFC 3986's unreserved set, for one path segment.
-std::string percent_encode_segment(std::string_view text);
 
 }  // namespace mxp::matrix

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/percent_encoding.hpp"
 #include "core/server_name.hpp"
 
 namespace mxp::matrix {
@@ -24,7 +25,8 @@ std::optional<user_id_parts> parse_user_id(std::string_view user_id);
 // grammar in core/server_name.hpp, which the config loader uses too.
 using ::mxp::is_valid_server_name;
 
-// Decodes %XX escapes; nullopt for a malformed escape. '+' stays '+' (path, not form).
-std::optional<std::string> percent_decode(std::string_view text);
+// Decodes %XX escapes; nullopt for a malformed escape. '+' stays '+' (path, not form). The one
+// decoder in core/percent_encoding.hpp (Boost.URL).
+using ::mxp::percent_decode;
 
 }  // namespace mxp::matrix

@@ -16,6 +16,9 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/system/system_error.hpp>
+#include <boost/throw_exception.hpp>
+#include <boost/url/parse.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -30,48 +33,41 @@ namespace mxp::net {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace urls = boost::urls;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
+void throw_exception_from_error(const http_failure& failure,
+                                const boost::source_location& location) {
+  boost::throw_exception(boost::system::system_error(failure.code, failure.diagnostic), location);
+}
+
 std::optional<base_url> parse_base_url(std::string_view url) {
+  const auto parsed = urls::parse_absolute_uri(url);
+  if (!parsed) return std::nullopt;
+  const urls::url_view& u = *parsed;
+  // Lower case only, as the config loader writes it; no user info, query or fragment.
   base_url out;
-  if (url.starts_with("https://")) {
+  if (u.scheme() == "https") {
     out.tls = true;
-    url.remove_prefix(8);
-  } else if (url.starts_with("http://")) {
-    url.remove_prefix(7);
-  } else {
+  } else if (u.scheme() != "http") {
     return std::nullopt;
   }
-  const auto slash = url.find('/');
-  std::string_view authority = url.substr(0, slash);
-  std::string_view path = slash == std::string_view::npos ? std::string_view{} : url.substr(slash);
-  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
-  if (authority.empty() || authority.find_first_of("@?# ") != std::string_view::npos)
+  if (!u.has_authority() || u.has_userinfo() || u.has_query() || u.has_fragment())
     return std::nullopt;
-  if (path.find_first_of("?# ") != std::string_view::npos) return std::nullopt;
-  std::string_view host = authority, port;
-  if (authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return std::nullopt;
-    host = authority.substr(1, close - 1);
-    const auto rest = authority.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return std::nullopt;
-      port = rest.substr(1);
-    }
-  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  if (host.empty()) return std::nullopt;
-  if (!port.empty() &&
-      (port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos))
-    return std::nullopt;
+  // Without brackets for IPv6 (the resolver's form); the host as written otherwise.
+  const std::string_view host = u.encoded_host_address();
+  // A port of up to 5 digits; none (or "host:") means the scheme's.
+  const std::string_view port = u.port();
+  if (host.empty() || port.size() > 5) return std::nullopt;
   out.host = std::string{host};
   out.port = port.empty() ? (out.tls ? "443" : "80") : std::string{port};
-  out.host_header = std::string{authority};
+  out.host_header = std::string{u.encoded_authority()};
+  std::string_view path = u.encoded_path();
+  // Boost.URL 1.81 reads "http://host:8a" as port "8" and path "a": refuse a rootless path.
+  if (!path.empty() && path.front() != '/') return std::nullopt;
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
   out.path_prefix = std::string{path};
   return out;
 }
@@ -161,7 +157,7 @@ struct http_client::impl {
     idle.push_back(std::move(c));
   }
 
-  asio::awaitable<expected<std::unique_ptr<connection>, http_failure>> connect(
+  asio::awaitable<boost::system::result<std::unique_ptr<connection>, http_failure>> connect(
       steady::time_point deadline) {
     const auto connect_deadline = std::min(deadline, steady::now() + options.connect_timeout);
     error_code ec;
@@ -178,8 +174,8 @@ struct http_client::impl {
     auto endpoints = co_await resolver->async_resolve(
         url.host, url.port, asio::redirect_error(asio::use_awaitable, ec));
     guard.cancel();
-    if (*timed_out) co_return unexpected{failure_from(beast::error::timeout, "resolve", url)};
-    if (ec) co_return unexpected{failure_from(ec, "resolve", url)};
+    if (*timed_out) co_return failure_from(beast::error::timeout, "resolve", url);
+    if (ec) co_return failure_from(ec, "resolve", url);
 
     auto c = std::make_unique<connection>();
     if (url.tls) {
@@ -190,7 +186,7 @@ struct http_client::impl {
     registration<connection> connect_in_flight{busy, c.get()};
     c->lowest().expires_at(connect_deadline);
     co_await c->lowest().async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return unexpected{failure_from(ec, "connect", url)};
+    if (ec) co_return failure_from(ec, "connect", url);
     c->lowest().socket().set_option(tcp::no_delay{true}, ec);
 
     if (url.tls) {
@@ -203,7 +199,7 @@ struct http_client::impl {
       }
       co_await c->secure->async_handshake(asio::ssl::stream_base::client,
                                           asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return unexpected{failure_from(ec, "TLS handshake with", url)};
+      if (ec) co_return failure_from(ec, "TLS handshake with", url);
     }
     co_return c;
   }
@@ -271,7 +267,8 @@ void http_client::cancel_all() {
   close_idle();
 }
 
-asio::awaitable<expected<http_response, http_failure>> http_client::request(http_request req) {
+asio::awaitable<boost::system::result<http_response, http_failure>> http_client::request(
+    http_request req) {
   auto& self = *impl_;
   const auto deadline = steady::now() + self.options.request_timeout;
 
@@ -305,7 +302,7 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
       if (self.cancellations != cancellations || !connected) {
         auto failure = connected ? cancelled() : std::move(connected).error();
         failure.request_sent = false;
-        co_return unexpected{std::move(failure)};
+        co_return std::move(failure);
       }
       c = std::move(connected.value());
     }
@@ -324,7 +321,7 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
         ec = co_await impl::exchange(*c->plain, *c, message, parser);
     }
     // An answer that arrived whole before the cancellation is kept: it may carry a new token.
-    if (ec && self.cancellations != cancellations) co_return unexpected{cancelled()};
+    if (ec && self.cancellations != cancellations) co_return cancelled();
     if (ec) {
       c->close();  // a stream that failed or timed out is never reused
       const bool nothing_received = !parser.got_some() && c->buffer.size() == 0;
@@ -334,8 +331,7 @@ asio::awaitable<expected<http_response, http_failure>> http_client::request(http
                       req.target, self.url.host, self.url.port, ec.message());
         continue;  // the server closed an idle keep-alive connection: try a fresh one
       }
-      co_return unexpected{
-          failure_from(ec, fmt::format("{} {} at", req.method, req.target), self.url)};
+      co_return failure_from(ec, fmt::format("{} {} at", req.method, req.target), self.url);
     }
     auto& res = parser.get();
     http_response out;

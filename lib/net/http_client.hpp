@@ -6,6 +6,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -14,7 +15,6 @@
 #include <string>
 #include <string_view>
 
-#include "core/expected.hpp"
 #include "core/secret.hpp"
 
 namespace mxp::net {
@@ -66,6 +66,10 @@ struct http_failure {
   bool request_sent = true;
 };
 
+// What boost::system::result<T, http_failure>::value() throws: system_error(code, diagnostic).
+[[noreturn]] void throw_exception_from_error(const http_failure& failure,
+                                             const boost::source_location& location);
+
 class http_client {
  public:
   // Throws std::invalid_argument for a malformed URL, std::runtime_error for an unusable CA file.
@@ -75,7 +79,8 @@ class http_client {
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;
 
-  boost::asio::awaitable<expected<http_response, http_failure>> request(http_request req);
+  boost::asio::awaitable<boost::system::result<http_response, http_failure>> request(
+      http_request req);
 
   const base_url& url() const noexcept;
   std::size_t idle_connections() const noexcept;

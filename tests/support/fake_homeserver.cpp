@@ -50,6 +50,7 @@
 #include <utility>
 
 #include "core/json_writer.hpp"
+#include "core/percent_encoding.hpp"
 
 namespace mxp::test {
 
@@ -199,34 +200,6 @@ std::optional<std::string> bearer_token(std::string_view header) {
 std::int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-// %XX decoding of a path segment; nullopt for a malformed escape.
-std::optional<std::string> percent_decode(std::string_view in) {
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size()) return std::nullopt;
-    unsigned v = 0;
-    for (int k = 1; k <= 2; ++k) {
-      const char c = in[i + k];
-      v <<= 4;
-      if (c >= '0' && c <= '9')
-        v |= static_cast<unsigned>(c - '0');
-      else if (c >= 'a' && c <= 'f')
-        v |= static_cast<unsigned>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F')
-        v |= static_cast<unsigned>(c - 'A' + 10);
-      else
-        return std::nullopt;
-    }
-    out += static_cast<char>(v);
-    i += 2;
-  }
-  return out;
 }
 
 // --- JWT verification, independent of lib/credentials -------------------------------------

@@ -1,4 +1,4 @@
-// tcp_http: a tiny blocking HTTP/1.1 client over loopback TCP (plain POSIX sockets) for the
+// tcp_http: a tiny blocking HTTP/1.1 client over loopback TCP (Beast, with a deadline) for the
 // end-to-end tests of the daemon's TCP listener, and a free-port helper.
 #pragma once
 

@@ -238,7 +238,7 @@ run_result verify(jwt_algorithm alg, const fs::path& keyfile, const std::string&
 jwt_signer make_signer(jwt_algorithm alg, const std::string& material) {
   auto s = jwt_signer::create(alg, secret_string{material});
   if (!s) throw std::runtime_error("create failed: " + s.error());
-  return std::move(s).value();
+  return *std::move(s);
 }
 
 // ---------------------------------------------------------------- base64url, names
