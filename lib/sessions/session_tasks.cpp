@@ -21,7 +21,7 @@ asio::awaitable<matrix::upstream_result<T>> guarded(
   try {
     co_return co_await std::move(call);
   } catch (const std::exception& ex) {
-    co_return unexpected{local_error(errc::upstream_unavailable, ex.what())};
+    co_return local_error(errc::upstream_unavailable, ex.what());
   }
 }
 
@@ -123,9 +123,10 @@ asio::awaitable<void> pool_state::session_task(std::shared_ptr<session_entry> e)
         auto grant = co_await guarded(client.refresh(e->machine().token().refresh_token));
         const auto took = std::chrono::steady_clock::now() - began;
         const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+        // result::error() is a copy: kept here for the observer's pointer.
+        const auto failure = grant.has_value() ? std::nullopt : std::optional{grant.error()};
         if (options.observer)
-          options.observer->on_refresh(client.server_name(), took,
-                                       grant.has_value() ? nullptr : &grant.error());
+          options.observer->on_refresh(client.server_name(), took, failure ? &*failure : nullptr);
         if (grant.has_value()) {
           spdlog::info("refresh user={} homeserver={} method={} result=ok duration_ms={}", user,
                        client.server_name(), client.method_name(), took_ms);
@@ -233,8 +234,9 @@ asio::awaitable<void> pool_state::logout_task(std::shared_ptr<session_entry> e,
                       std::chrono::steady_clock::now() - started)
                       .count();
   const bool confirmed = out.has_value();
+  const auto failure = confirmed ? std::nullopt : std::optional{out.error()};
   if (options.observer)
-    options.observer->on_logout(client.server_name(), confirmed ? nullptr : &out.error());
+    options.observer->on_logout(client.server_name(), failure ? &*failure : nullptr);
   if (!confirmed) {
     const auto& f = out.error();
     spdlog::warn(

@@ -24,7 +24,7 @@ struct failed {
   matrix::upstream_error e;
   template <typename T>
   operator matrix::upstream_result<T>() const {
-    return unexpected{e};
+    return e;
   }
 };
 

@@ -65,23 +65,23 @@ class scripted_homeserver final : public matrix::homeserver_client {
     peak_in_flight = std::max(peak_in_flight, in_flight);
     const bool answered = co_await delay();
     --in_flight;
-    if (!answered) co_return unexpected{error(errc::shutting_down, 0)};
+    if (!answered) co_return error(errc::shutting_down, 0);
     ++logins;
     calls.push_back("login " + user_id);
-    if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
+    if (unreachable) co_return error(errc::upstream_unavailable, 0);
     if (fail_logins > 0) {
       --fail_logins;
-      co_return unexpected{error(errc::upstream_refused, 403)};
+      co_return error(errc::upstream_refused, 403);
     }
     if (rate_limit_logins > 0) {
       --rate_limit_logins;
       auto e = error(errc::upstream_rate_limited, 429);
       e.retry_after_ms = retry_after_ms;
-      co_return unexpected{std::move(e)};
+      co_return std::move(e);
     }
     if (unreachable_logins > 0) {
       --unreachable_logins;
-      co_return unexpected{error(errc::upstream_unavailable, 0)};
+      co_return error(errc::upstream_unavailable, 0);
     }
     auto token = "tok_" + std::to_string(++counter_);
     token_owner[token] = user_id;
@@ -91,26 +91,26 @@ class scripted_homeserver final : public matrix::homeserver_client {
   }
   asio::awaitable<matrix::upstream_result<matrix::refresh_grant>> refresh(
       secret_string refresh_token) override {
-    if (!co_await delay()) co_return unexpected{error(errc::shutting_down, 0)};
+    if (!co_await delay()) co_return error(errc::shutting_down, 0);
     ++refreshes;
     calls.push_back("refresh");
-    if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
+    if (unreachable) co_return error(errc::upstream_unavailable, 0);
     auto it = refresh_owner.find(refresh_token.reveal());
-    if (it == refresh_owner.end()) co_return unexpected{error(errc::upstream_refused, 401)};
+    if (it == refresh_owner.end()) co_return error(errc::upstream_refused, 401);
     const auto user = it->second;
     refresh_owner.erase(it);  // rotated; the old access token stays live, as Synapse keeps it
     auto token = "tok_" + std::to_string(++counter_);
     token_owner[token] = user;
     matrix::refresh_grant grant{secret_string{token}, secret_string{new_refresh_token(user)},
                                 expires_in_ms};
-    if (lose_refresh_answers) co_return unexpected{error(errc::upstream_timeout, 0)};
+    if (lose_refresh_answers) co_return error(errc::upstream_timeout, 0);
     co_return grant;
   }
   asio::awaitable<matrix::upstream_result<matrix::logout_outcome>> logout(
       secret_string token) override {
-    if (!co_await delay()) co_return unexpected{error(errc::shutting_down, 0)};
+    if (!co_await delay()) co_return error(errc::shutting_down, 0);
     ++logouts;
-    if (unreachable) co_return unexpected{error(errc::upstream_unavailable, 0)};
+    if (unreachable) co_return error(errc::upstream_unavailable, 0);
     auto it = token_owner.find(token.reveal());
     if (it == token_owner.end()) co_return matrix::logout_outcome{false};
     const auto user = it->second;
@@ -121,7 +121,7 @@ class scripted_homeserver final : public matrix::homeserver_client {
   asio::awaitable<matrix::upstream_result<std::string>> whoami(secret_string token) override {
     ++whoamis;
     auto it = token_owner.find(token.reveal());
-    if (it == token_owner.end()) co_return unexpected{error(errc::upstream_refused, 401)};
+    if (it == token_owner.end()) co_return error(errc::upstream_refused, 401);
     co_return it->second;
   }
   bool live(const std::string& token) const { return token_owner.count(token) > 0; }
