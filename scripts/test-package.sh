@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=$root/build-package
-src=$out/mxpuppetd-0.1.0
 
 # What the build needs (debian/control's Build-Depends) and Debian's packaging tools.
 "$root/scripts/install-deps.sh"
@@ -24,6 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+version=$(dpkg-parsechangelog -l debian/changelog -S Version)  # 0.1.0-1
+src=$out/mxpuppetd-${version%-*}
+deb=$out/mxpuppetd_${version}_$(dpkg --print-architecture).deb
+changes=${deb%.deb}.changes
 
 # A copy of the tree as git sees it (tracked and new files, not ignored ones), always at the
 # same path so that ccache hits on the next run.
@@ -42,8 +46,6 @@ fi
 export DEB_BUILD_OPTIONS="parallel=${MXP_PACKAGE_JOBS:-2} ${DEB_BUILD_OPTIONS:-}"
 (cd "$src" && dpkg-buildpackage -us -uc -b)
 
-deb=$out/mxpuppetd_0.1.0-1_amd64.deb
-changes=$out/mxpuppetd_0.1.0-1_amd64.changes
 fail=0
 check() {  # check DESCRIPTION COMMAND...: runs the command, counts a failure
   if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
@@ -71,7 +73,7 @@ check "every file is owned by root/root" test -z "$(awk '$2 != "root/root"' <<<"
 for lib in libc6 'libstdc\+\+6' libssl3 libsqlite3-0 libsystemd0 libyaml-cpp0\.7 libsimdjson; do
   check "Depends names $lib" has "^ Depends: .*$lib" "$info"
 done
-check "Version 0.1.0-1" has '^ Version: 0\.1\.0-1$' "$info"
+check "Version $version" has "^ Version: ${version//./\\.}\$" "$info"
 
 # Conffiles, and the maintainer scripts dh generated.
 ctrl=$(mktemp -d)
@@ -90,8 +92,10 @@ check "postinst enables mxpuppetd.service" has "deb-systemd-helper enable 'mxpup
 check "postinst enables mxpuppetd.socket" has "deb-systemd-helper enable 'mxpuppetd.socket'" "$postinst"
 check "postinst does not start anything" \
   lacks 'deb-systemd-invoke (start|restart)|invoke-rc\.d .* start' "$postinst"
+check "postinst try-restarts (only) a running daemon on upgrade" \
+  has "deb-systemd-invoke try-restart 'mxpuppetd.service'" "$postinst"
 check "postrm purges the units' state" grep -q "deb-systemd-helper purge" "$ctrl/postrm"
-for s in postinst prerm postrm; do
+for s in preinst postinst prerm postrm; do
   [ -f "$ctrl/$s" ] && check "$s is valid sh" sh -n "$ctrl/$s"
 done
 check "Depends lets systemd-sysusers run" has '^ Depends: .*systemd \| systemd-standalone-sysusers' "$info"
