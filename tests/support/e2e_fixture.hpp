@@ -70,7 +70,8 @@ class e2e_fixture : public ::testing::Test {
                                                daemon_options options = {});
   // spawn_daemon, then expects it ready (a non-fatal failure if it is not).
   std::unique_ptr<daemon_process> start_daemon(const std::string& log_name = "daemon.log");
-  // write_config(pieces), then `daemon` started on it; a fatal failure if it is not ready.
+  // write_config(pieces), then `daemon` started on it; a fatal failure if it is not ready (a
+  // test body that must stop there wraps the call in ASSERT_NO_FATAL_FAILURE).
   void start(const config_pieces& pieces = {});
 
   // "/v1/users/<user, percent-encoded>/token".
