@@ -5,9 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -17,27 +15,10 @@ namespace {
 
 constexpr const char* secret = "access-e2e-shared-secret";
 
-struct access_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-
-  void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", std::string{secret} + "\n");
-  }
+struct access_fixture : e2e_fixture {
+  access_fixture() : e2e_fixture{secret} {}
   void start(const std::string& clients_yaml, const std::string& listen_extra = "") {
-    const auto cfg =
-        dir.write("config.yaml",
-                  "listen:\n  unix_socket: " + socket + "\n" + listen_extra +
-                      "homeservers:\n  localhost:\n    url: " + hs->url() +
-                      "\n    login:\n      method: shared_secret\n      secret_file: secret\n" +
-                      clients_yaml + "log:\n  level: debug\n");
-    daemon = std::make_unique<daemon_process>(cfg, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+    e2e_fixture::start({.listen = listen_extra, .sections = clients_yaml});
   }
   static std::string me() { return std::to_string(::getuid()); }
 };

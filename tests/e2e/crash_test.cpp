@@ -7,9 +7,7 @@
 #include <csignal>
 #include <thread>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -20,23 +18,14 @@ namespace {
 
 constexpr const char* secret = "crash-shared-secret";
 
-// A fake homeserver and a config with a store, for daemons started and killed by each test.
-struct crash_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::string config;
-
+// A config with a store, for daemons started and killed by each test.
+struct crash_fixture : e2e_fixture {
+  crash_fixture() : e2e_fixture{secret} {}
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", std::string{secret} + "\n");
-    config = dir.write("config.yaml",
-                       "listen:\n  unix_socket: " + socket +
-                           "\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                           "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                           "    device_id: MXPCRASH\nstore:\n  path: sessions.db\n");
+    e2e_fixture::SetUp();
+    write_config({.homeservers = {{.url = hs->url(), .more = "    device_id: MXPCRASH\n"}},
+                  .sections = "store:\n  path: sessions.db\n",
+                  .log = ""});
   }
 };
 
@@ -47,8 +36,8 @@ TEST_F(crash_fixture, ADaemonKilledMidLoginLeavesNoTokenThatNobodyHolds) {
   hs->register_user(user);
   hs->set_latency(1500ms);  // the login is at the homeserver while the daemon dies
   {
-    daemon_process first{config, socket, dir.file("first.log")};
-    ASSERT_TRUE(first.wait_ready()) << first.log();
+    const auto first = spawn_daemon("first.log");
+    ASSERT_TRUE(first->wait_ready()) << first->log();
     std::thread caller{[&] {
       try {
         unix_http_client{socket, 10s}.request("GET", path);
@@ -56,8 +45,8 @@ TEST_F(crash_fixture, ADaemonKilledMidLoginLeavesNoTokenThatNobodyHolds) {
       }
     }};
     for (int i = 0; i < 200 && hs->login_count() == 0; ++i) std::this_thread::sleep_for(10ms);
-    ASSERT_EQ(hs->login_count(), 1) << first.log();
-    first.stop(SIGKILL, 5s);
+    ASSERT_EQ(hs->login_count(), 1) << first->log();
+    first->stop(SIGKILL, 5s);
     caller.join();
   }
   std::this_thread::sleep_for(2s);  // the homeserver finishes the login: a token nobody holds
@@ -65,10 +54,10 @@ TEST_F(crash_fixture, ADaemonKilledMidLoginLeavesNoTokenThatNobodyHolds) {
   ASSERT_EQ(orphans.size(), 1u) << "the fake should have issued the orphan by now";
   hs->set_latency(0ms);
 
-  daemon_process second{config, socket, dir.file("second.log")};
-  ASSERT_TRUE(second.wait_ready()) << second.log();
+  const auto second = spawn_daemon("second.log");
+  ASSERT_TRUE(second->wait_ready()) << second->log();
   const auto r = unix_http_client{socket}.request("GET", path);
-  ASSERT_EQ(r.status, 200) << r.body << second.log();
+  ASSERT_EQ(r.status, 200) << r.body << second->log();
   const auto held = token_of(r.body);
   EXPECT_FALSE(hs->token_is_live(orphans.front())) << "the orphan token is still live";
   const auto live = hs->live_tokens(user);
@@ -76,14 +65,14 @@ TEST_F(crash_fixture, ADaemonKilledMidLoginLeavesNoTokenThatNobodyHolds) {
   EXPECT_EQ(live.front(), held);
   EXPECT_EQ(hs->device_count(user), 1);
   // A later restart has nothing to clean: the mark was cleared with the token's row.
-  second.stop(SIGTERM, 10s);
+  second->stop(SIGTERM, 10s);
   const auto logins = hs->login_count();
-  daemon_process third{config, socket, dir.file("third.log")};
-  ASSERT_TRUE(third.wait_ready()) << third.log();
+  const auto third = spawn_daemon("third.log");
+  ASSERT_TRUE(third->wait_ready()) << third->log();
   const auto again = unix_http_client{socket}.request("GET", path);
   EXPECT_EQ(token_of(again.body), held);
   EXPECT_EQ(hs->login_count(), logins);
-  const auto log = second.log() + third.log();
+  const auto log = second->log() + third->log();
   EXPECT_EQ(log.find(held), std::string::npos) << "a token appeared in the log";
   EXPECT_EQ(log.find(orphans.front()), std::string::npos);
 }
@@ -94,8 +83,8 @@ TEST_F(crash_fixture, AGarbageAnswerToALogoutIsNotALogout) {
   const std::string user = "@garbled:localhost";
   const auto segment = mxp::client::percent_encode_path_segment(user);
   hs->register_user(user);
-  daemon_process daemon{config, socket, dir.file("daemon.log")};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  daemon = spawn_daemon();
+  ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   unix_http_client c{socket};
   const auto first = token_of(c.request("GET", "/v1/users/" + segment + "/token").body);
   ASSERT_FALSE(first.empty());

@@ -15,10 +15,9 @@
 #include <set>
 #include <thread>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
+#include "support/tcp_http.hpp"
 #include "support/test_tls.hpp"
 
 using namespace mxp::test;
@@ -29,72 +28,26 @@ namespace {
 
 constexpr const char* secret = "e2e-shared-secret-value";
 
-// A loopback TCP port that was free a moment ago (for servers whose name must carry their port).
-unsigned short free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-struct daemon_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::set<std::string> tokens_seen;  // checked against the log at the end
-
-  void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
+struct daemon_fixture : e2e_fixture {
+  daemon_fixture() : e2e_fixture{secret} {
+    // Checked against the log at the end, with every token handed out.
+    never_logged = {secret, fake_shared_secret_token(secret, "@alice:localhost")};
   }
 
-  std::string config(const std::string& homeservers_yaml, const std::string& extra = "") {
-    dir.write("secret", std::string{secret} + "\n");
-    return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
-                                        "\n  socket_mode: \"0640\"\n  request_timeout: 5s\n"
-                                        "homeservers:\n" +
-                                        homeservers_yaml + extra + "log:\n  level: debug\n");
+  config_pieces config(std::vector<homeserver_entry> homeservers) {
+    return {.listen = "  socket_mode: \"0640\"\n  request_timeout: 5s\n",
+            .homeservers = std::move(homeservers)};
   }
-  std::string default_homeserver(const std::string& url, const std::string& more = "") {
-    return "  localhost:\n    url: " + url +
-           "\n    login:\n      method: shared_secret\n      secret_file: secret\n      "
-           "login_type: auto\n"
-           "    device_id: MXPTEST\n    device_display_name: \"e2e puppet\"\n    request_timeout: "
-           "2s\n" +
-           more;
-  }
-  void start(const std::string& config_file) {
-    daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+  homeserver_entry default_homeserver(const std::string& url, const std::string& more = "") {
+    return {.url = url,
+            .login = std::string{shared_secret_login} + "      login_type: auto\n",
+            .more =
+                "    device_id: MXPTEST\n    device_display_name: \"e2e puppet\"\n"
+                "    request_timeout: 2s\n" +
+                more};
   }
   void start_default(const std::string& more = "") {
-    start(config(default_homeserver(hs->url(), more)));
-  }
-
-  mxp::client::http_response get_token(unix_http_client& c, const std::string& user) {
-    auto r =
-        c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
-    if (r.status == 200) tokens_seen.insert(json_string(r.body, "access_token"));
-    return r;
-  }
-
-  void TearDown() override {
-    if (!daemon) return;
-    const auto log = daemon->log();
-    for (const auto& t : tokens_seen) {
-      if (t.empty()) continue;
-      EXPECT_EQ(log.find(t), std::string::npos) << "a token appeared in the daemon log";
-    }
-    EXPECT_EQ(log.find(secret), std::string::npos)
-        << "the shared secret appeared in the daemon log";
-    EXPECT_EQ(log.find(fake_shared_secret_token(secret, "@alice:localhost")), std::string::npos);
+    start(config({default_homeserver(hs->url(), more)}));
   }
 };
 
@@ -144,7 +97,7 @@ TEST_F(daemon_fixture, HundredConcurrentRequestsForOneUserCostOneLogin) {
   EXPECT_EQ(std::set<std::string>(tokens.begin(), tokens.end()).size(), 1u);
   EXPECT_FALSE(tokens[0].empty());
   EXPECT_TRUE(hs->token_is_live(tokens[0]));
-  tokens_seen.insert(tokens[0]);
+  never_logged.insert(tokens[0]);
 }
 
 TEST_F(daemon_fixture, LoginsInFlightPerHomeserverAreCapped) {
@@ -297,15 +250,13 @@ TEST_F(daemon_fixture, TransportFailuresAreRetriedWithBackoffThenAnswered) {
 }
 
 TEST_F(daemon_fixture, HomeserverDownGivesFastUnavailableAndOthersKeepBeingServed) {
-  fake_homeserver_options o;
-  o.shared_secret = secret;
+  auto o = homeserver_options();
   o.server_name = "second.test";
   auto second = std::make_unique<fake_homeserver>(o);
   second->register_users({"@frank:second.test", "@gina:second.test"});
   hs->register_users({"@erin:localhost", "@newuser:localhost"});
   const auto down_url = second->url();
-  start(config(default_homeserver(hs->url()) + "  second.test:\n    url: " + down_url +
-               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  start(config({default_homeserver(hs->url()), {.name = "second.test", .url = down_url}}));
   unix_http_client c{socket};
   const auto cached = json_string(get_token(c, "@erin:localhost").body, "access_token");
   ASSERT_EQ(get_token(c, "@frank:second.test").status, 200);
@@ -323,18 +274,16 @@ TEST_F(daemon_fixture, HomeserverDownGivesFastUnavailableAndOthersKeepBeingServe
 
 TEST_F(daemon_fixture, HttpsWithCaFileAndWellKnownDiscovery) {
   auto cert = make_self_signed_cert(dir.path());
-  fake_homeserver_options o;
-  o.shared_secret = secret;
+  auto o = homeserver_options();
   o.tls_cert_file = cert.cert_file;
   o.tls_key_file = cert.key_file;
-  o.port = free_port();
+  o.port = free_loopback_port();
   const auto server_name = "localhost:" + std::to_string(o.port);
   o.server_name = server_name;
   auto tls = std::make_unique<fake_homeserver>(o);
   tls->register_user("@tls:" + server_name);
   // No url: discovered through https://localhost:PORT/.well-known/matrix/client.
-  start(config("  \"" + server_name + "\":\n    ca_file: " + cert.ca_file +
-               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  start(config({{.name = server_name, .more = "    ca_file: " + cert.ca_file + "\n"}}));
   unix_http_client c{socket};
   auto r = get_token(c, "@tls:" + server_name);
   ASSERT_EQ(r.status, 200) << r.body << daemon->log();
@@ -348,14 +297,12 @@ TEST_F(daemon_fixture, HttpsWithCaFileAndWellKnownDiscovery) {
 
 TEST_F(daemon_fixture, TlsWithoutTheRightCaIsRefused) {
   auto cert = make_self_signed_cert(dir.path());
-  fake_homeserver_options o;
-  o.shared_secret = secret;
+  auto o = homeserver_options();
   o.tls_cert_file = cert.cert_file;
   o.tls_key_file = cert.key_file;
   auto tls = std::make_unique<fake_homeserver>(o);
   tls->register_user("@alice:localhost");  // so that only the certificate can stop the login
-  start(config("  localhost:\n    url: " + tls->url() +
-               "\n    login:\n      method: shared_secret\n      secret_file: secret\n"));
+  start(config({{.url = tls->url()}}));
   unix_http_client c{socket};
   auto r = get_token(c, "@alice:localhost");
   EXPECT_EQ(r.status, 503) << r.body;  // system CA store does not know the self-signed cert
@@ -397,7 +344,7 @@ TEST_F(daemon_fixture, SocketModeStaleSocketAndLiveSocket) {
   ASSERT_EQ(::stat(socket.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u);
   // A live daemon's socket is not stolen by a second one.
-  auto second = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", dir.file("config.yaml")}, 10s);
+  auto second = run_mxpuppetd({"-c", config_file}, 10s);
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.output.find("another process is listening"), std::string::npos) << second.output;
   unix_http_client c{socket};
@@ -408,47 +355,45 @@ TEST_F(daemon_fixture, SocketModeStaleSocketAndLiveSocket) {
 }
 
 TEST_F(daemon_fixture, CheckConfigNamesFileLineAndKey) {
-  dir.write("secret", "x\n");
   const auto bad = dir.write("bad.yaml",
                              "listen:\n  unix_socket: /tmp/x.sock\n  bogus_key: 1\nhomeservers:\n"
                              "  localhost:\n    login:\n      method: shared_secret\n"
                              "      secret_file: missing.secret\n");
-  auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", bad});
+  auto r = run_mxpuppetd({"--check-config", "-c", bad});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find(bad + ":3"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("listen.bogus_key"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("missing.secret"), std::string::npos) << r.output;
   // A daemon with that config never starts half-configured.
-  r = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", bad});
+  r = run_mxpuppetd({"-c", bad});
   EXPECT_EQ(r.exit_code, 2);
-  const auto good = config(default_homeserver(hs->url()));
-  r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", good});
+  const auto good = write_config(config({default_homeserver(hs->url())}));
+  r = run_mxpuppetd({"--check-config", "-c", good});
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST_F(daemon_fixture, MxpuppetctlTalksToTheDaemon) {
   hs->register_user("@henry:localhost");
   start_default();
-  const auto ctl = env_or_throw("MXPUPPETCTL_BIN");
-  auto r = run_program({ctl, "--socket", socket, "token", "@henry:localhost"});
+  auto r = run_ctl({"token", "@henry:localhost"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string token = r.output.substr(0, r.output.find('\n'));
-  tokens_seen.insert(token);
+  never_logged.insert(token);
   EXPECT_EQ(hs->user_of_token(token), "@henry:localhost");
-  r = run_program({ctl, "--socket", socket, "--json", "sessions"});
+  r = run_ctl({"--json", "sessions"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("@henry:localhost"), std::string::npos);
-  r = run_program({ctl, "--socket", socket, "invalidate", "@henry:localhost", token});
+  r = run_ctl({"invalidate", "@henry:localhost", token});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(hs->token_is_live(token));
-  r = run_program({ctl, "--socket", socket, "revoke", "@henry:localhost"});
+  r = run_ctl({"revoke", "@henry:localhost"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_program({ctl, "--socket", socket, "token", "@nobody:elsewhere.org"});
+  r = run_ctl({"token", "@nobody:elsewhere.org"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("M_NOT_FOUND"), std::string::npos);
-  r = run_program({ctl, "--socket", socket, "status"});
+  r = run_ctl({"status"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_program({ctl, "--socket", dir.file("nope.sock"), "status"});
+  r = run_program({env_or_throw("MXPUPPETCTL_BIN"), "--socket", dir.file("nope.sock"), "status"});
   EXPECT_EQ(r.exit_code, 3);
 }
 

@@ -13,9 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -27,29 +25,18 @@ namespace {
 
 constexpr const char* secret = "deadlines-shared-secret";
 
-struct deadlines_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-
+struct deadlines_fixture : e2e_fixture {
+  deadlines_fixture() : e2e_fixture{secret} {}
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
+    e2e_fixture::SetUp();
     hs->register_users({"@alice:localhost", "@cached:localhost"});
     for (int i = 0; i < 5; ++i) hs->register_user("@r" + std::to_string(i) + ":localhost");
   }
   void start(const std::string& listen_extra, const std::string& top_extra = "") {
-    dir.write("secret", std::string{secret} + "\n");
-    const auto file = dir.write(
-        "config.yaml", "listen:\n  unix_socket: " + socket + "\n  request_timeout: 30s\n" +
-                           listen_extra + "homeservers:\n  localhost:\n    url: " + hs->url() +
-                           "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                           "    request_timeout: 20s\n" +
-                           top_extra + "log:\n  level: info\n");
-    daemon = std::make_unique<daemon_process>(file, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+    e2e_fixture::start({.listen = "  request_timeout: 30s\n" + listen_extra,
+                        .homeservers = {{.url = hs->url(), .more = "    request_timeout: 20s\n"}},
+                        .sections = top_extra,
+                        .log = "  level: info\n"});
   }
   int connect_raw() const {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -61,9 +48,6 @@ struct deadlines_fixture : ::testing::Test {
       return -1;
     }
     return fd;
-  }
-  std::string token_path(const std::string& user) const {
-    return "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token";
   }
 };
 

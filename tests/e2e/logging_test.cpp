@@ -10,9 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -32,32 +30,20 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-struct logging_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::string socket = dir.file("mxpuppetd.sock");
-
-  void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", std::string{secret} + "\n");
-  }
-  std::string config(const std::string& log_section) {
-    return dir.write("config.yaml",
-                     "listen:\n  unix_socket: " + socket + "\n  request_timeout: 5s\n" +
-                         "homeservers:\n  localhost:\n    url: " + hs->url() +
-                         "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                         "    request_timeout: 2s\nlog:\n" +
-                         log_section);
+struct logging_fixture : e2e_fixture {
+  logging_fixture() : e2e_fixture{secret} {}
+  // The config with `log_section` as the lines under log:.
+  config_pieces config(const std::string& log_section) {
+    return {.listen = "  request_timeout: 5s\n",
+            .homeservers = {{.url = hs->url(), .more = "    request_timeout: 2s\n"}},
+            .log = log_section};
   }
 };
 
 TEST_F(logging_fixture, JsonFormatWritesOneObjectPerLineAndNeverAToken) {
   // @ghost is never registered: its login is refused with the homeserver's words.
   hs->register_users({"@alice:localhost", "@bob:localhost", "@quote\"and\\backslash:localhost"});
-  daemon_process daemon{config("  level: debug\n  format: json\n"), socket, dir.file("daemon.log")};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  ASSERT_NO_FATAL_FAILURE(start(config("  level: debug\n  format: json\n")));
 
   std::set<std::string> tokens;
   unix_http_client c{socket};
@@ -83,9 +69,9 @@ TEST_F(logging_fixture, JsonFormatWritesOneObjectPerLineAndNeverAToken) {
   EXPECT_EQ(c.request("DELETE", "/v1/users/@bob:localhost/session").status, 200);
   EXPECT_EQ(c.request("GET", "/v1/users/@alice:localhost/token?min_valid_ms=soon").status, 400);
   c.close();
-  ASSERT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
 
-  const auto log = daemon.log();
+  const auto log = daemon->log();
   const auto lines = lines_of(log);
   ASSERT_GT(lines.size(), 5u) << log;
   EXPECT_EQ(log.back(), '\n');
@@ -129,10 +115,9 @@ TEST_F(logging_fixture, JsonFormatWritesOneObjectPerLineAndNeverAToken) {
 }
 
 TEST_F(logging_fixture, TextFormatIsTheDefault) {
-  daemon_process daemon{config("  level: info\n"), socket, dir.file("daemon.log")};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
-  ASSERT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
-  const auto log = daemon.log();
+  ASSERT_NO_FATAL_FAILURE(start(config("  level: info\n")));
+  ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
+  const auto log = daemon->log();
   ASSERT_FALSE(log.empty());
   const std::regex text_line{
       R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} [a-z]+ .+)"};  // "TIME level message"
@@ -140,8 +125,8 @@ TEST_F(logging_fixture, TextFormatIsTheDefault) {
 }
 
 TEST_F(logging_fixture, UnknownFormatIsRefusedByCheckConfig) {
-  const auto file = config("  format: logfmt\n");
-  const auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "--check-config", "-c", file});
+  const auto file = write_config(config("  format: logfmt\n"));
+  const auto r = run_mxpuppetd({"--check-config", "-c", file});
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find(file + ":12: log.format: expected text or json, got 'logfmt'"),
             std::string::npos)

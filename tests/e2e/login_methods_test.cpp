@@ -15,10 +15,7 @@
 #include <set>
 #include <string>
 
-#include "client/percent_encoding.hpp"
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -112,35 +109,24 @@ key_store& keys() {
   return store;
 }
 
-struct login_methods : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::set<std::string> secrets_seen{shared_secret, jwt_secret, as_token, admin_token};
+struct login_methods : e2e_fixture {
+  login_methods() : e2e_fixture{shared_secret} {
+    never_logged = {shared_secret, jwt_secret, as_token, admin_token};
+  }
 
   // Writes the config with `login_yaml` (the lines under "login:", indented six spaces).
   std::string config(const std::string& login_yaml) {
-    return dir.write("config.yaml", "listen:\n  unix_socket: " + socket +
-                                        "\n  request_timeout: 10s\n"
-                                        "homeservers:\n  localhost:\n    url: " +
-                                        hs->url() + "\n    login:\n" + login_yaml +
-                                        "    device_id: MXPMETHODS\n    request_timeout: 5s\n"
-                                        "log:\n  level: debug\n");
+    return write_config({.listen = "  request_timeout: 10s\n",
+                         .homeservers = {{.url = hs->url(),
+                                          .login = login_yaml,
+                                          .more = "    device_id: MXPMETHODS\n"
+                                                  "    request_timeout: 5s\n"}}});
   }
   void start(fake_homeserver_options o, const std::string& login_yaml) {
-    hs = std::make_unique<fake_homeserver>(std::move(o));
-    const auto file = config(login_yaml);
-    daemon = std::make_unique<daemon_process>(file, socket, dir.file("daemon.log"));
+    start_homeserver(std::move(o));
+    config(login_yaml);
+    daemon = spawn_daemon();
     ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
-  }
-
-  mxp::client::http_response get_token(const std::string& user) {
-    unix_http_client c{socket};
-    auto r =
-        c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
-    if (r.status == 200) secrets_seen.insert(json_string(r.body, "access_token"));
-    return r;
   }
 
   // The daemon hands out a token for `user` that the homeserver accepts on whoami.
@@ -163,23 +149,16 @@ struct login_methods : ::testing::Test {
   }
 
   void TearDown() override {
+    e2e_fixture::TearDown();
     if (!daemon) return;
-    const auto log = daemon->log();
-    for (const auto& s : secrets_seen) {
-      if (s.empty()) continue;
-      EXPECT_EQ(log.find(s), std::string::npos) << "a secret or token appeared in the log";
-    }
-    EXPECT_EQ(log.find("eyJ"), std::string::npos) << "a JWT appeared in the log";
+    EXPECT_EQ(daemon->log().find("eyJ"), std::string::npos) << "a JWT appeared in the log";
   }
 };
 
 // --- shared_secret -------------------------------------------------------------------------
 
 TEST_F(login_methods, SharedSecret) {
-  fake_homeserver_options o;
-  o.shared_secret = shared_secret;
-  dir.write("secret", std::string{shared_secret} + "\n");
-  start(o, "      method: shared_secret\n      secret_file: secret\n");
+  start(homeserver_options(), shared_secret_login);
   // The user exists. (One that does not is refused: daemon_test's ErrorsAreAnsweredAsDesignSays.)
   hs->register_user("@alice:localhost");
   expect_working_token("@alice:localhost", "shared_secret");
@@ -266,11 +245,10 @@ TEST_F(login_methods, JwtRejectedByTheHomeserverIs502AndTheReasonStaysInTheLog) 
 }
 
 TEST_F(login_methods, JwtKeyThatDoesNotFitTheAlgorithmStopsTheDaemonNamingTheKeyLine) {
-  hs = std::make_unique<fake_homeserver>(fake_homeserver_options{});
   const auto& rsa = keys().get("RS256");
   const auto file = config("      method: jwt\n      algorithm: ES256\n      private_key_file: " +
                            rsa.private_pem_file + "\n");
-  const auto r = run_program({env_or_throw("MXPUPPETD_BIN"), "-c", file});
+  const auto r = run_mxpuppetd({"-c", file});
   EXPECT_NE(r.exit_code, 0);
   // Line 9: listen(1) unix_socket(2) request_timeout(3) homeservers(4) localhost(5) url(6) login(7)
   // method(8).

@@ -14,9 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -267,32 +265,12 @@ exposition parse_exposition(std::string_view text) {
   return e;
 }
 
-struct metrics_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::set<std::string> tokens_seen;
-
+struct metrics_fixture : e2e_fixture {
+  metrics_fixture() : e2e_fixture{secret} {}
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", std::string{secret} + "\n");
-    const auto config = dir.write(
-        "config.yaml", "listen:\n  unix_socket: " + socket + "\n  request_timeout: 5s\n" +
-                           "homeservers:\n  localhost:\n    url: " + hs->url() +
-                           "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                           "    request_timeout: 2s\nlog:\n  level: debug\n");
-    daemon = std::make_unique<daemon_process>(config, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
-  }
-
-  int get_token(unix_http_client& c, const std::string& user) {
-    auto r =
-        c.request("GET", "/v1/users/" + mxp::client::percent_encode_path_segment(user) + "/token");
-    if (r.status == 200) tokens_seen.insert(json_string(r.body, "access_token"));
-    return r.status;
+    e2e_fixture::SetUp();
+    start({.listen = "  request_timeout: 5s\n",
+           .homeservers = {{.url = hs->url(), .more = "    request_timeout: 2s\n"}}});
   }
 
   // Scrapes, checks the answer's form (strict parser, promtool) and returns what it said.
@@ -317,16 +295,6 @@ struct metrics_fixture : ::testing::Test {
       EXPECT_EQ(check.output, "") << r.body;  // lint findings are printed even when it passes
     }
     return e;
-  }
-
-  void TearDown() override {
-    if (!daemon) return;
-    const auto log = daemon->log();
-    for (const auto& t : tokens_seen) {
-      if (!t.empty()) {
-        EXPECT_EQ(log.find(t), std::string::npos) << "a token appeared in the daemon log";
-      }
-    }
   }
 };
 
@@ -368,12 +336,13 @@ TEST_F(metrics_fixture, ScrapeShowsRequestsCacheLoginsLogoutsAndSessions) {
   EXPECT_EQ(before.value("mxpuppetd_homeserver_up{homeserver=\"localhost\"}"), 1);
   EXPECT_EQ(before.value("mxpuppetd_build_info{version=\"" MXP_VERSION "\"}"), 1);
 
-  ASSERT_EQ(get_token(c, "@alice:localhost"), 200);  // miss: logs in
-  ASSERT_EQ(get_token(c, "@alice:localhost"), 200);  // hits
-  ASSERT_EQ(get_token(c, "@alice:localhost"), 200);
-  ASSERT_EQ(get_token(c, "@bob:localhost"), 200);
-  EXPECT_EQ(get_token(c, "@ghost:localhost"), 502);    // the homeserver refuses the login
-  EXPECT_EQ(get_token(c, "@eve:elsewhere.org"), 404);  // no such homeserver: no login, no lookup
+  ASSERT_EQ(get_token(c, "@alice:localhost").status, 200);  // miss: logs in
+  ASSERT_EQ(get_token(c, "@alice:localhost").status, 200);  // hits
+  ASSERT_EQ(get_token(c, "@alice:localhost").status, 200);
+  ASSERT_EQ(get_token(c, "@bob:localhost").status, 200);
+  EXPECT_EQ(get_token(c, "@ghost:localhost").status, 502);  // the homeserver refuses the login
+  EXPECT_EQ(get_token(c, "@eve:elsewhere.org").status,
+            404);  // no such homeserver: no login, no lookup
   EXPECT_EQ(c.request("DELETE", "/v1/users/@bob:localhost/session").status, 200);  // logout
 
   const auto m = scrape(c);
@@ -417,7 +386,7 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
     return m.value("mxpuppetd_upstream_errors_total{" + hs_label + ",kind=\"" + kind + "\"}");
   };
   hs->fail_next(3, failure::garbage);  // three tries, each an unusable 200
-  EXPECT_EQ(get_token(c, "@garbage:localhost"), 502);
+  EXPECT_EQ(get_token(c, "@garbage:localhost").status, 502);
   auto m = scrape(c);
   EXPECT_EQ(errors_of(m, "bad_response"), 1);
   EXPECT_EQ(m.value("mxpuppetd_logins_total{" + hs_label +
@@ -427,10 +396,10 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   // open.
   EXPECT_EQ(m.value("mxpuppetd_homeserver_up{" + hs_label + "}"), 0);
   // Three failures in a row opened the circuit; a caller that can wait gets the probe through.
-  EXPECT_EQ(get_token(c, "@between:localhost"), 200);
+  EXPECT_EQ(get_token(c, "@between:localhost").status, 200);
 
   hs->fail_all(failure::drop_connection);  // gone: every attempt (retries included) fails
-  EXPECT_EQ(get_token(c, "@dropped:localhost"), 503);
+  EXPECT_EQ(get_token(c, "@dropped:localhost").status, 503);
   m = scrape(c);
   EXPECT_GE(errors_of(m, "unavailable"), 1);
   EXPECT_GE(m.value("mxpuppetd_logins_total{" + hs_label +
@@ -446,7 +415,7 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   int status = 0;
   for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds{20};
        status != 200 && std::chrono::steady_clock::now() < until;) {
-    status = get_token(c, "@alice:localhost");
+    status = get_token(c, "@alice:localhost").status;
     if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds{100});
   }
   ASSERT_EQ(status, 200);
@@ -460,31 +429,23 @@ TEST_F(metrics_fixture, UpstreamFailuresCountByKindAndHomeserverUpFollowsReachab
   // Last, as the homeserver's pause outlasts the test: a 429 past the request deadline. The
   // login itself goes on waiting in the background, so only the answer is counted yet.
   hs->fail_next(1, failure::rate_limited, 60'000);
-  EXPECT_EQ(get_token(c, "@limited:localhost"), 429);
+  EXPECT_EQ(get_token(c, "@limited:localhost").status, 429);
   m = scrape(c);
   EXPECT_EQ(m.value("mxpuppetd_api_requests_total{endpoint=\"token\",status=\"429\"}"), 1);
   EXPECT_EQ(m.value("mxpuppetd_api_requests_total{endpoint=\"metrics\",status=\"200\"}"), 3);
   if (HasFailure()) ADD_FAILURE() << daemon->log();
 }
 
-TEST(MetricsRefresh, RefreshesAreCountedAndTimed) {
-  temp_dir dir;
-  fake_homeserver_options o;
-  o.shared_secret = secret;
+struct MetricsRefresh : e2e_fixture {
+  MetricsRefresh() : e2e_fixture{secret} {}
+};
+
+TEST_F(MetricsRefresh, RefreshesAreCountedAndTimed) {
+  auto o = homeserver_options();
   o.refresh_access_lifetime_ms = 10'000;
-  fake_homeserver hs{o};
-  hs.register_user("@r:localhost");
-  dir.write("secret", secret);
-  const auto socket = dir.file("mxpuppetd.sock");
-  const auto config =
-      dir.write("config.yaml", "listen: {unix_socket: " + socket +
-                                   "}\nhomeservers:\n  localhost:\n"
-                                   "    url: " +
-                                   hs.url() +
-                                   "\n    login: {method: shared_secret, "
-                                   "secret_file: secret}\nsessions: {refresh_tokens: true}\n");
-  daemon_process daemon{config, socket, dir.file("daemon.log")};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  start_homeserver(o);
+  hs->register_user("@r:localhost");
+  ASSERT_NO_FATAL_FAILURE(start({.sections = "sessions: {refresh_tokens: true}\n", .log = ""}));
   unix_http_client c{socket};
   ASSERT_EQ(c.request("GET", "/v1/users/@r:localhost/token").status, 200);
   std::this_thread::sleep_for(std::chrono::milliseconds{20});
@@ -497,7 +458,7 @@ TEST(MetricsRefresh, RefreshesAreCountedAndTimed) {
       << r.body;
   // The first try went to /v3/refresh, which this (older) homeserver does not know: one
   // refresh for the daemon, two requests for the homeserver.
-  EXPECT_EQ(hs.refresh_count(), 2);
+  EXPECT_EQ(hs->refresh_count(), 2);
   EXPECT_EQ(m.value("mxpuppetd_refresh_duration_seconds_count{homeserver=\"localhost\"}"), 1)
       << r.body;
   EXPECT_EQ(m.value("mxpuppetd_logins_total{homeserver=\"localhost\",method=\"shared_secret\","

@@ -10,9 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -23,29 +21,15 @@ namespace {
 
 constexpr const char* secret = "persistence-secret";
 
-struct persistence_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::string socket = dir.file("mxpuppetd.sock");
+struct persistence_fixture : e2e_fixture {
+  persistence_fixture() : e2e_fixture{secret} {}
   std::string db = dir.file("sessions.db");
-  std::string config_file;
 
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", secret);
-    config_file =
-        dir.write("config.yaml", "listen: {unix_socket: " + socket +
-                                     "}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                                     "\n    login: {method: shared_secret, secret_file: secret}\n"
-                                     "    max_concurrent_logins: 8\nstore:\n  path: sessions.db\n"
-                                     "log: {level: info}\n");
-  }
-  std::unique_ptr<daemon_process> start(const std::string& log = "daemon.log") {
-    auto d = std::make_unique<daemon_process>(config_file, socket, dir.file(log));
-    EXPECT_TRUE(d->wait_ready()) << d->log();
-    return d;
+    e2e_fixture::SetUp();
+    write_config({.homeservers = {{.url = hs->url(), .more = "    max_concurrent_logins: 8\n"}},
+                  .sections = "store:\n  path: sessions.db\n",
+                  .log = "  level: info\n"});
   }
   // Users @u0..@u{n-1} exist on the homeserver.
   void register_numbered(int n) {
@@ -81,13 +65,13 @@ struct persistence_fixture : ::testing::Test {
 TEST_F(persistence_fixture, RestartKeepsEverySessionAndAddsNoLogin) {
   constexpr int users = 1000;
   register_numbered(users);
-  auto daemon = start();
+  daemon = start_daemon();
   const auto before = fetch_all(users);
   for (const auto& [user, token] : before) ASSERT_FALSE(token.empty()) << user;
   EXPECT_EQ(hs->successful_login_count(), users);
   ASSERT_EQ(daemon->stop(SIGTERM), 0);
 
-  daemon = start("daemon2.log");
+  daemon = start_daemon("daemon2.log");
   const auto after = fetch_all(users);
   EXPECT_EQ(after, before);  // the same tokens, served from the store
   EXPECT_EQ(hs->login_count(), users) << "a restart must not log anyone in again";
@@ -104,7 +88,7 @@ TEST_F(persistence_fixture, RestartKeepsEverySessionAndAddsNoLogin) {
 TEST_F(persistence_fixture, StoreFileIsPrivateAndALooseOneIsFixed) {
   hs->register_user("@a:localhost");
   dir.write("sessions.db", "", 0644);  // as if an operator had created it world-readable
-  auto daemon = start();
+  daemon = start_daemon();
   struct stat st {};
   ASSERT_EQ(::stat(db.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -119,7 +103,7 @@ TEST_F(persistence_fixture, StoreFileIsPrivateAndALooseOneIsFixed) {
 
 TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
   hs->register_users({"@inv:localhost", "@rev:localhost"});
-  auto daemon = start();
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto old_token = token_of(c.request("GET", "/v1/users/@inv:localhost/token").body);
   const auto revoked = token_of(c.request("GET", "/v1/users/@rev:localhost/token").body);
@@ -133,7 +117,7 @@ TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
   ASSERT_EQ(daemon->stop(SIGTERM), 0);
   const int logins = hs->login_count();
 
-  daemon = start("daemon2.log");
+  daemon = start_daemon("daemon2.log");
   unix_http_client c2{socket};
   EXPECT_EQ(token_of(c2.request("GET", "/v1/users/@inv:localhost/token").body), new_token);
   EXPECT_EQ(hs->login_count(), logins);
@@ -147,7 +131,7 @@ TEST_F(persistence_fixture, InvalidationAndRevocationSurviveARestart) {
 TEST_F(persistence_fixture, KillNineDuringALoginBurstLeavesAConsistentStore) {
   hs->set_latency(20ms);
   register_numbered(300);
-  auto daemon = start();
+  daemon = start_daemon();
   std::thread burst([&] { fetch_all(300, 32); });
   std::this_thread::sleep_for(300ms);
   daemon->stop(SIGKILL);
@@ -158,7 +142,7 @@ TEST_F(persistence_fixture, KillNineDuringALoginBurstLeavesAConsistentStore) {
   EXPECT_NE(check.output.find("ok"), std::string::npos) << check.output;
 
   hs->set_latency(0ms);
-  daemon = start("daemon2.log");
+  daemon = start_daemon("daemon2.log");
   const int logins_before = hs->successful_login_count();
   const auto tokens = fetch_all(300);
   int relogins = hs->successful_login_count() - logins_before;

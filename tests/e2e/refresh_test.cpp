@@ -13,9 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -39,40 +37,25 @@ std::int64_t wall_ms() {
       .count();
 }
 
-struct refresh_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::string config_file;
-
-  void start_homeserver(std::int64_t lifetime_ms) {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
+struct refresh_fixture : e2e_fixture {
+  refresh_fixture() : e2e_fixture{secret} {}
+  // A homeserver whose access tokens live `lifetime_ms` and come with refresh tokens.
+  void start_refreshing_homeserver(std::int64_t lifetime_ms) {
+    auto o = homeserver_options();
     o.refresh_access_lifetime_ms = lifetime_ms;
-    hs = std::make_unique<fake_homeserver>(o);
-    dir.write("secret", secret);
+    start_homeserver(o);
   }
-  void write_config(const std::string& sessions) {
-    config_file =
-        dir.write("config.yaml", "listen: {unix_socket: " + socket +
-                                     "}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                                     "\n    login: {method: shared_secret, secret_file: secret}\n"
-                                     "    max_concurrent_logins: 4\nstore: {path: sessions.db}\n"
-                                     "sessions:\n" +
-                                     sessions + "log: {level: debug}\n");
-  }
-  std::unique_ptr<daemon_process> start(const std::string& log = "daemon.log") {
-    auto d = std::make_unique<daemon_process>(config_file, socket, dir.file(log));
-    EXPECT_TRUE(d->wait_ready()) << d->log();
-    return d;
+  void write_sessions_config(const std::string& sessions) {
+    write_config({.homeservers = {{.url = hs->url(), .more = "    max_concurrent_logins: 4\n"}},
+                  .sections = "store: {path: sessions.db}\nsessions:\n" + sessions});
   }
 };
 
 TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARestart) {
-  start_homeserver(4000);  // generous: a slow machine must not blur the steps
+  start_refreshing_homeserver(4000);  // generous: a slow machine must not blur the steps
   hs->register_user("@ann:localhost");
-  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
-  auto daemon = start();
+  write_sessions_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   auto r = c.request("GET", "/v1/users/@ann:localhost/token");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -98,7 +81,7 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
   EXPECT_FALSE(hs->token_is_live(first));
 
   ASSERT_EQ(daemon->stop(SIGTERM), 0);
-  daemon = start("daemon2.log");
+  daemon = start_daemon("daemon2.log");
   unix_http_client c2{socket};
   r = c2.request("GET", "/v1/users/@ann:localhost/token?min_valid_ms=500");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -118,10 +101,10 @@ TEST_F(refresh_fixture, ShortLivedTokensAreRefreshedOnTheSameDeviceAndSurviveARe
 }
 
 TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
-  start_homeserver(10'000);
+  start_refreshing_homeserver(10'000);
   hs->register_user("@bea:localhost");
-  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
-  auto daemon = start();
+  write_sessions_config("  refresh_tokens: true\n  refresh_margin: 1s\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto first = token_of(c.request("GET", "/v1/users/@bea:localhost/token").body);
   ASSERT_FALSE(first.empty());
@@ -145,10 +128,10 @@ TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
 }
 
 TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
-  start_homeserver(3000);
+  start_refreshing_homeserver(3000);
   hs->register_user("@cat:localhost");
-  write_config("  refresh_tokens: true\n  refresh_margin: 1s\n  refresh: background\n");
-  auto daemon = start();
+  write_sessions_config("  refresh_tokens: true\n  refresh_margin: 1s\n  refresh: background\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto first = token_of(c.request("GET", "/v1/users/@cat:localhost/token").body);
   ASSERT_FALSE(first.empty());
@@ -161,11 +144,10 @@ TEST_F(refresh_fixture, BackgroundRefreshRenewsBeforeARequestHasToWait) {
 }
 
 TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
-  start_homeserver(0);
   for (int i = 0; i < 20; ++i) hs->register_user("@burst" + std::to_string(i) + ":localhost");
-  write_config("  max: 1000\n");
+  write_sessions_config("  max: 1000\n");
   hs->fail_next(6, failure::rate_limited, 300);
-  auto daemon = start();
+  daemon = start_daemon();
   std::atomic<int> ok{0};
   std::vector<std::thread> bridges;
   for (int i = 0; i < 20; ++i) {
@@ -182,11 +164,10 @@ TEST_F(refresh_fixture, ALoginBurstMeeting429sIsWaitedOut) {
 }
 
 TEST_F(refresh_fixture, RateLimitLongerThanTheDeadlineIsA429WithRetryAfter) {
-  start_homeserver(0);
   hs->register_user("@dan:localhost");
-  write_config("  max: 1000\n");
+  write_sessions_config("  max: 1000\n");
   hs->fail_next(1, failure::rate_limited, 60'000);
-  auto daemon = start();
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto started = std::chrono::steady_clock::now();
   auto r = c.request("GET", "/v1/users/@dan:localhost/token");
@@ -210,20 +191,14 @@ TEST_F(refresh_fixture, ManyUsersFromOneAddressMeetRcLoginAndGetTheirTokensAsItA
   constexpr int users = 6;
   constexpr int burst = 3;
   constexpr double per_second = 0.4;
-  fake_homeserver_options o;
-  o.shared_secret = secret;
+  auto o = homeserver_options();
   o.rc_login_address = {per_second, burst};
   o.rc_login_account = synapse_rc_login;  // each user logs in once: never in the way
-  hs = std::make_unique<fake_homeserver>(o);
-  dir.write("secret", secret);
+  start_homeserver(o);
   for (int i = 0; i < users; ++i) hs->register_user("@many" + std::to_string(i) + ":localhost");
-  config_file =
-      dir.write("config.yaml",
-                "listen: {unix_socket: " + socket +
-                    ", request_timeout: 2s}\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                    "\n    login: {method: shared_secret, secret_file: secret}\n"
-                    "    max_concurrent_logins: 4\nlog: {level: debug}\n");
-  auto daemon = start();
+  write_config({.listen = "  request_timeout: 2s\n",
+                .homeservers = {{.url = hs->url(), .more = "    max_concurrent_logins: 4\n"}}});
+  daemon = start_daemon();
 
   struct outcome {
     std::string token;
@@ -297,10 +272,9 @@ TEST_F(refresh_fixture, ManyUsersFromOneAddressMeetRcLoginAndGetTheirTokensAsItA
 }
 
 TEST_F(refresh_fixture, HomeserverDownKeepsServingCachedTokensAndNewUsersWaitOutTheCircuit) {
-  start_homeserver(0);
   hs->register_users({"@eve:localhost", "@fox:localhost", "@gil:localhost", "@hal:localhost"});
-  write_config("  max: 1000\n");
-  auto daemon = start();
+  write_sessions_config("  max: 1000\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto cached = token_of(c.request("GET", "/v1/users/@eve:localhost/token").body);
   ASSERT_FALSE(cached.empty());
@@ -331,10 +305,9 @@ TEST_F(refresh_fixture, HomeserverDownKeepsServingCachedTokensAndNewUsersWaitOut
 }
 
 TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparently) {
-  start_homeserver(0);
   hs->register_user("@ida:localhost");
-  write_config("  validate_after: 1s\n");
-  auto daemon = start();
+  write_sessions_config("  validate_after: 1s\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   const auto first = token_of(c.request("GET", "/v1/users/@ida:localhost/token").body);
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@ida:localhost/token").body), first);
@@ -355,10 +328,9 @@ TEST_F(refresh_fixture, AnIdleSessionIsValidatedAndADeadTokenReplacedTransparent
 }
 
 TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
-  start_homeserver(0);
   hs->register_users({"@s1:localhost", "@s2:localhost", "@s3:localhost"});
-  write_config("  revoke_on_shutdown: true\n");
-  auto daemon = start();
+  write_sessions_config("  revoke_on_shutdown: true\n");
+  daemon = start_daemon();
   unix_http_client c{socket};
   std::vector<std::string> tokens;
   for (const char* u : {"@s1:localhost", "@s2:localhost", "@s3:localhost"})
@@ -367,8 +339,8 @@ TEST_F(refresh_fixture, ShutdownWithRevokeOnShutdownLogsEverySessionOut) {
   ASSERT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
   for (const auto& t : tokens) EXPECT_FALSE(hs->token_is_live(t));
   EXPECT_EQ(hs->device_count(), 0);
-  daemon =
-      start("daemon2.log");  // nothing comes back from the store: every row went with its logout
+  // Nothing comes back from the store: every row went with its logout.
+  daemon = start_daemon("daemon2.log");
   unix_http_client c2{socket};
   EXPECT_NE(c2.request("GET", "/v1/sessions").body.find("\"sessions\":[]"), std::string::npos);
 }

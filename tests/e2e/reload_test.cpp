@@ -6,9 +6,7 @@
 #include <csignal>
 #include <thread>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
 using namespace mxp::test;
@@ -17,33 +15,30 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct reload_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> first, second;
-  std::string socket = dir.file("mxpuppetd.sock");
-  std::string config_file = dir.file("config.yaml");
-  std::unique_ptr<daemon_process> daemon;
+// `hs` is the first homeserver (localhost), `second` the one the reloads add and remove.
+struct reload_fixture : e2e_fixture {
+  reload_fixture() : e2e_fixture{"first-secret"} {}
+  std::unique_ptr<fake_homeserver> second;
 
   void SetUp() override {
-    fake_homeserver_options a;
-    a.shared_secret = "first-secret";
-    first = std::make_unique<fake_homeserver>(a);
-    fake_homeserver_options b;
+    e2e_fixture::SetUp();
+    auto b = homeserver_options();
     b.server_name = "second.test";
     b.shared_secret = "second-secret";
     second = std::make_unique<fake_homeserver>(b);
     dir.write("first.secret", "first-secret");
     dir.write("second.secret", "second-secret");
   }
-  std::string homeserver(const std::string& name, const fake_homeserver& hs,
-                         const std::string& secret_file, unsigned max_logins = 4) {
-    return "  " + name + ":\n    url: " + hs.url() +
-           "\n    login: {method: shared_secret, secret_file: " + secret_file +
-           "}\n    max_concurrent_logins: " + std::to_string(max_logins) + "\n";
+  homeserver_entry homeserver(const std::string& name, const fake_homeserver& server,
+                              const std::string& secret_file, unsigned max_logins = 4) {
+    return {.name = name,
+            .url = server.url(),
+            .login = "      method: shared_secret\n      secret_file: " + secret_file + "\n",
+            .more = "    max_concurrent_logins: " + std::to_string(max_logins) + "\n"};
   }
-  void write_config(const std::string& homeservers, const std::string& rest = "") {
-    dir.write("config.yaml", "listen: {unix_socket: " + socket + "}\nhomeservers:\n" + homeservers +
-                                 rest + "log: {level: info}\n");
+  void write_config(std::vector<homeserver_entry> homeservers, const std::string& rest = "") {
+    e2e_fixture::write_config(
+        {.homeservers = std::move(homeservers), .sections = rest, .log = "  level: info\n"});
   }
   // Sends SIGHUP and waits until the daemon logged the outcome of that reload.
   bool reload_and_wait(const std::string& outcome) {
@@ -63,10 +58,10 @@ struct reload_fixture : ::testing::Test {
 };
 
 TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
-  first->register_user("@alice:localhost");
+  hs->register_user("@alice:localhost");
   second->register_user("@bob:second.test");
-  write_config(homeserver("localhost", *first, "first.secret"));
-  daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
+  write_config({homeserver("localhost", *hs, "first.secret")});
+  daemon = spawn_daemon();
   ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   unix_http_client c{socket};
   const auto alice = token_of(c.request("GET", "/v1/users/@alice:localhost/token").body);
@@ -74,8 +69,8 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   EXPECT_EQ(c.request("GET", "/v1/users/@bob:second.test/token").status, 404);
 
   // Add a homeserver, and change the first one (a higher login cap): alice's session stays.
-  write_config(homeserver("localhost", *first, "first.secret", 8) +
-               homeserver("second.test", *second, "second.secret"));
+  write_config({homeserver("localhost", *hs, "first.secret", 8),
+                homeserver("second.test", *second, "second.secret")});
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
   EXPECT_NE(daemon->log().find("homeserver second.test added"), std::string::npos);
   auto r = c.request("GET", "/v1/users/@bob:second.test/token");
@@ -83,7 +78,7 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   const auto bob = token_of(r.body);
   EXPECT_TRUE(second->token_is_live(bob));
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
-  EXPECT_EQ(first->login_count(), 1) << "the reload dropped no session";
+  EXPECT_EQ(hs->login_count(), 1) << "the reload dropped no session";
 
   // A broken config changes nothing.
   dir.write("config.yaml",
@@ -95,7 +90,7 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
 
   // Remove the second homeserver: its users are unknown from now on and its session is logged out.
-  write_config(homeserver("localhost", *first, "first.secret", 8));
+  write_config({homeserver("localhost", *hs, "first.secret", 8)});
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
   EXPECT_EQ(c.request("GET", "/v1/users/@bob:second.test/token").status, 404);
   for (int i = 0; i < 100 && second->token_is_live(bob); ++i) std::this_thread::sleep_for(10ms);
@@ -103,18 +98,18 @@ TEST_F(reload_fixture, SighupAddsChangesAndRemovesHomeserversKeepingSessions) {
   EXPECT_EQ(token_of(c.request("GET", "/v1/users/@alice:localhost/token").body), alice);
 
   // Clients take effect at once: an entry for some other uid leaves this peer out.
-  write_config(homeserver("localhost", *first, "first.secret", 8),
+  write_config({homeserver("localhost", *hs, "first.secret", 8)},
                "clients:\n  - {name: someone-else, uid: 65533, allow: [\"@*:localhost\"]}\n");
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();
   EXPECT_EQ(c.request("GET", "/v1/users/@alice:localhost/token").status, 403);
-  EXPECT_EQ(first->login_count(), 1);
+  EXPECT_EQ(hs->login_count(), 1);
   EXPECT_EQ(daemon->stop(SIGTERM), 0);
 }
 
 TEST_F(reload_fixture, ARotatedSecretFileCountsAsAChange) {
-  first->register_user("@carol:localhost");  // so only the secret can be wrong
-  write_config(homeserver("localhost", *first, "first.secret"));
-  daemon = std::make_unique<daemon_process>(config_file, socket, dir.file("daemon.log"));
+  hs->register_user("@carol:localhost");  // so only the secret can be wrong
+  write_config({homeserver("localhost", *hs, "first.secret")});
+  daemon = spawn_daemon();
   ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   dir.write("first.secret", "rotated-secret");
   ASSERT_TRUE(reload_and_wait("configuration " + config_file + " applied")) << daemon->log();

@@ -11,10 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "client/percent_encoding.hpp"
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 #include "support/tcp_http.hpp"
 
@@ -87,29 +84,21 @@ std::string user(int i) {
   return name;
 }
 
-struct paging_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
-
+struct paging_fixture : e2e_fixture {
+  paging_fixture() : e2e_fixture{secret} {}
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
+    e2e_fixture::SetUp();
     for (int i = 0; i < 1001; ++i) hs->register_user(user(i));  // Synapse: users must exist
     hs->register_user("@a-newcomer:localhost");
-    dir.write("secret", std::string{secret} + "\n");
   }
-  void start(const std::string& extra = "") {
-    const auto cfg = dir.write(
-        "config.yaml", "listen:\n  unix_socket: " + socket + "\n" + extra +
-                           "homeservers:\n  localhost:\n    url: " + hs->url() +
-                           "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                           "      login_type: com.devture.shared_secret_auth\n"
-                           "log:\n  level: info\n");
-    daemon = std::make_unique<daemon_process>(cfg, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+  void start(const std::string& listen_extra = "", const std::string& clients = "") {
+    e2e_fixture::start(
+        {.listen = listen_extra,
+         .homeservers = {{.url = hs->url(),
+                          .login = std::string{shared_secret_login} +
+                                   "      login_type: com.devture.shared_secret_auth\n"}},
+         .sections = clients,
+         .log = "  level: info\n"});
   }
 };
 
@@ -178,8 +167,7 @@ TEST_F(paging_fixture, PagesAreOrderedByUserIdAndFollowNextBatch) {
   expected.erase(expected.begin() + 10);
   expected.erase(expected.begin() + 3);
   expected.insert(expected.begin(), "@a-newcomer:localhost");
-  const auto ctl = env_or_throw("MXPUPPETCTL_BIN");
-  auto r = run_program({ctl, "--socket", socket, "sessions"});
+  auto r = run_ctl({"sessions"});
   ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 500);
   std::vector<std::string> listed;
   std::size_t at = r.output.find('\n') + 1;  // after the header
@@ -189,7 +177,7 @@ TEST_F(paging_fixture, PagesAreOrderedByUserIdAndFollowNextBatch) {
     at = end + 1;
   }
   EXPECT_EQ(listed, expected);
-  r = run_program({ctl, "--socket", socket, "--json", "sessions"});
+  r = run_ctl({"--json", "sessions"});
   ASSERT_EQ(r.exit_code, 0);
   const auto json = parse_page(200, r.output);
   EXPECT_EQ(json.users, expected);
@@ -201,11 +189,12 @@ TEST_F(paging_fixture, PagesAreOrderedByUserIdAndFollowNextBatch) {
 TEST_F(paging_fixture, PagesHoldOnlyWhatTheClientMaySee) {
   const auto port = free_loopback_port();
   dir.write("all.key", "paging-key-all-0123456789abcdef\n");
-  start("  tcp: 127.0.0.1:" + std::to_string(port) +
-        "\nclients:\n"
+  start("  tcp: 127.0.0.1:" + std::to_string(port) + "\n",
+        "clients:\n"
         "  - {name: everything, api_key_file: all.key, allow: [\"@*:localhost\"]}\n"
         "  - {name: some, uid: " +
-        std::to_string(::getuid()) + ", allow: [\"@u00?0:localhost\", \"@u00?5:localhost\"]}\n");
+            std::to_string(::getuid()) +
+            ", allow: [\"@u00?0:localhost\", \"@u00?5:localhost\"]}\n");
   const std::vector<std::pair<std::string, std::string>> key = {
       {"Authorization", "Bearer paging-key-all-0123456789abcdef"}};
   std::vector<std::string> visible;

@@ -10,9 +10,7 @@
 #include <csignal>
 #include <filesystem>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
@@ -34,24 +32,14 @@ int unix_socket(int type, const std::string& path) {
   return fd;
 }
 
-struct systemd_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-
+struct systemd_fixture : e2e_fixture {
+  systemd_fixture() : e2e_fixture{secret} {}
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
+    e2e_fixture::SetUp();
     hs->register_user("@alice:localhost");
-    dir.write("secret", std::string{secret} + "\n");
   }
-  std::string config(const std::string& socket) {
-    return dir.write("config.yaml",
-                     "listen:\n  unix_socket: " + socket +
-                         "\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                         "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                         "log:\n  level: debug\n");
-  }
+  // The config with `socket` as listen.unix_socket.
+  std::string config(const std::string& socket) { return write_config({.unix_socket = socket}); }
 };
 
 TEST_F(systemd_fixture, AdoptsTheSocketPassedBySocketActivation) {
@@ -63,19 +51,20 @@ TEST_F(systemd_fixture, AdoptsTheSocketPassedBySocketActivation) {
 
   daemon_options opts;
   opts.listen_fd = listener;
-  daemon_process daemon{config(configured), activated, dir.file("daemon.log"), opts};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+  daemon = std::make_unique<daemon_process>(config(configured), activated, dir.file("daemon->log"),
+                                            opts);
+  ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   EXPECT_FALSE(std::filesystem::exists(configured))
       << "bound listen.unix_socket despite socket activation";
-  EXPECT_NE(daemon.log().find("listening on the socket passed by systemd"), std::string::npos)
-      << daemon.log();
+  EXPECT_NE(daemon->log().find("listening on the socket passed by systemd"), std::string::npos)
+      << daemon->log();
 
   unix_http_client c{activated};
   auto r = c.request("GET", "/v1/users/@alice:localhost/token");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(hs->login_count(), 1);
 
-  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+  EXPECT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
   // The socket file belongs to systemd (here: the test): the daemon leaves it alone.
   EXPECT_TRUE(std::filesystem::exists(activated));
   ::close(listener);
@@ -86,12 +75,13 @@ TEST_F(systemd_fixture, RefusesSomethingOtherThanAListeningUnixSocket) {
   ASSERT_GE(datagram, 0);
   daemon_options opts;
   opts.listen_fd = datagram;
-  daemon_process daemon{config(dir.file("configured.sock")), dir.file("configured.sock"),
-                        dir.file("daemon.log"), opts};
-  EXPECT_FALSE(daemon.wait_ready(3s));
-  EXPECT_EQ(daemon.exited().value_or(-1), 1) << daemon.log();
-  EXPECT_NE(daemon.log().find("not a listening AF_UNIX stream socket"), std::string::npos)
-      << daemon.log();
+  daemon =
+      std::make_unique<daemon_process>(config(dir.file("configured.sock")),
+                                       dir.file("configured.sock"), dir.file("daemon->log"), opts);
+  EXPECT_FALSE(daemon->wait_ready(3s));
+  EXPECT_EQ(daemon->exited().value_or(-1), 1) << daemon->log();
+  EXPECT_NE(daemon->log().find("not a listening AF_UNIX stream socket"), std::string::npos)
+      << daemon->log();
   ::close(datagram);
 }
 
@@ -99,10 +89,10 @@ TEST_F(systemd_fixture, NotifiesReadyStatusWatchdogAndStopping) {
   const auto notify_path = dir.file("notify.sock");
   const int notify = unix_socket(SOCK_DGRAM, notify_path);
   ASSERT_GE(notify, 0);
-  const auto socket = dir.file("mxpuppetd.sock");
   daemon_options opts;
   opts.env = {"NOTIFY_SOCKET=" + notify_path, "WATCHDOG_USEC=200000"};  // pings every 100 ms
-  daemon_process daemon{config(socket), socket, dir.file("daemon.log"), opts};
+  write_config();
+  daemon = spawn_daemon("daemon->log", opts);
 
   std::vector<std::string> messages;
   auto receive_until = [&](const std::string& wanted, std::chrono::milliseconds timeout) {
@@ -118,9 +108,9 @@ TEST_F(systemd_fixture, NotifiesReadyStatusWatchdogAndStopping) {
     }
     return false;
   };
-  ASSERT_TRUE(receive_until("READY=1", 15s)) << daemon.log();
+  ASSERT_TRUE(receive_until("READY=1", 15s)) << daemon->log();
   EXPECT_NE(messages.back().find("STATUS=0 sessions"), std::string::npos) << messages.back();
-  ASSERT_TRUE(daemon.wait_ready());
+  ASSERT_TRUE(daemon->wait_ready());
 
   unix_http_client c{socket};
   ASSERT_EQ(c.request("GET", "/v1/users/@alice:localhost/token").status, 200);
@@ -130,7 +120,7 @@ TEST_F(systemd_fixture, NotifiesReadyStatusWatchdogAndStopping) {
   for (int i = 0; i < 5; ++i) pings += receive_until("WATCHDOG=1", 2s) ? 1 : 0;
   EXPECT_EQ(pings, 5);
 
-  daemon.stop(SIGTERM);
+  daemon->stop(SIGTERM);
   EXPECT_TRUE(receive_until("STOPPING=1", 5s));
   ::close(notify);
 }

@@ -8,9 +8,7 @@
 
 #include <cstdio>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
-#include "support/fake_homeserver.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 #include "support/tcp_http.hpp"
 
@@ -41,39 +39,25 @@ headers bearer(std::string_view key) {
   return {{"Authorization", "Bearer " + std::string{key}}};
 }
 
-struct tcp_fixture : ::testing::Test {
-  temp_dir dir;
-  std::unique_ptr<fake_homeserver> hs;
-  std::unique_ptr<daemon_process> daemon;
-  std::string socket = dir.file("mxpuppetd.sock");
+struct tcp_fixture : e2e_fixture {
+  tcp_fixture() : e2e_fixture{secret} {}
   std::uint16_t port = free_loopback_port();
 
   void SetUp() override {
-    fake_homeserver_options o;
-    o.shared_secret = secret;
-    hs = std::make_unique<fake_homeserver>(o);
+    e2e_fixture::SetUp();
     // Every user the tests name exists: only keys and globs decide who gets a token.
     hs->register_users({"@bridged-a:localhost", "@bridged-b:localhost", "@narrow_1:localhost",
                         "@local-x:localhost", "@local-u:localhost"});
-    dir.write("secret", std::string{secret} + "\n");
     dir.write("bridge.key", std::string{bridge_key} + "\n");
-    const auto cfg = dir.write(
-        "config.yaml", "listen:\n  unix_socket: " + socket +
-                           "\n  tcp: 127.0.0.1:" + std::to_string(port) +
-                           "\nhomeservers:\n  localhost:\n    url: " + hs->url() +
-                           "\n    login:\n      method: shared_secret\n      secret_file: secret\n"
-                           "clients:\n"
-                           "  - name: container-bridge\n    api_key_file: bridge.key\n    allow: "
-                           "[\"@bridged*:localhost\"]\n"
-                           "  - name: narrow-bridge\n    api_key_sha256: " +
-                           sha256_hex(narrow_key) +
-                           "\n    allow: [\"@narrow_*:localhost\"]\n"
-                           "  - name: local-bridge\n    uid: " +
-                           std::to_string(::getuid()) +
-                           "\n    allow: [\"@local*:localhost\"]\n"
-                           "log:\n  level: debug\n");
-    daemon = std::make_unique<daemon_process>(cfg, socket, dir.file("daemon.log"));
-    ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
+    start({.listen = "  tcp: 127.0.0.1:" + std::to_string(port) + "\n",
+           .sections = "clients:\n"
+                       "  - name: container-bridge\n    api_key_file: bridge.key\n    allow: "
+                       "[\"@bridged*:localhost\"]\n"
+                       "  - name: narrow-bridge\n    api_key_sha256: " +
+                       sha256_hex(narrow_key) +
+                       "\n    allow: [\"@narrow_*:localhost\"]\n"
+                       "  - name: local-bridge\n    uid: " +
+                       std::to_string(::getuid()) + "\n    allow: [\"@local*:localhost\"]\n"});
   }
 };
 

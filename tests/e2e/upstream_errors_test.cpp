@@ -18,8 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/unix_http_client.hpp"
-#include "support/daemon_process.hpp"
+#include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 #include "support/tcp_http.hpp"
 
@@ -140,9 +139,12 @@ struct expectation {
   std::string upstream_errcode;  // "null": JSON null; "-": absent
 };
 
-TEST(UpstreamErrors, OneRuleFromHomeserverFailuresToApiStatuses) {
-  temp_dir dir;
-  dir.write("secret", "upstream-errors-shared-secret\n");
+// The fixture's fake homeserver stays unused: every homeserver here is a raw_homeserver.
+struct UpstreamErrors : e2e_fixture {
+  UpstreamErrors() : e2e_fixture{"upstream-errors-shared-secret"} {}
+};
+
+TEST_F(UpstreamErrors, OneRuleFromHomeserverFailuresToApiStatuses) {
   std::map<std::string, std::unique_ptr<raw_homeserver>> servers;
   const auto add = [&](const std::string& name, std::string reply,
                        raw_homeserver::mode m = raw_homeserver::mode::reply) {
@@ -166,23 +168,21 @@ TEST(UpstreamErrors, OneRuleFromHomeserverFailuresToApiStatuses) {
                                R"({"access_token":")" + std::string(4000, 'a') + "\"}"));
   add("hang.test", "", raw_homeserver::mode::hang);
 
-  const auto socket = dir.file("mxpuppetd.sock");
-  std::string cfg =
-      "listen:\n  unix_socket: " + socket + "\n  request_timeout: 20s\nhomeservers:\n";
   const auto homeserver = [](const std::string& name, const std::string& url,
                              const std::string& more = "") {
-    return "  " + name + ":\n    url: " + url +
-           "\n    login: {method: shared_secret, secret_file: secret, login_type: "
-           "com.devture.shared_secret_auth}\n    request_timeout: 1s\n    connect_timeout: 1s\n" +
-           more;
+    return homeserver_entry{.name = name,
+                            .url = url,
+                            .login = std::string{shared_secret_login} +
+                                     "      login_type: com.devture.shared_secret_auth\n",
+                            .more = "    request_timeout: 1s\n    connect_timeout: 1s\n" + more};
   };
+  config_pieces cfg{.listen = "  request_timeout: 20s\n"};
   for (const auto& [name, server] : servers)
-    cfg += homeserver(name, server->url(),
-                      name == "huge.test" ? "    max_response_bytes: 1024\n" : "");
-  cfg += homeserver("refused.test", "http://127.0.0.1:" + std::to_string(free_loopback_port()));
-  cfg += "log:\n  level: debug\n";
-  daemon_process daemon{dir.write("config.yaml", cfg), socket, dir.file("daemon.log")};
-  ASSERT_TRUE(daemon.wait_ready()) << daemon.log();
+    cfg.homeservers.push_back(homeserver(
+        name, server->url(), name == "huge.test" ? "    max_response_bytes: 1024\n" : ""));
+  cfg.homeservers.push_back(
+      homeserver("refused.test", "http://127.0.0.1:" + std::to_string(free_loopback_port())));
+  ASSERT_NO_FATAL_FAILURE(start(cfg));
 
   const std::map<std::string, expectation> expected = {
       // An HTTP answer with an error status, JSON or not: 502 with that status.
@@ -241,7 +241,7 @@ TEST(UpstreamErrors, OneRuleFromHomeserverFailuresToApiStatuses) {
     EXPECT_GE(servers.at(name)->requests(), 3) << name;
   for (const char* name : {"json403.test", "plain404.test"})
     EXPECT_EQ(servers.at(name)->requests(), 1) << name;
-  if (::testing::Test::HasFailure()) ADD_FAILURE() << daemon.log();
+  if (HasFailure()) ADD_FAILURE() << daemon->log();
 }
 
 }  // namespace
