@@ -7,6 +7,8 @@
 #
 # Needs ./build (scripts/build.sh) and uxload's sources (UXLOAD_DIR, default ../shared/tools/uxload).
 # Prints per-run figures, then medians and the ratios the design targets refer to.
+# MXPUPPETD_BEFORE=/path/to/an/older/mxpuppetd measures that binary too, interleaved in the same
+# runs ("before"), for a before/after comparison on the same machine at the same time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; secs=${2:-5}; users=${3:-10000}; conns=${CONNECTIONS:-16}
@@ -41,6 +43,15 @@ for _ in $(seq 1 200); do [ -S "$work/mxpuppetd.sock" ] && break; sleep 0.05; do
 path='/v1/users/@user{i}:example.com/token'
 echo "warming $users sessions..."
 "$work/uxload" -c 16 -d 600 --seq -N "$users" -n "$users" -p "$path" --expect access_token unix:"$work/mxpuppetd.sock" | grep -E 'requests|errors'
+before=${MXPUPPETD_BEFORE:-}
+if [ -n "$before" ]; then
+  sed "s|$work/mxpuppetd.sock|$work/before.sock|" "$work/config.yaml" > "$work/before.yaml"
+  taskset -c 1 "$before" -c "$work/before.yaml" > "$work/before.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do [ -S "$work/before.sock" ] && break; sleep 0.05; done
+  echo "warming $users sessions in $before..."
+  "$work/uxload" -c 16 -d 600 --seq -N "$users" -n "$users" -p "$path" --expect access_token unix:"$work/before.sock" | grep -E 'requests|errors'
+fi
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$daemon_pid/status)
 
 nginx_conf=""
@@ -66,6 +77,7 @@ PY
 for run in $(seq 1 "$runs"); do
   echo "run $run/$runs ($conns connections, $secs s, $users users)"
   measure mxpuppetd unix:"$work/mxpuppetd.sock" "$work/mxp.$run.json"
+  [ -n "$before" ] && measure before unix:"$work/before.sock" "$work/before.$run.json"
   taskset -c 1 "$work/rawserver" unix:"$work/raw.sock" > /dev/null 2>&1 & raw_pid=$!
   for _ in $(seq 1 100); do [ -S "$work/raw.sock" ] && break; sleep 0.02; done
   measure rawserver unix:"$work/raw.sock" "$work/raw.$run.json"
@@ -91,12 +103,16 @@ def med(name,key):
     return statistics.median(vals) if vals else None
 print("\nmedians")
 res={}
-for n in ("mxp","raw","nginx"):
+for n in ("mxp","before","raw","nginx"):
     rps=med(n,'rps')
     if rps is None: continue
     res[n]=rps
     print(f"  {n:6s} {rps:>10.0f} req/s  p50 {med(n,'p50'):7.1f} us  p99 {med(n,'p99'):7.1f} us")
 print(f"  mxpuppetd / rawserver = {res['mxp']/res['raw']:.2f}  (target >= 0.6)")
 if 'nginx' in res: print(f"  mxpuppetd / nginx     = {res['mxp']/res['nginx']:.2f}  (target >= 1.0)")
+if 'before' in res:
+    print(f"  before / rawserver    = {res['before']/res['raw']:.2f}")
+    if 'nginx' in res: print(f"  before / nginx        = {res['before']/res['nginx']:.2f}")
+    print(f"  mxpuppetd / before    = {res['mxp']/res['before']:.2f}")
 print(f"  mxpuppetd RSS {rss/1024:.1f} MiB with {users} sessions after warm-up, {rss_after/1024:.1f} MiB after all runs")
 PY
