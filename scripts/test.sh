@@ -3,7 +3,9 @@
 # everything, and runs the whole test suite (unit, end-to-end, fuzz corpora) twice: once as
 # built for release, once built with AddressSanitizer and UndefinedBehaviorSanitizer (the
 # daemon the end-to-end tests start included), where any finding fails the run.
-# MXP_SKIP_SANITIZERS=1 skips the second pass (a quick local run).
+# Then it builds the Debian package and checks it (scripts/test-package.sh: contents,
+# maintainer scripts, lintian). MXP_SKIP_SANITIZERS=1 skips the sanitizer pass and
+# MXP_SKIP_PACKAGE=1 the package (a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -11,6 +13,12 @@ werror=()
 [ "${CI:-}" = "true" ] && werror=(-DMXP_WERROR=ON)
 bash scripts/build.sh "${werror[@]}"
 (cd build && ctest --output-on-failure -j2 --timeout 600)
+
+if [ "${MXP_SKIP_PACKAGE:-}" = "1" ]; then
+  echo "package check skipped (MXP_SKIP_PACKAGE=1)"
+else
+  bash scripts/test-package.sh
+fi
 
 if [ "${MXP_SKIP_SANITIZERS:-}" = "1" ]; then
   echo "sanitizer pass skipped (MXP_SKIP_SANITIZERS=1)"
