@@ -109,15 +109,16 @@ TEST_F(refresh_fixture, ALostRefreshAnswerIsNotReplayedTheDaemonLogsInAgain) {
   const auto first = token_of(c.request("GET", "/v1/users/@bea:localhost/token").body);
   ASSERT_FALSE(first.empty());
   // Asking for more than is left refreshes; this one also settles the v3 -> v1 fallback, so that
-  // the single refresh sent next is the one whose answer is lost.
-  std::this_thread::sleep_for(50ms);
-  auto r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9990");
+  // the single refresh sent next is the one whose answer is lost. (600 ms of slack for the
+  // renewal: with 10 ms, a loaded machine made the fresh token already too short.)
+  std::this_thread::sleep_for(600ms);
+  auto r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9400");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(hs->refresh_count(), 2);
   const int refreshes = hs->refresh_count();
   hs->fail_next_refresh(1, failure::drop_connection);
-  std::this_thread::sleep_for(50ms);
-  r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9990");
+  std::this_thread::sleep_for(600ms);
+  r = c.request("GET", "/v1/users/@bea:localhost/token?min_valid_ms=9400");
   ASSERT_EQ(r.status, 200) << r.body;
   const auto after = token_of(r.body);
   EXPECT_EQ(hs->refresh_count(), refreshes + 1) << "the lost refresh is never sent again";
