@@ -2,7 +2,7 @@
 # Instructions the daemon spends per cached-token request, counted by callgrind:
 # repeatable on a busy machine, unlike req/s. Runs WARM logins, then N cached
 # requests, and prints the instructions counted after warm-up divided by N.
-#   bench/instructions_per_request.sh [N=20000] [USERS=1000]
+#   bench/instructions_per_request.sh [N=20000] [USERS=1000]   (MXPUPPETD=path: another binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20000}; users=${2:-1000}
@@ -22,7 +22,7 @@ homeservers:
     login: {method: shared_secret, secret_file: secret, login_type: com.devture.shared_secret_auth}
 log: {level: warn}
 YAML
-valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$work/cg.%p" ./build/mxpuppetd -c "$work/c.yaml" >/dev/null 2>&1 &
+valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$work/cg.%p" "${MXPUPPETD:-./build/mxpuppetd}" -c "$work/c.yaml" >/dev/null 2>&1 &
 vg=$!
 for _ in $(seq 1 150); do [ -S "$work/s.sock" ] && break; sleep 0.2; done
 path='/v1/users/@user{i}:example.com/token'
