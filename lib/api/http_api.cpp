@@ -130,6 +130,7 @@ bool http_api::handle_now(const api_request& req, api_response& res, pending_req
   res.route = to_endpoint(r.kind);
   pending.target = r;
   pending.key_client = nullptr;
+  pending.user_allowed = false;
   if (req.tcp && !(pending.key_client = authenticate(req, res))) return true;
   if (r.kind == route_kind::token && req.method == "GET") {
     // Fast path: an undecoded segment without '%' is the user ID itself.
@@ -137,6 +138,7 @@ bool http_api::handle_now(const api_request& req, api_response& res, pending_req
     const auto min_valid = r.query.empty() ? 0 : min_valid_from_query(r.query);
     if (min_valid < 0) return false;
     if (!user_allowed(req, pending.key_client, r.user_segment, res)) return true;
+    pending.user_allowed = true;  // the segment has no '%': it is the user ID handle() decodes
     auto t = pool_.find_ready(r.user_segment, min_valid);
     if (!t) return false;
     write_token(res, *t);
@@ -215,7 +217,7 @@ asio::awaitable<void> http_api::handle(api_request req, pending_request pending,
   auto user_id = matrix::percent_decode(r.user_segment);
   if (!user_id || !matrix::parse_user_id(*user_id))
     co_return write_error(res, 400, "M_INVALID_PARAM", "malformed user ID");
-  if (!user_allowed(req, key_client, *user_id, res)) co_return;
+  if (!pending.user_allowed && !user_allowed(req, key_client, *user_id, res)) co_return;
 
   switch (r.kind) {
     case route_kind::token: {

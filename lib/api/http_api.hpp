@@ -48,6 +48,7 @@ std::string_view reason_phrase(int status) noexcept;
 struct pending_request {
   route target;
   const config::client_config* key_client = nullptr;
+  bool user_allowed = false;  // the access policy already allowed this user ID
 };
 
 class http_api {
