@@ -9,7 +9,8 @@
 //
 // The socket defaults to $MXPUPPETD_SOCKET, else /run/mxpuppetd/mxpuppetd.sock.
 // Exit codes: 0 success, 1 the daemon answered with an error (errcode on stderr), 2 usage,
-// 3 the daemon cannot be reached. The token goes to stdout only, never to stderr.
+// 3 the daemon cannot be reached (or its answer is not JSON). The token goes to stdout only,
+// never to stderr.
 //
 // In a bridge, import getToken() and invalidate(): when the homeserver answers a request with
 // 401 M_UNKNOWN_TOKEN, call invalidate(socket, user, token), then getToken(socket, user) again.
@@ -87,6 +88,7 @@ export async function invalidate(socketPath, userId, token) {
 
 async function readLine(stream) {
   let text = '';
+  stream.setEncoding('utf8');
   for await (const chunk of stream) text += chunk;
   return text.split('\n')[0].trim();
 }

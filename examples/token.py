@@ -8,7 +8,8 @@
 
 The socket defaults to $MXPUPPETD_SOCKET, else /run/mxpuppetd/mxpuppetd.sock.
 Exit codes: 0 success, 1 the daemon answered with an error (errcode on stderr), 2 usage,
-3 the daemon cannot be reached. The token goes to stdout only, never to stderr.
+3 the daemon cannot be reached (or its answer is not JSON). The token goes to stdout only,
+never to stderr.
 
 In a bridge, import get_token() and invalidate(): when the homeserver answers a request
 with 401 M_UNKNOWN_TOKEN, call invalidate(user, token), then get_token(user) again.
@@ -115,7 +116,7 @@ def main(argv):
     except MxpError as e:
         print(f"mxpuppetd: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, ValueError, http.client.HTTPException) as e:
         print(f"cannot reach mxpuppetd at {sock_path}: {e}", file=sys.stderr)
         return 3
     return 0

@@ -8,7 +8,8 @@
 #
 # The socket defaults to $MXPUPPETD_SOCKET, else /run/mxpuppetd/mxpuppetd.sock.
 # Exit codes: 0 success, 1 the daemon answered with an error (errcode on stderr), 2 usage,
-# 3 the daemon cannot be reached. The token goes to stdout only, never to stderr or argv.
+# 3 the daemon cannot be reached (or its answer is not what it should be). The token goes to
+# stdout only, never to stderr or argv.
 #
 #   TOKEN=$(examples/token.sh @bot:example.org)
 #   # ... the homeserver answered 401 M_UNKNOWN_TOKEN:
@@ -39,7 +40,7 @@ urlencode() {
 # answers are compact and Matrix tokens, errcodes and numbers need no escapes; use jq or
 # python3 for anything richer.
 json_member() {
-  sed -n 's/.*"'"$1"'":"\{0,1\}\([^",}]*\).*/\1/p' <<<"$2"
+  sed -n -e 's/.*"'"$1"'":"\([^"]*\)".*/\1/p' -e t -e 's/.*"'"$1"'":\([^",}]*\).*/\1/p' <<<"$2"
 }
 
 # call METHOD PATH [BODY]: prints the 200 answer's body; retries 429 and 503 after
@@ -94,7 +95,9 @@ status=0
 if [ "$mode" = token ]; then
   answer=$(call GET "/v1/users/$path_user/token") || status=$?
   [ $status -eq 0 ] || exit $status
-  json_member access_token "$answer"
+  token=$(json_member access_token "$answer")
+  [ -n "$token" ] || { echo "mxpuppetd's answer has no access_token" >&2; exit 3; }
+  printf '%s\n' "$token"
 else
   IFS= read -r token || true  # stdin keeps the token out of `ps`
   token=${token//\\/\\\\}     # JSON-escape it (no Matrix token needs this; be safe anyway)

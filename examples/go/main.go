@@ -9,7 +9,8 @@
 //
 // The socket defaults to $MXPUPPETD_SOCKET, else /run/mxpuppetd/mxpuppetd.sock.
 // Exit codes: 0 success, 1 the daemon answered with an error (errcode on stderr), 2 usage,
-// 3 the daemon cannot be reached. The token goes to stdout only, never to stderr.
+// 3 the daemon cannot be reached (or its answer is not JSON). The token goes to stdout only,
+// never to stderr.
 //
 // In a bridge, copy Client: when the homeserver answers a request with 401 M_UNKNOWN_TOKEN,
 // call Invalidate(ctx, user, token), then Token(ctx, user) again.
