@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-jwt python3-cryptography
   curl
+  golang-go nodejs  # tests/e2e/snippets_test.cpp runs the Go and Node snippets in examples/
   prometheus  # promtool: tests/e2e/metrics_test.cpp checks the /metrics exposition with it
 )
 missing=()

@@ -1,0 +1,3 @@
+module example.org/mxpuppet-token
+
+go 1.19
