@@ -191,8 +191,7 @@ void check_homeserver(report& r, const std::string& name, const homeserver_info&
     std::vector<std::string> offered;
     if (answer->status == 200 && parser.parse(answer->body).get(doc) == simdjson::SUCCESS &&
         doc.is_object()) {
-      if (const auto flows = member(dom::object(doc), "flows");
-          flows && flows->is_array())
+      if (const auto flows = member(dom::object(doc), "flows"); flows && flows->is_array())
         for (dom::element f : dom::array(*flows))
           if (f.is_object())
             if (const auto t = member(dom::object(f), "type"); t && as_string(*t))
@@ -222,7 +221,8 @@ void check_homeserver(report& r, const std::string& name, const homeserver_info&
       return;
     }
     r.ok(check, needed.empty() ? fmt::format("{} answers (login through the admin API)", info.url)
-                               : fmt::format("{} offers {}", info.url, offered_text));
+                               : fmt::format("{} offers {} (needs {})", info.url, offered_text,
+                                             fmt::join(needed, " or ")));
   } catch (const std::exception& e) {
     r.fail(check, fmt::format("cannot ask {}: {}", info.url, e.what()), reach_fix);
   }
