@@ -122,9 +122,15 @@ std::optional<config::daemon_config> check_config(report& r, const std::string& 
                                     path));
     return std::nullopt;
   }
-  r.ok("config",
-       fmt::format("{} is valid ({} homeserver{})", path, loaded.config->homeservers.size(),
-                   loaded.config->homeservers.size() == 1 ? "" : "s"));
+  std::string detail =
+      fmt::format("{} is valid ({} homeserver{})", path, loaded.config->homeservers.size(),
+                  loaded.config->homeservers.size() == 1 ? "" : "s");
+  if (!loaded.warnings.empty())  // as --check-config prints them; they do not stop the daemon
+    detail += fmt::format("; warning: {}{}", loaded.warnings.front(),
+                          loaded.warnings.size() > 1
+                              ? fmt::format(" (and {} more)", loaded.warnings.size() - 1)
+                              : std::string{});
+  r.ok("config", detail);
   return std::move(loaded.config);
 }
 
