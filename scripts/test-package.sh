@@ -62,7 +62,7 @@ for path in ./usr/bin/mxpuppetd ./usr/bin/mxpuppetctl ./lib/systemd/system/mxpup
   ./lib/systemd/system/mxpuppetd.socket ./usr/lib/sysusers.d/mxpuppetd.conf \
   ./usr/lib/tmpfiles.d/mxpuppetd.conf ./etc/mxpuppetd/config.yaml \
   ./usr/share/doc/mxpuppetd/examples/config.example.yaml ./usr/share/doc/mxpuppetd/README.md \
-  ./usr/share/doc/mxpuppetd/copyright; do
+  ./usr/share/doc/mxpuppetd/copyright ./usr/share/bash-completion/completions/mxpuppetctl; do
   check "contains $path" has " $path\$" "$contents"
 done
 check "the binaries are executable" has '^-rwxr-xr-x root/root .* \./usr/bin/mxpuppetd$' "$contents"

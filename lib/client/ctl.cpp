@@ -1,5 +1,5 @@
 // ctl: mxpuppetctl's entry point: --help, --version and the dispatch of each command to
-// its file (ctl_user_commands, ctl_sessions, ctl_status, ctl_check_config).
+// its file (ctl_help, ctl_user_commands, ctl_sessions, ctl_status, ctl_check_config, ctl_doctor).
 #include "client/ctl.hpp"
 
 #include <fmt/format.h>
@@ -9,7 +9,9 @@
 #include <string>
 
 #include "client/ctl_check_config.hpp"
+#include "client/ctl_doctor.hpp"
 #include "client/ctl_format.hpp"
+#include "client/ctl_help.hpp"
 #include "client/ctl_options.hpp"
 #include "client/ctl_runner.hpp"
 #include "client/ctl_sessions.hpp"
@@ -19,59 +21,21 @@
 
 namespace mxp::client {
 
-std::string ctl_usage() {
-  return fmt::format(
-      R"(Usage: mxpuppetctl [--socket PATH] [--json] COMMAND [ARGS]
-
-Asks mxpuppetd for Matrix access tokens and shows its sessions.
-
-Commands:
-  token USER [--min-valid-ms N]
-      Print an access token for USER (logging in if needed), nothing else,
-      so that TOKEN=$(mxpuppetctl token @bot:example.org) works. With
-      --min-valid-ms the token stays valid for at least N more milliseconds.
-  invalidate USER TOKEN
-      Report TOKEN as rejected by the homeserver; the next `token` gets a new
-      one. TOKEN "-" reads it from standard input (keeps it out of ps).
-  revoke USER
-      Log USER's session out at the homeserver and forget it.
-  revoke --all-idle [--idle-for DURATION] [--homeserver SERVER]
-      Revoke every active session unused for DURATION (default 1h; e.g.
-      30m, 12h, 7d) or longer, one at a time.
-  sessions [--homeserver SERVER]
-      List the sessions (never their tokens), or only those of users on
-      SERVER (the part of the user ID after the first ':').
-  status
-      Version, uptime, session counts and homeserver health.
-  check-config FILE
-      Validate a configuration file with `mxpuppetd --check-config` (the
-      mxpuppetd next to mxpuppetctl, else on PATH; MXPUPPETD_BIN overrides).
-      Exit status 0 when valid, 1 when not (errors on stderr).
-
-Options:
-  -s, --socket PATH  daemon socket; default $MXPUPPETD_SOCKET, else
-                     {}
-      --json         print the daemon's JSON answer unchanged
-  -h, --help         print this help
-  -V, --version      print the version
-
-Exit status:
-  0  success
-  1  the daemon answered with an error (errcode and message on stderr)
-  2  usage error
-  3  cannot reach the daemon (socket missing, connection refused,
-     permission denied, timeout); check-config: mxpuppetd not found
-  4  the daemon's answer is malformed
-)",
-      default_socket_path);
-}
-
 int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
   ctl_options o;
   try {
     o = parse_options(args, ctx);
-    if (o.help || (!o.positional.empty() && o.positional.front() == "help")) {
-      ctx.out << ctl_usage();
+    // `help COMMAND`, `COMMAND --help`: that command's help; `help`, `--help`: all of them.
+    const bool help_command = !o.positional.empty() && o.positional.front() == "help";
+    if (o.help || help_command) {
+      const std::size_t at = help_command ? 1 : 0;
+      if (o.positional.size() > at) {
+        const auto* c = find_command(o.positional[at]);
+        if (!c) throw usage_error{fmt::format("unknown command '{}'", printable(o.positional[at]))};
+        ctx.out << command_usage(*c);
+      } else {
+        ctx.out << ctl_usage();
+      }
       return exit_code(ctl_exit::ok);
     }
     if (o.version) {
@@ -86,6 +50,8 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
       throw usage_error{"--all-idle only goes with the revoke command"};
     if (o.idle_for_ms && !o.all_idle)
       throw usage_error{"--idle-for only goes with revoke --all-idle"};
+    if (o.config && command != "doctor")
+      throw usage_error{"--config only goes with the doctor command"};
     if (o.homeserver && command != "sessions" && !o.all_idle)
       throw usage_error{"--homeserver only goes with sessions and revoke --all-idle"};
 
@@ -131,6 +97,10 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
       expect_args(o, 1, "check-config FILE");
       if (o.positional[1].empty()) throw usage_error{"FILE must not be empty"};
       return check_config(ctx, std::string{o.positional[1]});
+    }
+    if (command == "doctor") {
+      expect_args(o, 0, "doctor [--config FILE]");
+      return run_doctor(ctx, o);
     }
     throw usage_error{fmt::format("unknown command '{}'", printable(command))};
   } catch (const usage_error& e) {

@@ -73,6 +73,9 @@ ctl_options parse_options(std::span<const std::string_view> args, const ctl_cont
       o.homeserver = value();
       if (o.homeserver->empty())
         throw usage_error{"--homeserver needs a server name such as example.org"};
+    } else if (name == "--config") {
+      o.config = value();
+      if (o.config->empty()) throw usage_error{"--config needs a non-empty path"};
     } else if (name == "--all-idle") {
       no_value();
       o.all_idle = true;

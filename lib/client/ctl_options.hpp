@@ -29,6 +29,7 @@ struct ctl_options {
   std::optional<std::string_view> homeserver;
   bool all_idle = false;                    // revoke --all-idle
   std::optional<std::int64_t> idle_for_ms;  // revoke --all-idle --idle-for DURATION
+  std::optional<std::string_view> config;   // doctor --config FILE
   std::vector<std::string_view> positional;
 };
 

@@ -95,6 +95,24 @@ load_result load(const std::string& text, const std::string& source, const fs::p
 
 }  // namespace
 
+std::set<std::string> known_keys() {
+  std::set<std::string> keys;
+  // The parse walks only what a document holds; the walker in discovery mode walks every section
+  // on its own, and this document adds what is not a walk_map: a server name, a clients: entry,
+  // and each login method (whose keys depend on `method:`).
+  for (const auto method : login_method_names()) {
+    YAML::Node root{YAML::NodeType::Map};
+    root["homeservers"]["*"]["login"]["method"] = std::string{method};
+    root["clients"].push_back(YAML::Node{YAML::NodeType::Map});
+    diagnostics diag{"known_keys"};
+    yaml_walker yaml{diag, keys};
+    daemon_config cfg;
+    parse_output out;
+    parse_root(yaml, root, cfg, {}, out);
+  }
+  return keys;
+}
+
 load_result load_config_text(const std::string& yaml_text, const std::string& source_name,
                              const std::string& base_dir) {
   try {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,5 +49,11 @@ load_result load_config_file(const std::string& path);
 // resolves relative secret paths.
 load_result load_config_text(const std::string& yaml_text, const std::string& source_name,
                              const std::string& base_dir);
+
+// Every key the loader accepts, as a dotted path read from the rules of the parse itself:
+// "listen.tcp", "homeservers.*.login.issuer" (any server name), "clients[].allow" (any entry).
+// The keys of every login method are under "homeservers.*.login". Section keys ("listen") are
+// included. tests/unit/config_example_test.cpp checks config.example.yaml shows each of them.
+std::set<std::string> known_keys();
 
 }  // namespace mxp::config

@@ -169,6 +169,18 @@ struct method_parser {
   }
 };
 
+// The login methods: parse_login's dispatch, its error message and known_keys() read this table.
+struct method_entry {
+  std::string_view name;
+  login_config (*parse)(method_parser&);
+};
+constexpr method_entry methods[] = {
+    {"shared_secret", [](method_parser& p) -> login_config { return p.shared_secret(); }},
+    {"jwt", [](method_parser& p) -> login_config { return p.jwt(); }},
+    {"appservice", [](method_parser& p) -> login_config { return p.appservice(); }},
+    {"synapse_admin", [](method_parser& p) -> login_config { return p.synapse_admin(); }},
+};
+
 }  // namespace
 
 void parse_login(yaml_walker& yaml, const field& where, const std::string& homeserver,
@@ -196,17 +208,26 @@ void parse_login(yaml_walker& yaml, const field& where, const std::string& homes
   const auto method = yaml.get_string(*method_field);
   if (!method) return;
   method_parser parse{yaml, where, homeserver, inputs};
-  if (*method == "shared_secret")
-    login = parse.shared_secret();
-  else if (*method == "jwt")
-    login = parse.jwt();
-  else if (*method == "appservice")
-    login = parse.appservice();
-  else if (*method == "synapse_admin")
-    login = parse.synapse_admin();
-  else
-    yaml.error(*method_field, "unknown login method " + echoed(*method) +
-                                  " (expected shared_secret, jwt, appservice or synapse_admin)");
+  const auto* m = std::find_if(std::begin(methods), std::end(methods),
+                               [&](const method_entry& e) { return e.name == *method; });
+  if (m != std::end(methods)) {
+    login = m->parse(parse);
+    return;
+  }
+  std::string expected;
+  for (std::size_t i = 0; i < std::size(methods); ++i)
+    expected += std::string{i == 0                        ? ""
+                            : i + 1 == std::size(methods) ? " or "
+                                                          : ", "} +
+                std::string{methods[i].name};
+  yaml.error(*method_field,
+             "unknown login method " + echoed(*method) + " (expected " + expected + ")");
+}
+
+std::vector<std::string_view> login_method_names() {
+  std::vector<std::string_view> out;
+  for (const auto& m : methods) out.push_back(m.name);
+  return out;
 }
 
 }  // namespace mxp::config

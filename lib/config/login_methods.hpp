@@ -7,6 +7,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -80,5 +81,8 @@ using login_config =
 // names becomes a request for the loading step.
 void parse_login(yaml_walker& yaml, const field& where, const std::string& homeserver,
                  login_config& login, input_requests& inputs);
+
+// The `method:` values parse_login accepts, in the order its error message lists them.
+std::vector<std::string_view> login_method_names();
 
 }  // namespace mxp::config

@@ -131,7 +131,33 @@ std::optional<YAML::Node> load_single_document(const std::string& text, diagnost
   return root;
 }
 
+namespace {
+
+// "clients[0].allow" -> "clients[].allow": one path for every entry of a list.
+std::string key_pattern(std::string_view path) {
+  std::string out;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    out.push_back(path[i]);
+    if (path[i] != '[') continue;
+    while (i + 1 < path.size() && path[i + 1] >= '0' && path[i + 1] <= '9') ++i;
+  }
+  return out;
+}
+
+}  // namespace
+
+void yaml_walker::record(const field& where, std::initializer_list<key_rule> rules) {
+  const std::string parent = key_pattern(where.path);
+  for (const auto& r : rules) known_->insert(join(parent, r.key));
+  const YAML::Node& node = where.value;
+  for (const auto& r : rules) {
+    if (node.IsMap() && node[std::string{r.key}].IsDefined()) continue;  // walked below
+    r.handle({join(where.path, r.key), where.line, YAML::Node{YAML::NodeType::Map}});
+  }
+}
+
 void yaml_walker::walk_map(const field& where, std::initializer_list<key_rule> rules) {
+  if (known_) record(where, rules);
   const YAML::Node& node = where.value;
   if (node.IsDefined() && !node.IsNull() && !node.IsMap()) {
     error(where, std::string{"expected a map, got "} + kind_of(node));

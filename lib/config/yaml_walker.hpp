@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -51,6 +52,10 @@ std::optional<YAML::Node> load_single_document(const std::string& text, diagnost
 class yaml_walker {
  public:
   explicit yaml_walker(diagnostics& diag) : diag_(diag) {}
+  // Discovery mode (config::known_keys): every walk_map records the dotted path of each key its
+  // rules accept ("clients[0].name" as "clients[].name"), and runs the rules of absent keys on an
+  // empty map, so that nested sections are walked too. The loaded values are meaningless then.
+  yaml_walker(diagnostics& diag, std::set<std::string>& known) : diag_(diag), known_(&known) {}
 
   diagnostics& diag() noexcept { return diag_; }
   void error(const field& f, std::string_view message) { diag_.error(f.path, f.line, message); }
@@ -59,7 +64,8 @@ class yaml_walker {
 
   // Visits the entries of a map in document order. Unknown, duplicate and non-string keys are
   // errors; a key whose value is null counts as absent (its default applies) unless required.
-  // A null `where.value` is an empty map.
+  // A null `where.value` is an empty map. The rules are the one list of the keys a section
+  // accepts: known_keys() reads them from here.
   void walk_map(const field& where, std::initializer_list<key_rule> rules);
 
   // Typed readers: each reports its own error and returns nullopt (or leaves `out`) on failure.
@@ -80,7 +86,10 @@ class yaml_walker {
   void read_string_list(const field& f, std::vector<std::string>& out);
 
  private:
+  void record(const field& where, std::initializer_list<key_rule> rules);
+
   diagnostics& diag_;
+  std::set<std::string>* known_ = nullptr;
 };
 
 }  // namespace mxp::config
