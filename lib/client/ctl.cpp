@@ -99,7 +99,7 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
       return check_config(ctx, std::string{o.positional[1]});
     }
     if (command == "doctor") {
-      expect_args(o, 0, "doctor [--config FILE]");
+      for (std::size_t i = 1; i < o.positional.size(); ++i) expect_user(o.positional[i]);
       return run_doctor(ctx, o);
     }
     throw usage_error{fmt::format("unknown command '{}'", printable(command))};

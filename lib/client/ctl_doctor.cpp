@@ -18,11 +18,13 @@
 #include <map>
 #include <optional>
 #include <ostream>
+#include <ranges>
 #include <system_error>
 #include <variant>
 
 #include "client/ctl_format.hpp"
 #include "client/ctl_json.hpp"
+#include "client/ctl_runner.hpp"
 #include "client/unix_http_client.hpp"
 #include "config/config.hpp"
 #include "net/http_client.hpp"
@@ -278,6 +280,48 @@ std::int64_t build_time() {
   return static_cast<std::int64_t>(::timegm(&tm));
 }
 
+// A token for `user` through the daemon, as a bridge asks for it: a login with the configured
+// method when the daemon holds none (the session's one device, as for any bridge request).
+// A homeserver that refuses the login (401/403) almost always means a wrong secret or key.
+void check_login(report& r, const std::string& socket, std::string_view user) {
+  const auto check = fmt::format("login {}", user);
+  try {
+    unix_http_client c{socket, homeserver_timeout + socket_timeout};
+    const auto answer = c.request("GET", user_path(user, "token"));
+    dom::parser parser;
+    dom::element doc;
+    if (parser.parse(answer.body).get(doc) != simdjson::SUCCESS)
+      return r.fail(check, fmt::format("HTTP {} with a body that is not JSON", answer.status),
+                    "see the daemon's log (journalctl -u mxpuppetd)");
+    const auto field = [&](std::string_view key) {
+      auto v = doc.is_object() ? member(doc.get_object().value_unsafe(), key) : std::nullopt;
+      return v ? as_string(*v) : std::nullopt;
+    };
+    if (answer.status == 200)
+      return r.ok(check, fmt::format("the daemon holds a token for it ({} login)",
+                                     field("method").value_or("?")));
+    const auto errcode = field("errcode").value_or("?"), error = field("error").value_or("");
+    const auto upstream_errcode = field("upstream_errcode").value_or("");
+    auto status_member =
+        doc.is_object() ? member(doc.get_object().value_unsafe(), "upstream_status") : std::nullopt;
+    const auto upstream_status = status_member ? as_int(*status_member).value_or(0) : 0;
+    if (upstream_status == 401 || upstream_status == 403)
+      return r.fail(check,
+                    fmt::format("the homeserver refused the login ({} {})", upstream_status,
+                                upstream_errcode.empty() ? "no errcode" : upstream_errcode),
+                    "the login secret or key does not match the homeserver's: compare the file "
+                    "named under homeservers.<server>.login with the homeserver's login module "
+                    "config, then `systemctl reload mxpuppetd`");
+    r.fail(check, fmt::format("HTTP {} {}: {}", answer.status, errcode, error),
+           answer.status == 404 ? "is the user's server name configured under homeservers:?"
+           : answer.status == 403
+               ? "the clients: section does not let this peer ask for this user"
+               : "see `mxpuppetctl status` and the daemon's log (journalctl -u mxpuppetd)");
+  } catch (const std::exception& e) {
+    r.fail(check, e.what(), "start the daemon, or name its socket with --socket");
+  }
+}
+
 void check_clock(report& r, std::int64_t now_ms) {
   const std::int64_t built = build_time();
   const std::int64_t now = now_ms / 1000;
@@ -338,6 +382,8 @@ int run_doctor(const ctl_context& ctx, const ctl_options& o) {
     check_store(r, cfg->store);
   else
     r.fail("store", "not checked: the config did not load", "fix the config first");
+  // doctor USER...: a token for each, through the daemon: catches a wrong secret or key.
+  for (const auto user : o.positional | std::views::drop(1)) check_login(r, o.socket, user);
   check_clock(r, ctx.now_ms ? ctx.now_ms()
                             : std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch())

@@ -37,12 +37,14 @@ constexpr ctl_command_help commands[] = {
      "      mxpuppetd next to mxpuppetctl, else on PATH; MXPUPPETD_BIN overrides).\n"
      "      Exit status 0 when valid, 1 when not (errors on stderr).\n",
      ""},
-    {"doctor", "doctor [--config FILE]",
+    {"doctor", "doctor [--config FILE] [USER...]",
      "      Check a running installation as an operator would: the socket answers\n"
      "      /healthz, the config is valid, each homeserver is reachable and offers\n"
      "      the login flow its method needs, the store's directory is writable, the\n"
-     "      clock is sane. One line per check, \"ok CHECK: ...\" or \"FAIL CHECK: ...\"\n"
-     "      followed by \"  fix: ...\". Exit status 0 only when every check passes.\n",
+     "      clock is sane; for each USER given (e.g. a bridge's bot), the daemon gets a\n"
+     "      token, logging in if it holds none: a refused login means a wrong secret.\n"
+     "      One line per check, \"ok CHECK: ...\" or \"FAIL CHECK: ...\" followed by\n"
+     "      \"  fix: ...\". Exit status 0 only when every check passes.\n",
      "      --config FILE        the daemon's config (default /etc/mxpuppetd/config.yaml)\n"},
     {"help", "help [COMMAND]", "      This help, or the help of COMMAND.\n", ""},
 };

@@ -1,6 +1,7 @@
 // End-to-end: `mxpuppetctl doctor` against the real mxpuppetd and the fake homeserver: every
 // check passes on a working installation; an absent socket, a homeserver that does not offer
-// the login flow, an unreachable homeserver and an unwritable store each fail with a fix line.
+// the login flow, an unreachable homeserver, an unwritable store and a wrong login secret each
+// fail with a fix line.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,12 +31,15 @@ struct Doctor : e2e_fixture {
 
 TEST_F(Doctor, PassesAgainstARunningDaemon) {
   ASSERT_EQ(::mkdir(dir.file("store").c_str(), 0700), 0);
+  hs->register_user("@alice:localhost");
   ASSERT_NO_FATAL_FAILURE(start({.sections = store_sections()}));
-  const auto r = run_ctl({"doctor", "--config", config_file});
+  const auto r = run_ctl({"doctor", "--config", config_file, "@alice:localhost"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(lines_starting(r.output, "FAIL").empty()) << r.output;
   for (const char* check :
-       {"ok socket: ", "ok config: ", "ok homeserver localhost: ", "ok store: ", "ok clock: "})
+       {"ok socket: ", "ok config: ", "ok homeserver localhost: ", "ok store: ",
+        "ok login @alice:localhost: the daemon holds a token for it (shared_secret login)",
+        "ok clock: "})
     EXPECT_EQ(lines_starting(r.output, check).size(), 1u) << check << "\n" << r.output;
   EXPECT_NE(r.output.find("(needs com.devture.shared_secret_auth or m.login.password)\n"),
             std::string::npos)
@@ -87,6 +91,24 @@ TEST_F(Doctor, MissingLoginFlowUnreachableHomeserverAndUnwritableStore) {
         << r.output;
   }
   EXPECT_EQ(lines_starting(r.output, "ok socket: ").size(), 1u) << r.output;
+}
+
+TEST_F(Doctor, AWrongSecretFailsTheLoginOfTheUserGiven) {
+  hs->register_user("@alice:localhost");
+  dir.write("wrong", "not-the-homeserver-secret");
+  ASSERT_NO_FATAL_FAILURE(start({.homeservers = {{.url = hs->url(),
+                                                  .login = "      method: shared_secret\n"
+                                                           "      secret_file: wrong\n"}}}));
+  auto r = run_ctl({"doctor", "--config", config_file, "@alice:localhost"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("FAIL login @alice:localhost: the homeserver refused the login (403 "
+                          "M_FORBIDDEN)\n  fix: the login secret or key does not match"),
+            std::string::npos)
+      << r.output;
+  // The rest of the installation is fine: only the login fails.
+  EXPECT_EQ(lines_starting(r.output, "FAIL").size(), 1u) << r.output;
+
+  EXPECT_EQ(r.output.find("not-the-homeserver-secret"), std::string::npos);
 }
 
 }  // namespace

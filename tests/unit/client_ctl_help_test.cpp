@@ -114,7 +114,7 @@ TEST(CtlHelp, CompletionRunsInBash) {
 
 TEST(CtlHelp, UsageErrorsOfTheNewOptions) {
   EXPECT_EQ(ctl({"status", "--config", "x.yaml"}).exit_code, 2);
-  EXPECT_EQ(ctl({"doctor", "extra"}).exit_code, 2);
+  EXPECT_EQ(ctl({"doctor", ""}).exit_code, 2);  // doctor USER...: not an empty user ID
   EXPECT_EQ(ctl({"doctor", "--config", ""}).exit_code, 2);
 }
 
