@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-jwt python3-cryptography
   curl
+  e2fsprogs  # chattr: tests/e2e/doctor_test.cpp makes a directory unwritable for root too
   golang-go nodejs  # tests/e2e/snippets_test.cpp runs the Go and Node snippets in examples/
   prometheus  # promtool: tests/e2e/metrics_test.cpp checks the /metrics exposition with it
 )

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -69,12 +70,18 @@ TEST_F(Doctor, MissingLoginFlowUnreachableHomeserverAndUnwritableStore) {
   ASSERT_NO_FATAL_FAILURE(
       start({.homeservers = {default_entry(), {.name = "gone.test", .url = "http://127.0.0.1:9"}},
              .sections = store_sections()}));
-  const bool root = ::geteuid() == 0;  // root writes anywhere: the store check cannot fail
-  if (!root) {
-    ASSERT_EQ(::chmod(dir.file("store").c_str(), 0500), 0);
-  }
+  // Root writes through any mode bits: as root the directory is made immutable instead (ext4's
+  // `chattr +i` holds for root too), so the check is shown failing either way.
+  const bool root = ::geteuid() == 0;
+  const std::string store_dir = dir.file("store");
+  const bool unwritable = root ? std::system(("chattr +i " + store_dir).c_str()) == 0
+                               : ::chmod(store_dir.c_str(), 0500) == 0;
+  ASSERT_TRUE(unwritable) << "cannot make " << store_dir << " unwritable";
   const auto r = run_ctl({"doctor", "--config", config_file});
-  if (!root) ::chmod(dir.file("store").c_str(), 0700);
+  if (root)
+    (void)std::system(("chattr -i " + store_dir).c_str());
+  else
+    ::chmod(store_dir.c_str(), 0700);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("FAIL homeserver localhost: " + hs->url() +
                           " offers no flow, not com.devture.shared_secret_auth or "
@@ -85,11 +92,9 @@ TEST_F(Doctor, MissingLoginFlowUnreachableHomeserverAndUnwritableStore) {
             std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("  fix: check homeservers.gone.test.url"), std::string::npos) << r.output;
-  if (!root) {
-    EXPECT_NE(r.output.find("FAIL store: directory " + dir.file("store") + " is not writable"),
-              std::string::npos)
-        << r.output;
-  }
+  EXPECT_NE(r.output.find("FAIL store: directory " + store_dir + " is not writable"),
+            std::string::npos)
+      << r.output;
   EXPECT_EQ(lines_starting(r.output, "ok socket: ").size(), 1u) << r.output;
 }
 
