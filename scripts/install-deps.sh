@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package that building, testing and running mxpuppetd needs.
+# Installs every Debian 12 package that building, testing and running mxpuppetd needs, plus any
+# package named as an argument (scripts/test-package.sh passes the packaging tools).
 # Boost comes from libboost1.81-dev (Asio/Beast with C++20 coroutines); the 1.74
 # default (libboost-all-dev / libboost-dev) is too old and must not be mixed in.
 set -euo pipefail
@@ -14,6 +15,7 @@ packages=(
   e2fsprogs  # chattr: tests/e2e/doctor_test.cpp makes a directory unwritable for root too
   golang-go nodejs  # tests/e2e/snippets_test.cpp runs the Go and Node snippets in examples/
   prometheus  # promtool: tests/e2e/metrics_test.cpp checks the /metrics exposition with it
+  "$@"  # further packages a caller needs too (scripts/test-package.sh: the packaging tools)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -11,18 +11,7 @@ root=$PWD
 out=$root/build-package
 
 # What the build needs (debian/control's Build-Depends) and Debian's packaging tools.
-"$root/scripts/install-deps.sh"
-tools=(debhelper dpkg-dev fakeroot lintian)
-missing=()
-for p in "${tools[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+"$root/scripts/install-deps.sh" debhelper dpkg-dev fakeroot lintian
 
 version=$(dpkg-parsechangelog -l debian/changelog -S Version)  # 0.1.0-1
 src=$out/mxpuppetd-${version%-*}
