@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# tests/interop: the unmodified matrix-js-sdk from npm, versions pinned by package-lock.json.
+# Debian's nodejs has no npm (NodeSource's does); `npm ci` only when the lock changed.
+command -v npm >/dev/null || { apt-get update && apt-get install -y --no-install-recommends npm; }
+if ! cmp -s tests/interop/package-lock.json tests/interop/node_modules/.mxp-lock 2>/dev/null; then
+  npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+  cp tests/interop/package-lock.json tests/interop/node_modules/.mxp-lock
+fi
 werror=()
 [ "${CI:-}" = "true" ] && werror=(-DMXP_WERROR=ON)
 bash scripts/build.sh "${werror[@]}"
