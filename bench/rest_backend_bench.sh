@@ -26,5 +26,13 @@ taskset -c 1 ./build/mxpuppetd -c "$work/config.yaml" > "$work/daemon.log" 2>&1 
 pid=$!
 for _ in $(seq 50); do [ -S "$work/mxpuppetd.sock" ] && break; sleep 0.1; done
 echo "mxpuppetd $(./build/mxpuppetd --version 2>/dev/null | head -1), backend on 127.0.0.1:$port"
-taskset -c 0 ./build/bench/rest_backend_bench "$port" "$secs" "$conns"
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }  # utime + stime, in clock ticks
+before=$(cpu)
+out=$(taskset -c 0 ./build/bench/rest_backend_bench "$port" "$secs" "$conns")
+after=$(cpu)
+echo "$out"
+answers=$(sed -n 's/.*: \([0-9]*\) answers,.*/\1/p' <<<"$out")
+hz=$(getconf CLK_TCK)
+awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
+  'BEGIN { printf "daemon CPU: %.1f s for %d answers = %.1f us per answer (accept, parse, answer, close)\n", t / hz, n, 1e6 * t / hz / n }'
 echo "daemon RSS: $(ps -o rss= -p "$pid") KiB"
