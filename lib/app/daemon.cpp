@@ -38,12 +38,14 @@ void configure_logging(const config::log_config& log) {
 }
 
 daemon::daemon(asio::any_io_executor executor, config::daemon_config config, int adopt_fd)
-    : executor_(std::move(executor)), config_(std::move(config)) {
+    : executor_(std::move(executor)),
+      config_(std::move(config)),
+      backends_(std::make_unique<matrix::rest_backends>(executor_)) {
   std::map<std::string, sessions::homeserver_entry, std::less<>> homeservers;
   for (const auto& [name, hs] : config_.homeservers)
-    homeservers.emplace(name,
-                        sessions::homeserver_entry{matrix::make_homeserver_client(executor_, hs),
-                                                   hs.max_concurrent_logins});
+    homeservers.emplace(name, sessions::homeserver_entry{
+                                  matrix::make_homeserver_client(executor_, hs, backends_.get()),
+                                  hs.max_concurrent_logins});
   // Sessions of the last run come back before the socket opens: a restart adds no login.
   std::vector<store::stored_session> persisted;
   if (!config_.store.path.empty()) {
@@ -93,7 +95,7 @@ void daemon::start() {
 }
 
 void daemon::reload() {
-  running_daemon_target target{executor_, *pool_, *api_};
+  running_daemon_target target{executor_, *pool_, *api_, backends_.get()};
   reload_config_file(config_.source_file, config_, target);
 }
 
@@ -103,6 +105,8 @@ asio::awaitable<void> daemon::shutdown() {
   server_->stop();
   if (tcp_server_) tcp_server_->stop();
   co_await pool_->shutdown(config_.sessions.revoke_on_shutdown, deadline);
+  backends_->stop();  // after the pool: its last logins (cancelled by now) used them
+  co_await backends_->drain(deadline);
   co_await server_->drain(deadline);
   if (tcp_server_) co_await tcp_server_->drain(deadline);
 }

@@ -16,6 +16,7 @@
 #include "api/tcp_server.hpp"
 #include "api/unix_server.hpp"
 #include "config/config.hpp"
+#include "matrix/rest_backend.hpp"
 #include "sessions/session_pool.hpp"
 #include "store/session_store.hpp"
 
@@ -57,6 +58,8 @@ class daemon {
   boost::asio::any_io_executor executor_;
   config::daemon_config config_;
   std::unique_ptr<store::session_store> store_;
+  // Before the pool: the rest_backend clients' nonce books are served by these listeners.
+  std::unique_ptr<matrix::rest_backends> backends_;
   // Declared before the pool: the pool reports to it until the pool is gone.
   api::api_metrics metrics_;
   std::unique_ptr<sessions::session_pool> pool_;

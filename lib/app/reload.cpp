@@ -16,7 +16,7 @@ namespace mxp::app {
 
 sessions::homeserver_entry running_daemon_target::make_homeserver(
     const config::homeserver_config& hs) {
-  return {matrix::make_homeserver_client(executor_, hs), hs.max_concurrent_logins};
+  return {matrix::make_homeserver_client(executor_, hs, backends_), hs.max_concurrent_logins};
 }
 
 void running_daemon_target::put_homeserver(const std::string& name,

@@ -16,6 +16,10 @@
 #include "config/config.hpp"
 #include "sessions/session_pool.hpp"
 
+namespace mxp::matrix {
+class rest_backends;
+}
+
 namespace mxp::app {
 
 // The running parts a reload changes, behind the operations it needs: the daemon's target
@@ -38,9 +42,10 @@ class reload_target {
 // API's access policy and spdlog's level.
 class running_daemon_target final : public reload_target {
  public:
+  // `backends`: the daemon's rest_backend listeners (a new backend_listen binds one).
   running_daemon_target(boost::asio::any_io_executor executor, sessions::session_pool& pool,
-                        api::http_api& api)
-      : executor_(std::move(executor)), pool_(pool), api_(api) {}
+                        api::http_api& api, matrix::rest_backends* backends = nullptr)
+      : executor_(std::move(executor)), pool_(pool), api_(api), backends_(backends) {}
 
   sessions::homeserver_entry make_homeserver(const config::homeserver_config& hs) override;
   void put_homeserver(const std::string& name, sessions::homeserver_entry entry) override;
@@ -53,6 +58,7 @@ class running_daemon_target final : public reload_target {
   boost::asio::any_io_executor executor_;
   sessions::session_pool& pool_;
   api::http_api& api_;
+  matrix::rest_backends* backends_;
 };
 
 enum class reload_outcome {

@@ -149,6 +149,7 @@ std::string login_type_of(const config::homeserver_config& hs) {
                                                     : "org.matrix.login.jwt";
   if (std::holds_alternative<config::appservice_login>(hs.login))
     return "m.login.application_service";
+  if (std::holds_alternative<config::rest_backend_login>(hs.login)) return "m.login.password";
   return "synapse_admin";
 }
 

@@ -162,6 +162,8 @@ class input_loader {
     if (auto t = secret(r, login.admin_token_file, true)) login.admin_token = std::move(*t);
   }
 
+  void login_secret(const input_request&, rest_backend_login&) {}  // it reads no file
+
   // The bridge's registration: errors name the config line of registration_file and the place
   // inside the registration.
   void registration(const input_request& r, appservice_login& login) {

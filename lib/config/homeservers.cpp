@@ -12,6 +12,7 @@ namespace {
 
 void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& hs,
                       input_requests& inputs) {
+  bool concurrency_given = false;
   yaml.walk_map(
       where, {
                  {"url", false,
@@ -45,7 +46,10 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
                  {"device_display_name", false,
                   [&](const field& f) { yaml.read_string(f, hs.device_display_name); }},
                  {"max_concurrent_logins", false,
-                  [&](const field& f) { yaml.read_integer(f, hs.max_concurrent_logins, 1, 1000); }},
+                  [&](const field& f) {
+                    yaml.read_integer(f, hs.max_concurrent_logins, 1, 1000);
+                    concurrency_given = true;
+                  }},
                  {"request_timeout", false,
                   [&](const field& f) { yaml.read_duration(f, hs.request_timeout); }},
                  {"connect_timeout", false,
@@ -53,6 +57,10 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
                  {"max_response_bytes", false,
                   [&](const field& f) { yaml.read_integer(f, hs.max_response_bytes); }},
              });
+  // The REST module's check runs on Synapse's only reactor thread: its password logins are
+  // serialised homeserver-wide anyway, and a second one in flight only waits there.
+  if (!concurrency_given && std::holds_alternative<rest_backend_login>(hs.login))
+    hs.max_concurrent_logins = 1;
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // parse_login: `method:` first (it decides which other keys are valid), then that method's keys.
 #include "config/login_methods.hpp"
+#include "config/grammar.hpp"
 #include "config/yaml_walker.hpp"
 
 #include <algorithm>
@@ -167,6 +168,42 @@ struct method_parser {
                   });
     return login;
   }
+
+  rest_backend_login rest_backend() {
+    rest_backend_login login;
+    yaml.walk_map(
+        where, {
+                   {"method", true, [](const field&) {}},
+                   // Loopback only: the module sends users' real passwords to this address.
+                   {"backend_listen", true,
+                    [&](const field& f) {
+                      auto s = yaml.get_nonempty_string(f);
+                      if (!s) return;
+                      std::string why;
+                      auto ep = parse_loopback_endpoint(*s, why);
+                      if (!ep) {
+                        // The grammar's message speaks of listen.tcp.
+                        if (const auto at = why.find("the TCP listener"); at != std::string::npos)
+                          why.replace(at, 16, "the backend listener");
+                        return yaml.error(f, why);
+                      }
+                      login.listen_address = std::move(ep->address);
+                      login.listen_port = ep->port;
+                    }},
+                   {"nonce_lifetime", false,
+                    [&](const field& f) {
+                      yaml.read_duration(f, login.nonce_lifetime);
+                      if (login.nonce_lifetime < std::chrono::seconds{1}) {
+                        yaml.error(f, "must be at least 1s");
+                        login.nonce_lifetime = std::chrono::seconds{1};
+                      } else if (login.nonce_lifetime > std::chrono::minutes{10}) {
+                        yaml.error(f, "must be at most 10m (a nonce lives for one login)");
+                        login.nonce_lifetime = std::chrono::minutes{10};
+                      }
+                    }},
+               });
+    return login;
+  }
 };
 
 // The login methods: parse_login's dispatch, its error message and known_keys() read this table.
@@ -179,6 +216,7 @@ constexpr method_entry methods[] = {
     {"jwt", [](method_parser& p) -> login_config { return p.jwt(); }},
     {"appservice", [](method_parser& p) -> login_config { return p.appservice(); }},
     {"synapse_admin", [](method_parser& p) -> login_config { return p.synapse_admin(); }},
+    {"rest_backend", [](method_parser& p) -> login_config { return p.rest_backend(); }},
 };
 
 }  // namespace

@@ -1,9 +1,10 @@
-// How mxpuppetd logs users in on one homeserver (`homeservers.NAME.login:`): the four methods'
+// How mxpuppetd logs users in on one homeserver (`homeservers.NAME.login:`): the methods'
 // settings, and parse_login() which reads them. Secret files and registrations are read by the
 // loading step (external_inputs), which fills in the secret_string members.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <regex>
 #include <string>
@@ -74,8 +75,17 @@ struct synapse_admin_login {
   milliseconds token_lifetime{std::chrono::hours{24}};  // valid_until_ms = now + this
 };
 
-using login_config =
-    std::variant<shared_secret_login, jwt_login, appservice_login, synapse_admin_login>;
+// `method: rest_backend`: mxpuppetd is the backend of ma1uta's rest_auth_provider module and
+// logs in with m.login.password and a single-use nonce it issued (matrix/rest_backend.hpp).
+// Homeservers naming the same backend_listen share one listener.
+struct rest_backend_login {
+  std::string listen_address;  // numeric loopback address, without brackets
+  std::uint16_t listen_port = 0;
+  milliseconds nonce_lifetime{std::chrono::seconds{60}};  // an unused nonce dies after this
+};
+
+using login_config = std::variant<shared_secret_login, jwt_login, appservice_login,
+                                  synapse_admin_login, rest_backend_login>;
 
 // Reads `homeservers.NAME.login:` (`where`) into `login`; the secret file or registration it
 // names becomes a request for the loading step.

@@ -18,8 +18,12 @@ const secret_string& secret_of(const login_config& login) {
           return m.key;
         else if constexpr (std::is_same_v<method_t, appservice_login>)
           return m.as_token;
-        else
+        else if constexpr (std::is_same_v<method_t, synapse_admin_login>)
           return m.admin_token;
+        else {  // rest_backend: no secret, its settings are in the fingerprint
+          static const secret_string none;
+          return none;
+        }
       },
       login);
 }

@@ -53,7 +53,8 @@ upstream_error bad_response(int status, std::string diagnostic) {
 
 class matrix_homeserver final : public homeserver_client {
  public:
-  matrix_homeserver(asio::any_io_executor executor, const config::homeserver_config& config)
+  matrix_homeserver(asio::any_io_executor executor, const config::homeserver_config& config,
+                    rest_backends* backends)
       : executor_(std::move(executor)), config_(config), device_(config) {
     http_options_.ca_file = config.ca_file;
     http_options_.request_timeout = config.request_timeout;
@@ -67,8 +68,8 @@ class matrix_homeserver final : public homeserver_client {
       if (s->login_type == config::shared_secret_login_type::password)
         resolved_login_type_ = password_type;
     }
-    strategy_ =
-        make_login_strategy(config_);  // jwt, appservice, synapse_admin; throws on a bad key
+    // jwt, appservice, synapse_admin, rest_backend; throws on a bad key
+    strategy_ = make_login_strategy(config_, backends);
   }
 
   const std::string& server_name() const override { return config_.server_name; }
@@ -340,8 +341,9 @@ upstream_error classify_error_response(int status, std::string_view body,
 }
 
 std::unique_ptr<homeserver_client> make_homeserver_client(asio::any_io_executor executor,
-                                                          const config::homeserver_config& config) {
-  return std::make_unique<matrix_homeserver>(std::move(executor), config);
+                                                          const config::homeserver_config& config,
+                                                          rest_backends* backends) {
+  return std::make_unique<matrix_homeserver>(std::move(executor), config, backends);
 }
 
 }  // namespace mxp::matrix

@@ -34,6 +34,10 @@ struct upstream_error {
   // (false: it never left, e.g. connection refused). A login that may have been processed may
   // have created a live token nobody holds.
   bool request_sent = true;
+  // A refusal the login method knows may be transient (rest_backend's 403: a wrong nonce, or
+  // a homeserver that cannot reach the backend): retried with backoff and counted towards the
+  // circuit like an unreachable homeserver, instead of reported at once.
+  bool retry_with_backoff = false;
 };
 
 // What boost::system::result<T, upstream_error>::value() throws: system_error(code, diagnostic).
@@ -89,10 +93,14 @@ class homeserver_client {
   virtual void cancel_requests() = 0;
 };
 
+class rest_backends;  // matrix/rest_backend.hpp
+
 // The real client: Beast over HTTP(S), .well-known discovery when `url` is empty.
-// Throws std::runtime_error when the config cannot be turned into a client (bad CA file).
+// Throws std::runtime_error when the config cannot be turned into a client (bad CA file), and
+// for method rest_backend without `backends` (std::system_error when it cannot listen).
 std::unique_ptr<homeserver_client> make_homeserver_client(boost::asio::any_io_executor executor,
-                                                          const config::homeserver_config& config);
+                                                          const config::homeserver_config& config,
+                                                          rest_backends* backends = nullptr);
 
 // The longest token lifetime taken from a homeserver's expires_in_ms: 365 days. The pool adds
 // it to the wall clock, which a value near INT64_MAX would overflow; a token said to live

@@ -12,11 +12,13 @@
 #include "core/errc.hpp"
 #include "matrix/appservice_login.hpp"
 #include "matrix/jwt_login.hpp"
+#include "matrix/rest_backend_login.hpp"
 #include "matrix/synapse_admin_login.hpp"
 
 namespace mxp::matrix {
 
-std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config) {
+std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config,
+                                                    rest_backends* backends) {
   return std::visit(
       [&](const auto& method) -> std::unique_ptr<login_strategy> {
         using method_t = std::decay_t<decltype(method)>;
@@ -26,6 +28,8 @@ std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_con
           return make_appservice_login(config, method);
         else if constexpr (std::is_same_v<method_t, config::synapse_admin_login>)
           return make_synapse_admin_login(config, method);
+        else if constexpr (std::is_same_v<method_t, config::rest_backend_login>)
+          return make_rest_backend_login(config, method, backends);
         else
           return nullptr;  // shared_secret
       },

@@ -1,6 +1,6 @@
-// login_strategy: how one login method (jwt, appservice, synapse_admin) turns a user ID
-// into a login_grant, plus the request/answer helpers the strategies share. The
-// homeserver client owns the HTTP connection and hands it to its strategy per login.
+// login_strategy: how one login method (jwt, appservice, synapse_admin, rest_backend) turns a user
+// ID into a login_grant, plus the request/answer helpers the strategies share. The homeserver
+// client owns the HTTP connection and hands it to its strategy per login.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -14,6 +14,8 @@
 #include "net/http_client.hpp"
 
 namespace mxp::matrix {
+
+class rest_backends;  // matrix/rest_backend.hpp
 
 class login_strategy {
  public:
@@ -31,7 +33,9 @@ class login_strategy {
 // handles itself (it may have to read GET /login first). Throws std::runtime_error with a
 // "FILE:LINE: KEY: why" message when the config cannot be used (a key that does not fit the
 // JWT algorithm); the message never carries key material.
-std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config);
+// `backends`: the daemon's rest_backend listeners (required for method rest_backend only).
+std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config,
+                                                    rest_backends* backends = nullptr);
 
 // --- shared by the strategies ----------------------------------------------------------------
 

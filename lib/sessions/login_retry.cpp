@@ -18,7 +18,8 @@ bool is_unreachable(const pool_error& e) noexcept {
 }
 
 bool is_transient(const pool_error& e) noexcept {
-  return is_unreachable(e) || e.http_status >= 500 || e.code == errc::upstream_bad_response;
+  return is_unreachable(e) || e.http_status >= 500 || e.code == errc::upstream_bad_response ||
+         e.retry_with_backoff;
 }
 
 bool may_have_issued_token(const pool_error& e) noexcept {

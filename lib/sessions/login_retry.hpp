@@ -22,7 +22,8 @@ pool_error local_error(errc code, std::string diagnostic);
 bool is_unreachable(const pool_error& e) noexcept;
 // Worth another try after a backoff: no answer, the homeserver's own 5xx, or a 2xx it cannot
 // have meant (garbage, wrong shape). The last is retried too so that a broken homeserver or
-// proxy meets the backoff and the circuit instead of a login per bridge request.
+// proxy meets the backoff and the circuit instead of a login per bridge request. Also a refusal
+// its login method marked retry_with_backoff (rest_backend's ambiguous 403).
 bool is_transient(const pool_error& e) noexcept;
 // A failed login may have left a live token on the device (a timeout, a lost answer, a 2xx we
 // could not read, a proxy's 502/504 whose homeserver may have finished). A refusal, or a

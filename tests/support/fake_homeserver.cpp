@@ -2,6 +2,7 @@
 // One io_context on one thread; the homeserver state sits behind a mutex so
 // tests can inspect and steer it from any thread.
 #include "support/fake_homeserver.hpp"
+#include "support/tcp_http.hpp"
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -855,6 +856,10 @@ struct fake_homeserver::impl {
                         std::string("Missing parameter: ") + credential_field);
     }
 
+    if (std::string_view{credential_field} == "password" && opts.rest_backend_port != 0) {
+      if (auto r = rest_module_login(user, credential, std::move(device_id), display_name))
+        return *r;
+    }
     const auto user_id = qualify(user);
     if (!user_id) return forbidden();
     const auto expected = fake_shared_secret_token(opts.shared_secret, *user_id);
@@ -871,6 +876,56 @@ struct fake_homeserver::impl {
     if (auto limited = account_limited_locked(*user_id)) return *limited;
     make_exist_locked(*user_id);  // a no-op unless auto_register created it
     return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
+  }
+
+  // The REST module's check (see fake_homeserver_options::rest_backend_port); nullopt: the
+  // backend did not confirm, the local check decides.
+  std::optional<reply> rest_module_login(std::string_view user, std::string_view password,
+                                         std::optional<std::string> device_id,
+                                         const std::optional<std::string>& display_name) {
+    const std::string full = user.starts_with('@')
+                                 ? std::string{user}
+                                 : "@" + std::string{user} + ":" + opts.server_name;
+    const std::string sent =
+        opts.rest_backend_send_user.empty() ? full : opts.rest_backend_send_user;
+    std::string body;
+    json_writer w{body};
+    w.begin_object().key("user").begin_object().member("id", sent).member("password", password);
+    w.end_object().end_object();
+    {
+      std::lock_guard lock(mu);
+      ++rest_backend_calls;
+    }
+    tcp_http_response answer;
+    try {
+      answer = tcp_request(opts.rest_backend_port, "POST",
+                           "/_matrix-internal/identity/v1/check_credentials",
+                           {{"Content-Type", "application/json"}}, body);
+    } catch (const std::exception&) {
+      return std::nullopt;  // backend down: the module's exception, the same 403 in the end
+    }
+    simdjson::dom::parser parser;
+    simdjson::dom::object auth, profile;
+    bool success = false;
+    std::string_view mxid;
+    if (answer.status != 200 || parser.parse(answer.body).get_object()["auth"].get(auth) ||
+        auth["success"].get(success) || !success || auth["mxid"].get(mxid) ||
+        auth["profile"].get(profile))
+      return std::nullopt;
+    const auto own = qualify(full);
+    std::lock_guard lock(mu);
+    if (!own || *own != lowercase(*own)) {
+      // Synapse logs in the ID as the backend confirmed it; whoami then knows no such user.
+      auto r = issue_login_locked(full, std::move(device_id), display_name);
+      simdjson::dom::parser p2;
+      std::string_view token;
+      if (!p2.parse(r.body).get_object()["access_token"].get(token))
+        drop_access_token_locked(std::string{token});
+      return r;
+    }
+    if (auto limited = account_limited_locked(*own)) return *limited;
+    make_exist_locked(*own);
+    return issue_login_locked(*own, std::move(device_id), display_name);
   }
 
   std::string new_token_locked() {
@@ -1271,6 +1326,7 @@ struct fake_homeserver::impl {
   std::set<std::string> registered;   // users that exist (register_user, /register, JWT logins)
   std::unordered_map<std::string, std::int64_t> valid_until_ms;  // admin-minted token expiry
   int registers = 0, admin_logins = 0, refreshes = 0, successful_refreshes = 0;
+  int rest_backend_calls = 0;
   std::unordered_map<std::string, refresh_state> refresh_tokens;
   std::map<std::string, bucket> address_buckets, account_buckets;  // rc_login, by IP / user ID
   std::chrono::milliseconds rate_clock_offset{0};                  // advance_rate_limit_clock
@@ -1371,6 +1427,10 @@ int fake_homeserver::login_flows_count() const {
 int fake_homeserver::register_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->registers;
+}
+int fake_homeserver::rest_backend_call_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->rest_backend_calls;
 }
 int fake_homeserver::admin_login_count() const {
   std::lock_guard lock(impl_->mu);

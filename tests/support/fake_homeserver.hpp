@@ -85,6 +85,17 @@ struct fake_homeserver_options {
   // not exist".
   std::int64_t refresh_access_lifetime_ms = 0;
   bool refresh_on_v3 = false;  // false: /v3/refresh answers 400 M_UNRECOGNIZED, as older Synapse
+
+  // ma1uta's rest_auth_provider (v0.1.4), enabled when rest_backend_port is set: every
+  // m.login.password check first calls POST http://127.0.0.1:PORT/_matrix-internal/identity/v1/
+  // check_credentials {"user":{"id":<full user ID, case kept>,"password":...}}, synchronously
+  // (the server's only thread waits, as Synapse's reactor does), a new connection per call.
+  // Success with a "profile" object logs the user in, registering an unknown one; a success
+  // for a case variant or another domain gives 200 and a token that is dead at once. Any
+  // failure (refused, down, 500, garbage, no profile) falls through to the shared-secret
+  // check, so a nonce gets 403 "Invalid username or password".
+  std::uint16_t rest_backend_port = 0;
+  std::string rest_backend_send_user;  // tests: the module sends this user ID instead
 };
 
 // Lowercase hex HMAC-SHA512(key = secret, msg = user ID): the shared-secret login
@@ -136,14 +147,15 @@ class fake_homeserver {
   void advance_rate_limit_clock(std::chrono::milliseconds by);
   int rate_limited_count() const;  // POST /login answered 429 by rc_login (not by fail_next)
 
-  int login_count() const;             // POST /login requests received
-  int successful_login_count() const;  // POST /login answered 200 with a token
-  int logout_count() const;            // POST /logout and /logout/all requests received
-  int whoami_count() const;            // GET /account/whoami requests received
-  int login_flows_count() const;       // GET /login requests received
-  int register_count() const;          // POST /register requests received
-  int admin_login_count() const;       // POST /_synapse/admin/v1/users/{id}/login received
-  int refresh_count() const;           // POST /v1/refresh (and /v3/refresh) requests received
+  int login_count() const;              // POST /login requests received
+  int successful_login_count() const;   // POST /login answered 200 with a token
+  int logout_count() const;             // POST /logout and /logout/all requests received
+  int whoami_count() const;             // GET /account/whoami requests received
+  int login_flows_count() const;        // GET /login requests received
+  int register_count() const;           // POST /register requests received
+  int admin_login_count() const;        // POST /_synapse/admin/v1/users/{id}/login received
+  int refresh_count() const;            // POST /v1/refresh (and /v3/refresh) requests received
+  int rest_backend_call_count() const;  // check_credentials calls made by the REST module
   // Kills one access token behind the client's back (as an admin or a password change would).
   void kill_token(const std::string& token);
   // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the

@@ -592,6 +592,26 @@ TEST_F(ConfigLoad, SynapseAdmin) {
             2h);
 }
 
+TEST_F(ConfigLoad, RestBackend) {
+  auto cfg = load_ok(std::string{login_head} +
+                     "      method: rest_backend\n      backend_listen: \"127.0.0.1:8090\"\n");
+  const auto& hs = cfg.homeservers.at("example.com");
+  const auto& r = std::get<mxp::config::rest_backend_login>(hs.login);
+  EXPECT_EQ(r.listen_address, "127.0.0.1");
+  EXPECT_EQ(r.listen_port, 8090);
+  EXPECT_EQ(r.nonce_lifetime, 60s);
+  EXPECT_EQ(hs.max_concurrent_logins, 1u);  // the default for this method
+  cfg = load_ok(std::string{login_head} +
+                "      method: rest_backend\n      backend_listen: \"[::1]:9\"\n      "
+                "nonce_lifetime: 5s\n    max_concurrent_logins: 3\n");
+  const auto& hs2 = cfg.homeservers.at("example.com");
+  const auto& r2 = std::get<mxp::config::rest_backend_login>(hs2.login);
+  EXPECT_EQ(r2.listen_address, "::1");
+  EXPECT_EQ(r2.listen_port, 9);
+  EXPECT_EQ(r2.nonce_lifetime, 5s);
+  EXPECT_EQ(hs2.max_concurrent_logins, 3u);  // given: kept
+}
+
 TEST_F(ConfigLoad, LoadFileErrorsNameTheFile) {
   const auto path =
       write("broken.yaml", "homeservers:\n  example.com:\n    login: {method: jwt}\n");
@@ -684,6 +704,7 @@ const std::string jwt_at = ": homeservers.example.com.login.";
 const std::string as_head = std::string{login_head} + "      method: appservice\n";
 const std::string as_at = "cfg.yaml:5: homeservers.example.com.login.registration_file: ";
 const std::string admin_head = std::string{login_head} + "      method: synapse_admin\n";
+const std::string rest_head = std::string{login_head} + "      method: rest_backend\n";
 const std::string duration = "expected a duration such as 250ms, 30s, 5m, 24h or 7d, got ";
 const std::string device = "device_id: expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got ";
 const std::string algorithms =
@@ -822,7 +843,7 @@ const error_case error_cases[] = {
      "cfg.yaml:4: homeservers.example.com.login.method: a value is required"},
     {"method_unknown", "homeservers:\n  example.com:\n    login:\n      method: password\n",
      "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
-     "(expected shared_secret, jwt, appservice or synapse_admin)"},
+     "(expected shared_secret, jwt, appservice, synapse_admin or rest_backend)"},
     {"method_list", "homeservers:\n  example.com:\n    login:\n      method: [jwt]\n",
      "cfg.yaml:4: homeservers.example.com.login.method: expected a string, got a list"},
     {"login_type_unknown", minimal_with("      login_type: devture\n"),
@@ -929,6 +950,27 @@ const error_case error_cases[] = {
      "cfg.yaml:6: homeservers.example.com.login.token_lifetime: must be at least 1m (the token "
      "is replaced before it runs out)",
      {{"admin.token", "syt_admin\n"}}},
+    {"rest_listen_missing", rest_head,
+     "cfg.yaml:3: homeservers.example.com.login.backend_listen: required key is missing"},
+    {"rest_listen_public", rest_head + "      backend_listen: \"0.0.0.0:8090\"\n",
+     "cfg.yaml:5: homeservers.example.com.login.backend_listen: '0.0.0.0' is not a loopback "
+     "address; the backend listener only takes 127.0.0.0/8 or [::1]"},
+    {"rest_listen_no_port", rest_head + "      backend_listen: 127.0.0.1\n",
+     "cfg.yaml:5: homeservers.example.com.login.backend_listen: expected ADDRESS:PORT such as "
+     "127.0.0.1:8765 or [::1]:8765, got '127.0.0.1'"},
+    {"rest_listen_port_zero", rest_head + "      backend_listen: \"127.0.0.1:0\"\n",
+     "cfg.yaml:5: homeservers.example.com.login.backend_listen: invalid port '0' (1-65535)"},
+    {"rest_nonce_short",
+     rest_head + "      backend_listen: \"127.0.0.1:8090\"\n      nonce_lifetime: 500ms\n",
+     "cfg.yaml:6: homeservers.example.com.login.nonce_lifetime: must be at least 1s"},
+    {"rest_nonce_long",
+     rest_head + "      backend_listen: \"127.0.0.1:8090\"\n      nonce_lifetime: 1h\n",
+     "cfg.yaml:6: homeservers.example.com.login.nonce_lifetime: must be at most 10m (a nonce "
+     "lives for one login)"},
+    {"rest_secret_file",
+     rest_head + "      backend_listen: \"127.0.0.1:8090\"\n      "
+                 "secret_file: x\n",
+     "cfg.yaml:6: homeservers.example.com.login.secret_file: unknown key"},
     {"admin_token_absent", admin_head + "      admin_token_file: nope\n",
      "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '{dir}/nope': No "
      "such file or directory"},

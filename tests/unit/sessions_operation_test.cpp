@@ -237,6 +237,24 @@ TEST(login_retry, ClassifiesFailuresAndCountsAttempts) {
   EXPECT_FALSE(may_have_issued_token(failure(errc::upstream_refused, 403)));
 }
 
+// rest_backend's 403 may mean a backend the homeserver cannot reach: it backs off, is retried
+// and counts towards the circuit like a 5xx, while keeping its status for the API answer.
+TEST(login_retry, ARefusalMarkedRetryWithBackoffIsTransient) {
+  auto ambiguous = failure(errc::upstream_refused, 403);
+  ambiguous.retry_with_backoff = true;
+  EXPECT_TRUE(is_transient(ambiguous));
+  EXPECT_FALSE(may_have_issued_token(ambiguous));
+  homeserver_health health;
+  login_retry retry{2};
+  retry.on_attempt();
+  EXPECT_EQ(retry.on_failure(health, ambiguous, 0, 0), retry_decision::again);
+  EXPECT_GT(health.not_before_ms(), 0) << "backing off";
+  EXPECT_EQ(health.consecutive_failures(), 1u);
+  retry.on_attempt();
+  EXPECT_EQ(retry.on_failure(health, ambiguous, 1000, 0), retry_decision::report);
+  EXPECT_EQ(health.consecutive_failures(), 2u);
+}
+
 TEST(login_retry, APauseIsReportedAs429ForARateLimitAnd503OtherwiseWithTheWait) {
   homeserver_health health;
   health.on_rate_limited(0, 3'000);
