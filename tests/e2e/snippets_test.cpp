@@ -5,9 +5,6 @@
 // daemon logs it out at the homeserver, the next fetch logs in again), and exits 1 with the
 // errcode for an error answer. go and node must be installed (scripts/install-deps.sh): a
 // missing one fails the test rather than skipping it.
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -20,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_program.hpp"
 #include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
 
@@ -31,66 +29,7 @@ namespace {
 
 constexpr const char* secret = "e2e-snippets-shared-secret";
 
-struct snippet_run {
-  int exit_code = -1;
-  std::string out, err;  // stdout, stderr
-  std::chrono::milliseconds elapsed{};
-};
-
-// The program's path in $PATH ("" if none).
-std::string find_in_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs{path ? path : ""};
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const auto candidate = (dir.empty() ? std::string{"."} : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
-// Runs argv in `cwd` with `env` added to the environment and `input` on stdin; stdout and
-// stderr are kept apart (stdout is what a bridge's script would capture). Killed after 60 s.
-snippet_run run(const temp_dir& dir, const std::vector<std::string>& argv,
-                const std::vector<std::string>& env, const std::string& input = "",
-                const std::string& cwd = "") {
-  const auto in = dir.write("stdin", input);
-  const auto out = dir.file("stdout"), err = dir.file("stderr");
-  const auto start = steady_clock::now();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int fds[3] = {::open(in.c_str(), O_RDONLY),
-                        ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
-                        ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600)};
-    for (int i = 0; i < 3; ++i)
-      if (fds[i] < 0 || ::dup2(fds[i], i) < 0) ::_exit(126);
-    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  snippet_run r;
-  int status = 0;
-  for (const auto deadline = start + 60s;;) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      break;
-    }
-    if (steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  r.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - start);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
-}
+using snippet_run = child_run;
 
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
@@ -123,7 +62,7 @@ struct Snippets : e2e_fixture, ::testing::WithParamInterface<std::string> {
       // Everything go writes stays in the temp dir; the module has no dependencies, so no
       // network is needed (GOPROXY=off makes sure).
       const auto binary = dir.file("mxpuppet-token");
-      const auto b = run(
+      const auto b = run_child(
           dir, {go, "build", "-o", binary, "."},
           {"GOCACHE=" + dir.file("gocache"), "GOPATH=" + dir.file("gopath"), "HOME=" + dir.path(),
            "GOPROXY=off", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local", "CGO_ENABLED=0"},
@@ -139,7 +78,7 @@ struct Snippets : e2e_fixture, ::testing::WithParamInterface<std::string> {
   snippet_run snippet(const std::vector<std::string>& args, const std::string& input = "") {
     auto argv = command;
     argv.insert(argv.end(), args.begin(), args.end());
-    auto r = run(dir, argv, {"MXPUPPETD_SOCKET=" + socket}, input);
+    auto r = run_child(dir, argv, {"MXPUPPETD_SOCKET=" + socket}, input);
     // The token is the snippet's stdout and nowhere else.
     const auto token = trimmed(r.out);
     if (r.exit_code == 0 && token.size() > 8) {
