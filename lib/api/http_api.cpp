@@ -1,6 +1,7 @@
 // http_api: routing, access control and the handlers of the socket API.
 #include "api/http_api.hpp"
 
+#include <openssl/crypto.h>
 #include <simdjson.h>
 #include <boost/beast/http/status.hpp>
 
@@ -26,6 +27,20 @@ using std::chrono::steady_clock;
 std::string_view reason_phrase(int status) noexcept {
   return boost::beast::http::obsolete_reason(
       boost::beast::http::int_to_status(static_cast<unsigned>(status)));
+}
+
+void serialize(const api_response& res, bool keep_alive, std::string& out) {
+  out.clear();
+  out += "HTTP/1.1 ";
+  out += std::to_string(res.status);
+  out += ' ';
+  out += reason_phrase(res.status);
+  out += "\r\nContent-Type: ";
+  out += res.content_type.empty() ? std::string_view{"application/json"} : res.content_type;
+  out += "\r\nContent-Length: ";
+  out += std::to_string(res.body.size());
+  out += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
+  out += res.body;
 }
 
 http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout)
@@ -123,6 +138,55 @@ bool http_api::peer_admitted(const api_request& req, const config::client_config
                pid);
   write_error(res, 403, "M_FORBIDDEN", "this client is not known to mxpuppetd");
   return false;
+}
+
+bool http_api::answer_cached(std::string_view target, const peer_credentials* peer,
+                             connection_access& access, std::string& out) {
+  constexpr std::string_view users = "/v1/users/", token = "/token";
+  if (!target.starts_with(users)) return false;
+  target.remove_prefix(users.size());
+  std::string_view query;
+  if (const auto q = target.find('?'); q != std::string_view::npos) {
+    query = target.substr(q + 1);
+    target = target.substr(0, q);
+  }
+  if (!target.ends_with(token)) return false;
+  const auto user = target.substr(0, target.size() - token.size());
+  // An undecoded segment without '%' (nor '/') is the user ID itself.
+  if (user.empty() || user.find_first_of("%/") != std::string_view::npos) return false;
+  const auto min_valid = query.empty() ? 0 : min_valid_from_query(query);
+  if (min_valid < 0) return false;
+  if (access_ && !access_->open()) {
+    if (access.policy_generation != policy_generation_) {
+      access.every_user = access_->allows_every_user(peer);
+      access.policy_generation = policy_generation_;
+    }
+    // Refusals are handle_now's: it logs them and answers 403.
+    if (!access.every_user && !access_->allows(peer, user).allowed) return false;
+  }
+  auto t = pool_.find_ready(user, min_valid);
+  if (!t) return false;
+  if (access_ && !access_->open() && spdlog::should_log(spdlog::level::debug)) {
+    const auto d = access_->allows(peer, user);
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", user,
+                  peer ? static_cast<long long>(peer->uid) : -1LL, peer ? peer->pid : 0,
+                  client_name(d));
+  }
+  const std::string* answer = t->ready_rendering();
+  if (!answer) {  // the first request since the token (or its homeserver) changed
+    rendering_.clear();
+    write_token(rendering_, *t);
+    serialize(rendering_, /*keep_alive=*/true, rendered_bytes_);
+    t->rendered->wipe();                         // the old token's bytes
+    t->rendered->bytes.assign(rendered_bytes_);  // capacity as needed: one per session
+    OPENSSL_cleanse(rendering_.body.data(), rendering_.body.capacity());
+    OPENSSL_cleanse(rendered_bytes_.data(), rendered_bytes_.capacity());
+    t->rendered->key = t->render_key;
+    answer = &t->rendered->bytes;
+  }
+  out += *answer;
+  if (metrics_) metrics_->count_request(endpoint::token, 200);
+  return true;
 }
 
 bool http_api::handle_now(const api_request& req, api_response& res, pending_request& pending) {
