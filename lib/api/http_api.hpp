@@ -107,6 +107,7 @@ class http_api {
   api_response rendering_;      // scratch for rendering a token's answer
   std::string rendered_bytes_;  // likewise
 
+  const std::string& keep_rendering(const sessions::token_view& t, const api_response& res);
   const config::client_config* authenticate(const api_request& req, api_response& res) const;
   bool user_allowed(const api_request& req, const config::client_config* key_client,
                     std::string_view user_id, api_response& res) const;

@@ -19,6 +19,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -321,12 +325,17 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   }
 
   // One non-blocking send of what is ready; how much went (a full socket buffer is no error).
+  // The socket is non-blocking (start()); MSG_NOSIGNAL: a peer gone is an error, not a signal.
   static std::size_t send_now(connection_type& c, const std::string& out,
                               boost::system::error_code& ec) {
-    std::size_t sent = c.socket.write_some(boost::asio::buffer(out), ec);
-    if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again)
-      ec = {}, sent = 0;
-    return sent;
+    for (;;) {
+      const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_NOSIGNAL);
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        ec.assign(errno, boost::asio::error::get_system_category());
+      return 0;
+    }
   }
 
   // After refusing a request mid-stream, read and drop what the client is still
