@@ -328,6 +328,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   // The socket is non-blocking (start()); MSG_NOSIGNAL: a peer gone is an error, not a signal.
   static std::size_t send_now(connection_type& c, const std::string& out,
                               boost::system::error_code& ec) {
+    ec = {};
     for (;;) {
       const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_NOSIGNAL);
       if (n >= 0) return static_cast<std::size_t>(n);
