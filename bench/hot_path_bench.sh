@@ -8,7 +8,8 @@
 #     RUNS runs of SECONDS each, at 100 and at 100,000 cached sessions.
 #
 #   bench/hot_path_bench.sh [RUNS=5] [SECONDS=5] [N=20000]
-#   SESSIONS="100 100000" (the session counts), SKIP_INSTRUCTIONS=1 / SKIP_THROUGHPUT=1
+#   SESSIONS="100 100000" (the session counts), SKIP_INSTRUCTIONS=1 / SKIP_THROUGHPUT=1,
+#   MXPUPPETD=path (another mxpuppetd binary, e.g. an older build for a before/after)
 #
 # Needs ./build (mxpuppetd, tests/mxpuppet-fakehs), valgrind, nginx (nginx-light) and uxload's
 # sources (UXLOAD_DIR, default ../shared/tools/uxload). Machines are noisy (±15 % req/s between
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}; secs=${2:-5}; n=${3:-20000}
 sessions=${SESSIONS:-"100 100000"}
 uxdir=${UXLOAD_DIR:-../shared/tools/uxload}
+mxpuppetd=${MXPUPPETD:-./build/mxpuppetd}
 anchors=${ANCHORS_DIR:-../shared/tools/anchors}
 work=$(mktemp -d /tmp/mxp-hot.XXXXXX)
 pids=()
@@ -34,7 +36,7 @@ path='/v1/users/@user{i}:example.com/token'
 # --- 1. instructions per request -----------------------------------------------------------------
 if [ -z "${SKIP_INSTRUCTIONS:-}" ]; then
   echo "== instructions per request (callgrind, 16 connections, $n requests after a warm-up)"
-  mxp=$(UXLOAD_DIR="$uxdir" bash bench/instructions_per_request.sh "$n" 1000 |
+  mxp=$(MXPUPPETD="$mxpuppetd" UXLOAD_DIR="$uxdir" bash bench/instructions_per_request.sh "$n" 1000 |
         awk '/instructions per cached request/ {print $5}')
   ngx=$(UXLOAD_DIR="$uxdir" bash "$anchors/nginx_instructions.sh" "$n" |
         awk '/nginx instructions per request/ {print $5}')
@@ -96,7 +98,7 @@ homeservers:
 sessions: {max: 1000000, idle_timeout: 7d}
 log: {level: warn}
 YAML
-  taskset -c 1 ./build/mxpuppetd -c "$work/config-$users.yaml" > "$work/daemon-$users.log" 2>&1 &
+  taskset -c 1 "$mxpuppetd" -c "$work/config-$users.yaml" > "$work/daemon-$users.log" 2>&1 &
   daemon=$!; pids+=($daemon)
   for _ in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
   echo "== $users cached sessions: warming (one login each)..."

@@ -169,7 +169,8 @@ const std::string& http_api::keep_rendering(const sessions::token_view& t,
 bool http_api::answer_cached(std::string_view target, const peer_credentials* peer,
                              connection_access& access, std::string& out) {
   constexpr std::string_view users = "/v1/users/", token = "/token";
-  if (!target.starts_with(users)) return false;
+  if (target.size() <= users.size() || std::memcmp(target.data(), users.data(), users.size()) != 0)
+    return false;
   // One pass over the user segment: an undecoded segment without '%' is the user ID itself.
   const char* p = target.data() + users.size();
   const char* const end = target.data() + target.size();
@@ -177,7 +178,7 @@ bool http_api::answer_cached(std::string_view target, const peer_credentials* pe
   p = skip_plain_segment(p, end);
   while (p < end && *p != '/' && *p != '%' && *p != '?') ++p;
   if (p == segment || static_cast<std::size_t>(end - p) < token.size() ||
-      std::string_view{p, token.size()} != token)
+      std::memcmp(p, token.data(), token.size()) != 0)  // constant size: a few loads
     return false;
   const std::string_view user{segment, static_cast<std::size_t>(p - segment)};
   p += token.size();

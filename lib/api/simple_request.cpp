@@ -87,7 +87,7 @@ simple_parse parse_simple_request(std::string_view data, std::size_t max_header_
   const auto left = static_cast<std::size_t>(end - p);
   if (left < version.size())
     return version.starts_with(std::string_view{p, left}) ? more() : simple_parse::not_simple;
-  if (std::string_view{p, version.size()} != version) return simple_parse::not_simple;
+  if (std::memcmp(p, version.data(), version.size()) != 0) return simple_parse::not_simple;
   p += version.size();
   // Fields: name ":" OWS value OWS CRLF, until an empty line.
   bool keep_alive_seen = false;
