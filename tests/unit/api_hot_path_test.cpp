@@ -32,6 +32,8 @@ namespace {
 // Grants tok-1, tok-2, ... (no expiry, device DEV); logouts succeed.
 class granting_homeserver final : public mxp::matrix::homeserver_client {
  public:
+  explicit granting_homeserver(std::string url = "https://matrix.example.com")
+      : url_(std::move(url)) {}
   const std::string& server_name() const override { return name_; }
   std::string_view method_name() const override { return "shared_secret"; }
   std::string login_type() const override { return "com.devture.shared_secret_auth"; }
@@ -61,7 +63,7 @@ class granting_homeserver final : public mxp::matrix::homeserver_client {
   int logins = 0;
 
  private:
-  std::string name_ = "example.com", url_ = "https://matrix.example.com";
+  std::string name_ = "example.com", url_;
 };
 
 struct world {
@@ -150,6 +152,18 @@ TEST(hot_path, APercentEncodedRequestThatLoggedInServesThePlainOnes) {
   const auto first = w.general("GET", "/v1/users/%40alice%3Aexample.com/token");
   ASSERT_EQ(first.status, 200);
   EXPECT_EQ(w.hot(alice), keep_alive_bytes(first));
+}
+
+TEST(hot_path, AReloadThatChangesTheHomeserverChangesTheAnswer) {
+  world w;
+  ASSERT_EQ(w.general("GET", alice).status, 200);
+  ASSERT_NE(w.hot(alice).find("https://matrix.example.com"), std::string::npos);
+  w.pool->put_homeserver("example.com",
+                         {std::make_shared<granting_homeserver>("https://moved.example.com"), 4});
+  const auto answer = w.hot(alice);  // the same token, kept across the reload
+  EXPECT_NE(answer.find("https://moved.example.com"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("tok-1"), std::string::npos);
+  EXPECT_EQ(answer.find("https://matrix.example.com"), std::string::npos);
 }
 
 TEST(hot_path, ARestoredSessionIsRenderedByTheHotPathItself) {
