@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 n=${1:-20000}; users=${2:-1000}
 uxdir=${UXLOAD_DIR:-../shared/tools/uxload}
 work=$(mktemp -d /tmp/mxp-cg.XXXXXX)
-cleanup() { pkill -f "mxpuppet-fakehs --port $port" 2>/dev/null || true; rm -rf "$work"; }
+hs=""
+cleanup() { [ -n "$hs" ] && kill "$hs" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 cc -O2 -o "$work/uxload" "$uxdir/uxload.c" -lpthread -lm
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
 port=$((20000 + RANDOM % 20000))
 ./build/tests/mxpuppet-fakehs --port "$port" --server-name example.com --secret-file "$work/secret" --auto-register >/dev/null 2>&1 &
+hs=$!
 cat > "$work/c.yaml" <<YAML
 listen: {unix_socket: $work/s.sock}
 homeservers:

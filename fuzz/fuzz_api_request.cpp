@@ -1,7 +1,9 @@
-// fuzz_api_request: any bytes as what a bridge sends on the socket. They go through the
-// request parser and, when they form a request, through the API against a pool whose one
-// homeserver answers every call at once with a failure: routing, percent-decoding, user-ID
-// checks, JSON bodies and error answers must never crash and always give a status.
+// fuzz_api_request: any bytes as what a bridge sends on the socket. They go through the hot
+// path's parser (simple_request: what it reads must be what Beast reads, and answer_cached must
+// take it without harm) and the request parser and, when they form a request, through the API
+// against a pool whose one homeserver answers every call at once with a failure: routing,
+// percent-decoding, user-ID checks, JSON bodies and error answers must never crash and always give
+// a status.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -12,6 +14,7 @@
 
 #include "api/http_api.hpp"
 #include "api/request_parser.hpp"
+#include "api/simple_request.hpp"
 #include "core/errc.hpp"
 #include "sessions/session_pool.hpp"
 
@@ -81,6 +84,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   boost::beast::error_code ec;
   parser.put(boost::asio::buffer(data, size), ec);
   if (!parser.is_done() && !ec) parser.put_eof(ec);
+  // The hot path's parser reads a strict subset of the grammar, the same way.
+  mxp::api::simple_request simple;
+  const std::string_view bytes{reinterpret_cast<const char*>(data), size};
+  const auto parsed = mxp::api::parse_simple_request(bytes, 8 * 1024, simple);
+  if (parsed == mxp::api::simple_parse::complete) {
+    mxp::api::request_buffers head;
+    mxp::api::request_parser beast{head};
+    beast.header_limit(8 * 1024);
+    beast.eager(true);
+    boost::beast::error_code head_ec;
+    const auto used = beast.put(boost::asio::buffer(data, simple.size), head_ec);
+    if (head_ec || !beast.is_done() || used != simple.size || head.method != "GET" ||
+        head.target != simple.target || !beast.keep_alive() || simple.size > size)
+      __builtin_trap();
+    std::string out;
+    mxp::api::connection_access access;
+    if (!w.api->answer_cached(simple.target, nullptr, access, out) && !out.empty())
+      __builtin_trap();
+  }
   if (ec || !parser.is_done()) return 0;  // the server answers 400/413/431 and closes
   const mxp::api::api_request request{buffers.method, buffers.target, buffers.body};
   mxp::api::api_response res;

@@ -78,6 +78,17 @@ access_decision access_policy::allows(const peer_credentials* peer,
   return d;
 }
 
+bool access_policy::allows_every_user(const peer_credentials* peer) const noexcept {
+  if (open_) return true;
+  if (!peer) return false;
+  for (const auto& c : clients_) {
+    if (!covers(c, *peer)) continue;
+    for (const auto& pattern : c.allow)
+      if (!pattern.empty() && pattern.find_first_not_of('*') == std::string::npos) return true;
+  }
+  return false;
+}
+
 const config::client_config* access_policy::client_with_key(std::string_view key) const noexcept {
   std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
   ::SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest.data());

@@ -43,6 +43,9 @@ class access_policy {
   bool open() const noexcept { return open_; }
   // May this peer (null: unknown peer) have `user_id`'s token?
   access_decision allows(const peer_credentials* peer, std::string_view user_id) const noexcept;
+  // Does allows(peer, id) hold for every user ID (an open policy, or an entry covering the peer
+  // with a glob of only '*')? A connection's peer never changes: decided once per connection.
+  bool allows_every_user(const peer_credentials* peer) const noexcept;
   // Is this peer covered by any entry (for /v1/status, /v1/sessions, /metrics)?
   access_decision admits(const peer_credentials* peer) const noexcept;
   std::size_t size() const noexcept { return clients_.size(); }

@@ -1,6 +1,7 @@
 // http_api: routing, access control and the handlers of the socket API.
 #include "api/http_api.hpp"
 
+#include <openssl/crypto.h>
 #include <simdjson.h>
 #include <boost/beast/http/status.hpp>
 
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <functional>
 #include <optional>
 
@@ -28,10 +30,37 @@ std::string_view reason_phrase(int status) noexcept {
       boost::beast::http::int_to_status(static_cast<unsigned>(status)));
 }
 
+void serialize(const api_response& res, bool keep_alive, std::string& out) {
+  out.clear();
+  out += "HTTP/1.1 ";
+  out += std::to_string(res.status);
+  out += ' ';
+  out += reason_phrase(res.status);
+  out += "\r\nContent-Type: ";
+  out += res.content_type.empty() ? std::string_view{"application/json"} : res.content_type;
+  out += "\r\nContent-Length: ";
+  out += std::to_string(res.body.size());
+  out += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
+  out += res.body;
+}
+
 http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout)
     : pool_(pool), request_timeout_(request_timeout), started_(steady_clock::now()) {}
 
 namespace {
+
+// Skips eight bytes at a time while none is '/', '%' or '?'; the byte-wise loop does the rest.
+const char* skip_plain_segment(const char* p, const char* end) noexcept {
+  constexpr std::uint64_t ones = ~std::uint64_t{0} / 255, highs = ones * 0x80;
+  const auto has_zero = [](std::uint64_t v) { return (v - ones) & ~v & highs; };
+  while (end - p >= 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p, 8);
+    if (has_zero(x ^ (ones * '/')) | has_zero(x ^ (ones * '%')) | has_zero(x ^ (ones * '?'))) break;
+    p += 8;
+  }
+  return p;
+}
 
 std::string_view client_name(const access_decision& d) {
   return d.client ? std::string_view{*d.client} : "-";
@@ -125,6 +154,69 @@ bool http_api::peer_admitted(const api_request& req, const config::client_config
   return false;
 }
 
+// Keeps `res`, the token answer of `t`, ready with the session for the hot path (keep-alive form).
+const std::string& http_api::keep_rendering(const sessions::token_view& t,
+                                            const api_response& res) {
+  if (const auto* ready = t.ready_rendering()) return *ready;
+  serialize(res, /*keep_alive=*/true, rendered_bytes_);
+  t.rendered->wipe();                         // the old token's bytes
+  t.rendered->bytes.assign(rendered_bytes_);  // capacity as needed: one per session
+  t.rendered->key = t.render_key;
+  OPENSSL_cleanse(rendered_bytes_.data(), rendered_bytes_.capacity());
+  return t.rendered->bytes;
+}
+
+bool http_api::answer_cached(std::string_view target, const peer_credentials* peer,
+                             connection_access& access, std::string& out) {
+  constexpr std::string_view users = "/v1/users/", token = "/token";
+  if (target.size() <= users.size() || std::memcmp(target.data(), users.data(), users.size()) != 0)
+    return false;
+  // One pass over the user segment: an undecoded segment without '%' is the user ID itself.
+  const char* p = target.data() + users.size();
+  const char* const end = target.data() + target.size();
+  const char* const segment = p;
+  p = skip_plain_segment(p, end);
+  while (p < end && *p != '/' && *p != '%' && *p != '?') ++p;
+  if (p == segment || static_cast<std::size_t>(end - p) < token.size() ||
+      std::memcmp(p, token.data(), token.size()) != 0)  // constant size: a few loads
+    return false;
+  const std::string_view user{segment, static_cast<std::size_t>(p - segment)};
+  p += token.size();
+  std::string_view query;
+  if (p < end) {
+    if (*p != '?') return false;
+    query = {p + 1, static_cast<std::size_t>(end - p - 1)};
+  }
+  const auto min_valid = query.empty() ? 0 : min_valid_from_query(query);
+  if (min_valid < 0) return false;
+  if (access_ && !access_->open()) {
+    if (access.policy_generation != policy_generation_) {
+      access.every_user = access_->allows_every_user(peer);
+      access.policy_generation = policy_generation_;
+    }
+    // Refusals are handle_now's: it logs them and answers 403.
+    if (!access.every_user && !access_->allows(peer, user).allowed) return false;
+  }
+  auto t = pool_.find_ready(user, min_valid);
+  if (!t) return false;
+  if (access_ && !access_->open() && spdlog::should_log(spdlog::level::debug)) {
+    const auto d = access_->allows(peer, user);
+    spdlog::debug("access: allowed {} to peer uid={} pid={} (client {})", user,
+                  peer ? static_cast<long long>(peer->uid) : -1LL, peer ? peer->pid : 0,
+                  client_name(d));
+  }
+  const std::string* answer = t->ready_rendering();
+  if (!answer) {  // the token (or its homeserver) changed since it was last answered
+    rendering_.clear();
+    write_token(rendering_, *t);
+    answer = &keep_rendering(*t, rendering_);
+    OPENSSL_cleanse(rendering_.body.data(), rendering_.body.capacity());
+  }
+  out += *answer;
+  if (metrics_) metrics_->count_request(endpoint::token, 200);
+  return true;
+}
+
 bool http_api::handle_now(const api_request& req, api_response& res, pending_request& pending) {
   const auto r = match(req.target);
   res.route = to_endpoint(r.kind);
@@ -142,6 +234,7 @@ bool http_api::handle_now(const api_request& req, api_response& res, pending_req
     auto t = pool_.find_ready(r.user_segment, min_valid);
     if (!t) return false;
     write_token(res, *t);
+    keep_rendering(*t, res);
     return true;
   }
   if (r.kind == route_kind::healthz && req.method == "GET") {
@@ -227,7 +320,9 @@ asio::awaitable<void> http_api::handle(api_request req, pending_request pending,
                               "min_valid_ms must be an integer of milliseconds");
       auto t = co_await pool_.get_token(std::move(*user_id), min_valid, deadline);
       if (!t) co_return write_pool_error(res, t.error());
-      co_return write_token(res, *t);
+      write_token(res, *t);
+      keep_rendering(*t, res);  // the next requests for this token take the hot path
+      co_return;
     }
     case route_kind::invalidate: {
       simdjson::dom::parser parser;

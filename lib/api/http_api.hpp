@@ -42,6 +42,15 @@ struct api_response {
 
 // Reason phrase for the status line (Beast's table).
 std::string_view reason_phrase(int status) noexcept;
+// The HTTP/1.1 answer: status line, Content-Type, Content-Length (and Connection: close), body.
+void serialize(const api_response& res, bool keep_alive, std::string& out);
+
+// What the hot path remembers of one connection: its access decision, taken once per connection
+// (a peer's credentials never change) and again after a reload replaced the policy.
+struct connection_access {
+  std::uint64_t policy_generation = 0;  // of the decision below; 0: none taken yet
+  bool every_user = false;              // the peer may have any user's token
+};
 
 // What handle_now learnt of a request it could not answer at once (its route, the client its API
 // key authenticated), carried to handle() so that nothing is routed or authenticated twice.
@@ -55,6 +64,13 @@ class http_api {
  public:
   http_api(sessions::session_pool& pool, std::chrono::milliseconds request_timeout);
 
+  // The hot path: `GET /v1/users/{userId}/token[?min_valid_ms=N]` whose user segment needs no
+  // percent-decoding, for a token that is cached and valid: appends the whole keep-alive answer
+  // (rendered once per token, kept with the session) to `out`, counts it and returns true.
+  // Anything else (not cached, denied, malformed, other routes) returns false having appended
+  // nothing and changed nothing: the request goes through handle_now() as usual.
+  bool answer_cached(std::string_view target, const peer_credentials* peer,
+                     connection_access& access, std::string& out);
   // Answers without suspending when it can (cached token, health, refusals); otherwise false,
   // with what it found in `pending` for handle().
   bool handle_now(const api_request& req, api_response& res, pending_request& pending);
@@ -71,6 +87,7 @@ class http_api {
   // then that entry's globs apply as above, whether or not `clients:` is configured.
   void set_access_policy(std::shared_ptr<const access_policy> policy) noexcept {
     access_ = std::move(policy);
+    ++policy_generation_;  // every connection decides again
   }
   // Metrics: GET /metrics answers 404 without them. Must outlive the API.
   void set_metrics(api_metrics* metrics) noexcept { metrics_ = metrics; }
@@ -85,8 +102,12 @@ class http_api {
   std::chrono::steady_clock::time_point started_;
   bool ready_ = false;
   std::shared_ptr<const access_policy> access_;
+  std::uint64_t policy_generation_ = 1;
   api_metrics* metrics_ = nullptr;
+  api_response rendering_;      // scratch for rendering a token's answer
+  std::string rendered_bytes_;  // likewise
 
+  const std::string& keep_rendering(const sessions::token_view& t, const api_response& res);
   const config::client_config* authenticate(const api_request& req, api_response& res) const;
   bool user_allowed(const api_request& req, const config::client_config* key_client,
                     std::string_view user_id, api_response& res) const;

@@ -1,6 +1,8 @@
 // stream_server: what the Unix-socket and the TCP listener share, as a template on the
 // transport: the accept loop, one coroutine per connection serving HTTP/1.1 keep-alive with
-// the allocation-free request_parser, watchdog deadlines, lingering close, stop and drain.
+// the hot path (simple_request + http_api::answer_cached: every cached-token request one read
+// brings, answered with one write) and the allocation-free request_parser for everything else,
+// watchdog deadlines, lingering close, stop and drain.
 // Internal to lib/api: included by unix_server.cpp and tcp_server.cpp only (it brings Asio
 // and Beast), each instantiating it for its own transport.
 #pragma once
@@ -17,6 +19,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -26,6 +32,7 @@
 
 #include "api/http_api.hpp"
 #include "api/request_parser.hpp"
+#include "api/simple_request.hpp"
 #include "sessions/wait_queue.hpp"
 
 namespace mxp::api::detail {
@@ -56,6 +63,8 @@ inline constexpr std::string_view too_many_connections_answer =
 //   struct peer { ... };     // what is known about the other end, read once at accept
 //   static void accepted(protocol::socket&, peer&);  // fills peer, sets socket options
 //   static constexpr bool wants_authorization;       // parse the Authorization header
+//   static constexpr bool hot_path;                  // answer cached tokens by answer_cached()
+//   static const peer_credentials* credentials(const peer&);  // for the hot path's access check
 //   static api_request request(const request_buffers&, const peer&);
 template <typename Transport>
 struct connection {
@@ -70,6 +79,7 @@ struct connection {
   bool busy = false;  // handling a request: not closed by stop() until it is answered
   bool closing = false;
   typename Transport::peer peer;
+  connection_access access;  // the hot path's access decision for this peer
 
   void close() {
     if (closing) return;
@@ -104,20 +114,6 @@ void set_deadline(const std::shared_ptr<connection<Transport>>& c,
                   std::chrono::steady_clock::time_point deadline) {
   c->deadline = deadline;
   if (deadline < c->armed_for) arm_watchdog(c);
-}
-
-inline void serialize(const api_response& res, bool keep_alive, std::string& out) {
-  out.clear();
-  out += "HTTP/1.1 ";
-  out += std::to_string(res.status);
-  out += ' ';
-  out += reason_phrase(res.status);
-  out += "\r\nContent-Type: ";
-  out += res.content_type.empty() ? std::string_view{"application/json"} : res.content_type;
-  out += "\r\nContent-Length: ";
-  out += std::to_string(res.body.size());
-  out += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
-  out += res.body;
 }
 
 template <typename Transport>
@@ -201,18 +197,62 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     api_response res;
     std::string out;
     request_buffers request_data;
+    // The idle deadline is a plain store (no timer operation): a request that arrives whole,
+    // the usual case, never touches the timer. Only a request that comes in pieces gets the
+    // header (then body) deadline, counted from its first byte, not from each byte.
+    enum class phase { idle, header, body } waiting = phase::idle;
+    set_deadline(c, steady_clock::now() + limits_.idle_timeout);
     for (;;) {
-      // --- read one request --------------------------------------------------
+      boost::system::error_code ec;
+      // --- the hot path: every cached-token request one read brought, one write -----------------
+      if constexpr (Transport::hot_path) {
+        auto parsed = stopping_ ? simple_parse::not_simple : simple_parse::incomplete;
+        out.clear();
+        while (parsed == simple_parse::incomplete && buffer.size() > 0) {
+          const auto data = buffer.data();
+          simple_request request;
+          parsed = parse_simple_request({static_cast<const char*>(data.data()), data.size()},
+                                        limits_.max_header_bytes, request);
+          if (parsed != simple_parse::complete) break;
+          if (!api_.answer_cached(request.target, Transport::credentials(c->peer), c->access,
+                                  out)) {
+            parsed = simple_parse::not_simple;  // the general path answers it
+            break;
+          }
+          buffer.consume(request.size);
+          parsed = simple_parse::incomplete;  // what follows, if anything
+        }
+        if (!out.empty()) {
+          const std::size_t sent = send_now(*c, out, ec);
+          if (!ec && sent < out.size()) {
+            set_deadline(c, steady_clock::now() + limits_.write_timeout);
+            co_await asio::async_write(c->socket, asio::buffer(out) + sent,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+          }
+          if (ec || c->closing) co_return;
+          waiting = phase::idle;
+          set_deadline(c, steady_clock::now() + limits_.idle_timeout);
+        }
+        if (parsed == simple_parse::incomplete) {
+          if (buffer.size() == 0 && stopping_) co_return;  // idle at shutdown: just close
+          if (buffer.size() > 0 && waiting == phase::idle) {
+            waiting = phase::header;
+            set_deadline(c, steady_clock::now() + limits_.header_timeout);
+          }
+          const auto n = co_await c->socket.async_read_some(
+              buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
+          buffer.commit(n);
+          if (!ec) continue;
+          // Peer closed, a deadline, shutdown; a request cut short is the general path's 400.
+          if (buffer.size() == 0 || c->closing) co_return;
+          ec = {};
+        }
+      }
+      // --- the general path: one request through request_parser -------------------------------
       request_parser parser{request_data, Transport::wants_authorization};
       parser.header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
       parser.body_limit(limits_.max_body_bytes);
       parser.eager(true);
-      boost::system::error_code ec;
-      // The idle deadline is a plain store (no timer operation): a request that arrives whole,
-      // the usual case, never touches the timer. Only a request that comes in pieces gets the
-      // header (then body) deadline, counted from its first byte, not from each byte.
-      set_deadline(c, steady_clock::now() + limits_.idle_timeout);
-      enum class phase { idle, header, body } waiting = phase::idle;
       for (;;) {
         if (buffer.size() > 0) {
           const auto used = parser.put(buffer.data(), ec);
@@ -271,8 +311,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       const bool malformed = static_cast<bool>(ec);
       // Most answers fit the socket buffer: one non-blocking send, no timer, no suspension.
       // What does not fit is written under the write deadline (a client that does not read).
-      std::size_t sent = c->socket.write_some(asio::buffer(out), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {}, sent = 0;
+      const std::size_t sent = send_now(*c, out, ec);
       if (!ec && sent < out.size()) {
         set_deadline(c, steady_clock::now() + limits_.write_timeout);
         co_await asio::async_write(c->socket, asio::buffer(out) + sent,
@@ -280,6 +319,23 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       }
       if (!ec && malformed) co_await linger(c);
       if (ec || !keep_alive || c->closing) co_return;
+      waiting = phase::idle;
+      set_deadline(c, steady_clock::now() + limits_.idle_timeout);
+    }
+  }
+
+  // One non-blocking send of what is ready; how much went (a full socket buffer is no error).
+  // The socket is non-blocking (start()); MSG_NOSIGNAL: a peer gone is an error, not a signal.
+  static std::size_t send_now(connection_type& c, const std::string& out,
+                              boost::system::error_code& ec) {
+    ec = {};
+    for (;;) {
+      const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_NOSIGNAL);
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        ec.assign(errno, boost::asio::error::get_system_category());
+      return 0;
     }
   }
 

@@ -32,6 +32,9 @@ struct tcp_transport {
     std::string address;  // "127.0.0.1:54321"
   };
   static constexpr bool wants_authorization = true;
+  // Every TCP request is authenticated by its own API key: no hot path (yet).
+  static constexpr bool hot_path = false;
+  static const peer_credentials* credentials(const peer&) { return nullptr; }
 
   static void accepted(tcp::socket& socket, peer& p) {
     error_code ec;

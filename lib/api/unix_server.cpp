@@ -69,6 +69,10 @@ struct unix_transport {
     bool known = false;
   };
   static constexpr bool wants_authorization = false;
+  static constexpr bool hot_path = true;
+  static const peer_credentials* credentials(const peer& p) {
+    return p.known ? &p.credentials : nullptr;
+  }
 
   static void accepted(local::socket& socket, peer& p) {
     p.known = read_peer_credentials(socket.native_handle(), p.credentials);

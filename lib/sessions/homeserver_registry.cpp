@@ -36,6 +36,7 @@ void homeserver_registry::put(const std::string& server_name, homeserver_entry e
   auto& hs = *it->second;
   if (entry.max_concurrent_logins == 0) entry.max_concurrent_logins = 1;
   hs.entry = std::move(entry);  // running tasks hold the old client until they finish
+  ++hs.version;                 // what callers rendered from the old client is stale
   hs.health = homeserver_health{health_};
   hs.login_slot_freed.notify_all();  // a higher cap lets waiting logins go
 }

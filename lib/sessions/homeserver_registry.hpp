@@ -31,7 +31,8 @@ struct homeserver_entry {
 struct homeserver_state {
   homeserver_state(homeserver_entry e, health_options health_opts, session_clock& clock);
   homeserver_entry entry;
-  bool removed = false;  // by a reload: its sessions are on their way out
+  bool removed = false;       // by a reload: its sessions are on their way out
+  std::uint32_t version = 0;  // bumped when a reload gives it a new entry (URL, method)
   homeserver_health health;
   unsigned logins_in_flight = 0;
   wait_queue login_slot_freed;

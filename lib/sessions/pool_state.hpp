@@ -32,10 +32,11 @@ struct session_entry : boost::intrusive::list_base_hook<> {
         caller_left(clock) {}
   std::string user_id;
   homeserver_state* homeserver;
-  session_record record;   // the machine and what the operations and callers share
-  wait_queue changed;      // notified after every login/logout outcome
-  unsigned waiters = 0;    // callers waiting on `changed` for a token
-  wait_queue caller_left;  // a caller stopped waiting: a login pausing for nobody gives up
+  session_record record;            // the machine and what the operations and callers share
+  wait_queue changed;               // notified after every login/logout outcome
+  unsigned waiters = 0;             // callers waiting on `changed` for a token
+  wait_queue caller_left;           // a caller stopped waiting: a login pausing for nobody gives up
+  mutable rendered_token rendered;  // the caller's rendering of the current token (token_view)
   session_machine& machine() noexcept { return record.machine; }
   const session_machine& machine() const noexcept { return record.machine; }
 };

@@ -67,7 +67,7 @@ token_step session_machine::on_token_request(std::int64_t now_ms, std::int64_t m
       }
       // Renewed by a new login: the old token may still be live, so it dies first.
       pending_logout_ = std::move(token_.access_token);
-      token_ = {};
+      set_token({});
       begin(session_state::logging_in);
       return token_step::start_login;
     case session_state::absent:
@@ -83,7 +83,7 @@ void session_machine::on_refresh_succeeded(session_token token, std::int64_t now
   if (state_ != session_state::refreshing) return;
   if (token.refresh_token.empty()) token.refresh_token = std::move(token_.refresh_token);
   if (!token.device_id) token.device_id = std::move(token_.device_id);
-  token_ = std::move(token);
+  set_token(std::move(token));
   granted_flight_ = flight_;
   state_ = session_state::active;
   touch(now_ms);
@@ -99,7 +99,7 @@ void session_machine::on_refresh_failed() {
   if (state_ != session_state::refreshing) return;
   // Never replay the refresh: its answer may have been lost after it rotated the tokens.
   pending_logout_ = std::move(token_.access_token);
-  token_ = {};
+  set_token({});
   state_ = session_state::logging_in;
 }
 
@@ -114,7 +114,7 @@ void session_machine::on_validated(validation outcome) {
     state_ = session_state::refreshing;
     return;
   }
-  token_ = {};  // dead already: nothing to log out
+  set_token({});  // dead already: nothing to log out
   state_ = session_state::logging_in;
 }
 
@@ -129,7 +129,7 @@ bool session_machine::start_background_refresh(std::int64_t now_ms, const renewa
 void session_machine::restore(session_token token, secret_string pending_logout,
                               std::int64_t created_at_ms, std::int64_t last_used_at_ms) {
   state_ = token.access_token.empty() ? session_state::absent : session_state::active;
-  token_ = std::move(token);
+  set_token(std::move(token));
   pending_logout_ = std::move(pending_logout);
   created_at_ms_ = created_at_ms;
   last_used_at_ms_ = last_used_at_ms;
@@ -137,7 +137,7 @@ void session_machine::restore(session_token token, secret_string pending_logout,
 
 void session_machine::on_login_succeeded(session_token token, std::int64_t now_ms) {
   if (state_ != session_state::logging_in) return;
-  token_ = std::move(token);
+  set_token(std::move(token));
   granted_flight_ = flight_;
   state_ = session_state::active;
   touch(now_ms);
@@ -152,7 +152,7 @@ void session_machine::on_login_failed() {
 bool session_machine::on_invalidate(const secret_string& token) {
   if (state_ != session_state::active || !(token_.access_token == token)) return false;
   logout_token_ = std::move(token_.access_token);
-  token_ = {};
+  set_token({});
   forget_after_logout_ = false;
   begin(session_state::revoking);
   return true;
@@ -169,7 +169,7 @@ revoke_step session_machine::on_revoke() {
       return revoke_step::forget;
     case session_state::active:
       logout_token_ = std::move(token_.access_token);
-      token_ = {};
+      set_token({});
       break;
     case session_state::absent:
       if (pending_logout_.empty()) {

@@ -119,6 +119,9 @@ class session_machine {
   session_state state() const noexcept { return state_; }
   std::uint32_t flight() const noexcept { return flight_; }
   const session_token& token() const noexcept { return token_; }  // meaningful when active
+  // Changes whenever token() does (a login, a refresh, a restore, a drop): what a caller built
+  // from the token is stale once this moved.
+  std::uint32_t token_version() const noexcept { return token_version_; }
   bool has_pending_logout() const noexcept { return !pending_logout_.empty(); }
   const secret_string& pending_logout() const noexcept { return pending_logout_; }
   const secret_string& token_to_log_out() const noexcept { return logout_token_; }
@@ -153,6 +156,10 @@ class session_machine {
   }
 
  private:
+  void set_token(session_token t) {
+    token_ = std::move(t);
+    ++token_version_;
+  }
   void begin(session_state s) {
     state_ = s;
     ++flight_;
@@ -164,6 +171,7 @@ class session_machine {
   std::uint32_t flight_ = 0;  // bumped when a login or logout starts
   std::uint32_t failed_flight_ = 0;   // the flight whose login failed last
   std::uint32_t granted_flight_ = 0;  // the flight that granted the current token
+  std::uint32_t token_version_ = 0;   // bumped by every set_token()
   std::int64_t created_at_ms_;
   std::int64_t last_used_at_ms_;
   session_token token_;

@@ -43,8 +43,16 @@ void pool_state::touch(session_entry& e) {
 
 token_view pool_state::view(const session_entry& e) const {
   const auto& t = e.machine().token();
-  return {e.user_id, &t.access_token, &t.device_id, t.expires_at_ms,
-          e.homeserver->entry.client.get()};
+  // Both halves are bumped on change, and the pair never comes back to an earlier value (nor to 0)
+  // within 2^32 token changes of one session and 2^32 reloads.
+  const auto key = (std::uint64_t{e.homeserver->version} << 32 | e.machine().token_version()) + 1;
+  return {e.user_id,
+          &t.access_token,
+          &t.device_id,
+          t.expires_at_ms,
+          e.homeserver->entry.client.get(),
+          &e.rendered,
+          key};
 }
 
 void pool_state::erase(session_entry& e) {

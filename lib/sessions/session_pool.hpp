@@ -57,6 +57,24 @@ struct pool_options {
   unsigned max_login_attempts = 3;
 };
 
+// A place the caller may keep what it rendered from a session's token (the API keeps its ready
+// answer there), with the key it was rendered for. The pool never reads it; it frees it with the
+// session. The key of a token_view changes whenever anything the view shows changes.
+// It holds the token: wiped like a secret_string when replaced or freed.
+struct rendered_token {
+  std::uint64_t key = 0;  // 0: nothing rendered yet
+  std::string bytes;
+  rendered_token() = default;
+  rendered_token(const rendered_token&) = delete;
+  rendered_token& operator=(const rendered_token&) = delete;
+  ~rendered_token() { wipe(); }
+  void wipe() noexcept {
+    OPENSSL_cleanse(bytes.data(), bytes.capacity());
+    bytes.clear();
+    key = 0;
+  }
+};
+
 // What a caller gets with a token. Points into the pool: valid until the caller's next co_await.
 struct token_view {
   std::string_view user_id;
@@ -64,6 +82,13 @@ struct token_view {
   const std::optional<std::string>* device_id;
   std::optional<std::int64_t> expires_at_ms;
   const matrix::homeserver_client* homeserver;
+  // The session's rendering slot, and the key a rendering of this view must carry (never 0).
+  rendered_token* rendered = nullptr;
+  std::uint64_t render_key = 0;
+  // The slot's bytes when they were rendered from exactly this view; null otherwise.
+  const std::string* ready_rendering() const noexcept {
+    return rendered && rendered->key == render_key ? &rendered->bytes : nullptr;
+  }
 };
 
 struct session_info {
