@@ -229,10 +229,10 @@ struct method_parser {
                       {"token_lifetime", false,
                        [&](const field& f) {
                          yaml.read_duration(f, login.token_lifetime);
-                         if (login.token_lifetime < std::chrono::minutes{5}) {
+                         if (login.token_lifetime < std::chrono::seconds{10}) {
                            yaml.error(
-                               f, "must be at least 5m (the token is renewed before it runs out)");
-                           login.token_lifetime = std::chrono::minutes{5};
+                               f, "must be at least 10s (the token is renewed before it runs out)");
+                           login.token_lifetime = std::chrono::seconds{10};
                          }
                        }},
                       {"renew_grace", false,

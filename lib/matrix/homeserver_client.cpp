@@ -158,6 +158,12 @@ class matrix_homeserver final : public homeserver_client {
     }
   }
 
+  asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) override {
+    if (strategy_ && strategy_->ends_its_tokens())
+      co_return co_await strategy_->retire(std::move(token));
+    co_return co_await logout(std::move(token));
+  }
+
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
     if (strategy_ && strategy_->ends_its_tokens())
       co_return co_await strategy_->logout(std::move(token));

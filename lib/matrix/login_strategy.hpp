@@ -32,6 +32,10 @@ class login_strategy {
   // instead of the homeserver's POST /logout.
   virtual bool ends_its_tokens() const { return false; }
   virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token);
+  // A token a renewal replaced (homeserver_client::retire); the default is logout().
+  virtual boost::asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) {
+    return logout(std::move(token));
+  }
   // Ends its own requests in flight (shutdown), as homeserver_client::cancel_requests.
   virtual void cancel_requests() {}
 };

@@ -6,6 +6,7 @@
 #include <simdjson.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <unordered_map>
 
 #include "config/config.hpp"
@@ -69,11 +71,14 @@ upstream_error bad(int status, std::string diagnostic) {
   return e;
 }
 
-class mas_login_strategy final : public login_strategy {
+// Everything of the method, shared with the delayed revocations of retired sessions so that
+// they may outlive the strategy (a reload, shutdown).
+class mas_core : public std::enable_shared_from_this<mas_core> {
  public:
-  mas_login_strategy(asio::any_io_executor executor, const config::homeserver_config& hs,
-                     const config::mas_login& method)
-      : server_name_(hs.server_name),
+  mas_core(asio::any_io_executor executor, const config::homeserver_config& hs,
+           const config::mas_login& method)
+      : executor_(executor),
+        server_name_(hs.server_name),
         device_id_(hs.device_id),
         method_(method),
         basic_(basic_credentials(method.client_id, method.client_secret)),
@@ -89,13 +94,16 @@ class mas_login_strategy final : public login_strategy {
     if (method.device_scope) scope_ += " urn:matrix:client:device:" + device_id_;
   }
 
-  std::string_view method_name() const override { return "mas"; }
-  std::string login_type() const override { return "mas_personal_session"; }
-  bool ends_its_tokens() const override { return true; }
-  void cancel_requests() override { mas_->cancel_all(); }
+  void cancel_requests() {
+    mas_->cancel_all();
+    end_grace_periods();
+  }
+  // The grace periods end now: the retired sessions are revoked at once (shutdown, reload).
+  void end_grace_periods() {
+    for (auto* t : grace_timers_) t->cancel();
+  }
 
-  asio::awaitable<upstream_result<login_grant>> login(net::http_client*,
-                                                      std::string user_id) override {
+  asio::awaitable<upstream_result<login_grant>> login(std::string user_id) {
     const auto parts = parse_user_id(user_id);
     if (!parts) co_return malformed_user_id(user_id);
     auto mas_user = co_await mas_user_id(std::string{parts->localpart}, user_id);
@@ -135,8 +143,25 @@ class mas_login_strategy final : public login_strategy {
     co_return grant;
   }
 
+  // A renewal replaced the token: it lives on for renew_grace, then its session is revoked.
+  // Confirmed at once (the revocation is this object's business from now on).
+  upstream_result<logout_outcome> retire(secret_string token) {
+    if (!sessions_.contains(token.reveal())) return logout_outcome{false};
+    asio::co_spawn(executor_, revoke_after_grace(shared_from_this(), std::move(token)),
+                   [server = server_name_](std::exception_ptr ep) {
+                     if (!ep) return;
+                     try {
+                       std::rethrow_exception(ep);
+                     } catch (const std::exception& e) {
+                       spdlog::error("homeserver={} method=mas: revoking a retired session: {}",
+                                     server, e.what());
+                     }
+                   });
+    return logout_outcome{true};
+  }
+
   // Revokes the personal session the token belongs to.
-  asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
+  asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) {
     const auto it = sessions_.find(token.reveal());
     if (it == sessions_.end()) {
       // Minted by an earlier run: its session id was not kept (see the README), so it ends
@@ -159,6 +184,20 @@ class mas_login_strategy final : public login_strategy {
   }
 
  private:
+  static asio::awaitable<void> revoke_after_grace(std::shared_ptr<mas_core> self,
+                                                  secret_string token) {
+    asio::steady_timer grace{self->executor_, self->method_.renew_grace};
+    self->grace_timers_.insert(&grace);
+    co_await grace.async_wait(use_tuple);
+    self->grace_timers_.erase(&grace);
+    auto out = co_await self->logout(std::move(token));
+    if (!out)
+      spdlog::warn(
+          "homeserver={} method=mas: the personal session a renewal replaced could not be "
+          "revoked after its grace period: {} ({})",
+          self->server_name_, out.error().diagnostic, out.error().error);
+  }
+
   // An admin API request with the cached admin token; a 401 (the token expired or was revoked)
   // fetches a new one and tries once more.
   asio::awaitable<upstream_result<net::http_response>> admin_call(std::string_view verb,
@@ -252,8 +291,10 @@ class mas_login_strategy final : public login_strategy {
     co_return std::string{id};
   }
 
+  asio::any_io_executor executor_;
   std::string server_name_, device_id_;
   config::mas_login method_;
+  std::set<asio::steady_timer*> grace_timers_;  // revocations waiting out renew_grace
   secret_string basic_;
   std::string scope_;
   std::unique_ptr<net::http_client> mas_;
@@ -265,12 +306,40 @@ class mas_login_strategy final : public login_strategy {
   std::unordered_map<std::string, std::string> sessions_;  // token -> personal session id
 };
 
+class mas_login_strategy final : public login_strategy {
+ public:
+  explicit mas_login_strategy(std::shared_ptr<mas_core> core) : core_(std::move(core)) {}
+  ~mas_login_strategy() override { core_->end_grace_periods(); }
+
+  std::string_view method_name() const override { return "mas"; }
+  std::string login_type() const override { return "mas_personal_session"; }
+  bool ends_its_tokens() const override { return true; }
+  void cancel_requests() override { core_->cancel_requests(); }
+
+  asio::awaitable<upstream_result<login_grant>> login(net::http_client*,
+                                                      std::string user_id) override {
+    auto core = core_;
+    co_return co_await core->login(std::move(user_id));
+  }
+  asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
+    auto core = core_;
+    co_return co_await core->logout(std::move(token));
+  }
+  asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) override {
+    co_return core_->retire(std::move(token));
+  }
+
+ private:
+  std::shared_ptr<mas_core> core_;
+};
+
 }  // namespace
 
 std::unique_ptr<login_strategy> make_mas_login(asio::any_io_executor executor,
                                                const config::homeserver_config& hs,
                                                const config::mas_login& method) {
-  return std::make_unique<mas_login_strategy>(std::move(executor), hs, method);
+  return std::make_unique<mas_login_strategy>(
+      std::make_shared<mas_core>(std::move(executor), hs, method));
 }
 
 }  // namespace mxp::matrix

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "support/e2e_fixture.hpp"
 #include "support/json_fields.hpp"
@@ -14,6 +16,7 @@
 
 using namespace mxp::test;
 using mxp::client::unix_http_client;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -22,7 +25,8 @@ constexpr const char* client_secret = "mas-client-secret-for-the-e2e-test";
 
 struct mas : e2e_fixture {
   void start_with(const std::string& more_login = "", const std::string& more = "",
-                  std::string mas_url = "", const std::string& secret = client_secret) {
+                  std::string mas_url = "", const std::string& secret = client_secret,
+                  const std::string& sessions = "", const std::string& lifetime = "1h") {
     auto o = homeserver_options();
     o.mas_client_id = client_id;
     o.mas_client_secret = client_secret;
@@ -34,10 +38,10 @@ struct mas : e2e_fixture {
                                    .login = "      method: mas\n      mas_url: " + mas_url +
                                             "\n      client_id: " + client_id +
                                             "\n      client_secret_file: mas.secret\n"
-                                            "      token_lifetime: 1h\n" +
-                                            more_login,
+                                            "      token_lifetime: " +
+                                            lifetime + "\n" + more_login,
                                    .more = "    request_timeout: 5s\n" + more}},
-                  .sections = "store: {path: sessions.db}\n"});
+                  .sections = "store: {path: sessions.db}\n" + sessions});
     daemon = spawn_daemon();
     ASSERT_TRUE(daemon->wait_ready()) << daemon->log();
   }
@@ -97,6 +101,25 @@ TEST_F(mas, RevocationAndInvalidationRevokeThePersonalSession) {
   EXPECT_NE(r.body.find("\"revoked\":true"), std::string::npos) << r.body;
   EXPECT_EQ(whoami(second).first, 401);
   EXPECT_EQ(hs->mas_revocation_count(), 2);
+}
+
+// No refresh token exists: a new personal session replaces the old one before it expires, and
+// the old one keeps working for renew_grace (a bridge may have fetched it a moment ago).
+TEST_F(mas, RenewalWithoutAGapTheOldTokenLivesOutItsGrace) {
+  ASSERT_NO_FATAL_FAILURE(start_with("      renew_grace: 3s\n", "", "", client_secret,
+                                     "sessions:\n  refresh_margin: 2s\n", "10s"));
+  hs->register_user("@lena:localhost");
+  const auto first = expect_working_token("@lena:localhost");
+  std::this_thread::sleep_for(8500ms);  // 1.5 s left: under the refresh margin
+  const auto second = expect_working_token("@lena:localhost");
+  EXPECT_NE(second, first);
+  EXPECT_EQ(hs->mas_personal_session_count(), 2);
+  EXPECT_EQ(whoami(first).first, 200) << "the replaced token works during the grace";
+  EXPECT_EQ(hs->mas_revocation_count(), 0);
+  std::this_thread::sleep_for(3500ms);
+  EXPECT_EQ(whoami(first).first, 401) << "revoked after the grace";
+  EXPECT_EQ(hs->mas_revocation_count(), 1);
+  EXPECT_EQ(whoami(second).first, 200);
 }
 
 TEST_F(mas, ARestartAddsNoPersonalSession) {

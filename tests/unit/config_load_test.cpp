@@ -1006,8 +1006,8 @@ const error_case error_cases[] = {
      "https://",
      {{"mas.secret", "s\n"}}},
     {"mas_lifetime_short",
-     mas_head + "      client_secret_file: mas.secret\n      token_lifetime: 1m\n",
-     "cfg.yaml:8: homeservers.example.com.login.token_lifetime: must be at least 5m (the token is "
+     mas_head + "      client_secret_file: mas.secret\n      token_lifetime: 5s\n",
+     "cfg.yaml:8: homeservers.example.com.login.token_lifetime: must be at least 10s (the token is "
      "renewed before it runs out)",
      {{"mas.secret", "s\n"}}},
     {"mas_device_scope_short_id",
