@@ -150,6 +150,7 @@ std::string login_type_of(const config::homeserver_config& hs) {
   if (std::holds_alternative<config::appservice_login>(hs.login))
     return "m.login.application_service";
   if (std::holds_alternative<config::rest_backend_login>(hs.login)) return "m.login.password";
+  if (std::holds_alternative<config::mas_login>(hs.login)) return "mas_personal_session";
   return "synapse_admin";
 }
 

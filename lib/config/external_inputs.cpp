@@ -164,6 +164,11 @@ class input_loader {
 
   void login_secret(const input_request&, rest_backend_login&) {}  // it reads no file
 
+  void login_secret(const input_request& r, mas_login& login) {
+    if (auto s = secret(r, login.client_secret_file, true, "client secret file"))
+      login.client_secret = std::move(*s);
+  }
+
   // The bridge's registration: errors name the config line of registration_file and the place
   // inside the registration.
   void registration(const input_request& r, appservice_login& login) {

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "config/grammar.hpp"
 #include "config/yaml_walker.hpp"
 #include "core/server_name.hpp"
@@ -61,6 +63,19 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
   // serialised homeserver-wide anyway, and a second one in flight only waits there.
   if (!concurrency_given && std::holds_alternative<rest_backend_login>(hs.login))
     hs.max_concurrent_logins = 1;
+  // MAS takes a device scope only for IDs of [A-Za-z0-9-], at least 10 characters.
+  if (const auto* mas = std::get_if<mas_login>(&hs.login); mas && mas->device_scope) {
+    const auto& d = hs.device_id;
+    const bool fits = d.size() >= 10 && std::all_of(d.begin(), d.end(), [](char c) {
+                        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                               (c >= '0' && c <= '9') || c == '-';
+                      });
+    if (!fits)
+      yaml.error({join(where.path, "login.device_scope"), mas->device_scope_line, {}},
+                 "MAS needs a device_id of at least 10 characters from A-Z a-z 0-9 - for a "
+                 "device scope, got " +
+                     echoed(d));
+  }
 }
 
 }  // namespace

@@ -204,6 +204,47 @@ struct method_parser {
                });
     return login;
   }
+
+  mas_login mas() {
+    mas_login login;
+    yaml.walk_map(where,
+                  {
+                      {"method", true, [](const field&) {}},
+                      {"mas_url", true,
+                       [&](const field& f) {
+                         auto s = yaml.get_nonempty_string(f);
+                         if (!s) return;
+                         std::string why;
+                         if (auto url = normalise_url(*s, why))
+                           login.mas_url = std::move(*url);
+                         else
+                           yaml.error(f, echoed(*s) + " " + why);
+                       }},
+                      {"client_id", true,
+                       [&](const field& f) {
+                         if (auto s = yaml.get_nonempty_string(f)) login.client_id = std::move(*s);
+                       }},
+                      {"client_secret_file", true,
+                       [&](const field& f) { request(input_kind::login_secret, f); }},
+                      {"token_lifetime", false,
+                       [&](const field& f) {
+                         yaml.read_duration(f, login.token_lifetime);
+                         if (login.token_lifetime < std::chrono::seconds{10}) {
+                           yaml.error(
+                               f, "must be at least 10s (the token is renewed before it runs out)");
+                           login.token_lifetime = std::chrono::seconds{10};
+                         }
+                       }},
+                      {"renew_grace", false,
+                       [&](const field& f) { yaml.read_duration(f, login.renew_grace); }},
+                      {"device_scope", false,
+                       [&](const field& f) {
+                         yaml.read_bool(f, login.device_scope);
+                         login.device_scope_line = f.line;
+                       }},
+                  });
+    return login;
+  }
 };
 
 // The login methods: parse_login's dispatch, its error message and known_keys() read this table.
@@ -217,6 +258,7 @@ constexpr method_entry methods[] = {
     {"appservice", [](method_parser& p) -> login_config { return p.appservice(); }},
     {"synapse_admin", [](method_parser& p) -> login_config { return p.synapse_admin(); }},
     {"rest_backend", [](method_parser& p) -> login_config { return p.rest_backend(); }},
+    {"mas", [](method_parser& p) -> login_config { return p.mas(); }},
 };
 
 }  // namespace

@@ -84,8 +84,21 @@ struct rest_backend_login {
   milliseconds nonce_lifetime{std::chrono::seconds{60}};  // an unused nonce dies after this
 };
 
+// `method: mas`: personal sessions minted with matrix-authentication-service's admin API
+// (matrix/mas_login.hpp), for homeservers that delegate auth to MAS.
+struct mas_login {
+  std::string mas_url;  // normalised, without trailing '/'
+  std::string client_id;
+  secret_string client_secret;  // contents of client_secret_file, trailing newline stripped
+  std::string client_secret_file;
+  milliseconds token_lifetime{std::chrono::hours{24}};  // expires_in of each personal session
+  milliseconds renew_grace{std::chrono::seconds{60}};   // the old session lives on this long
+  bool device_scope = false;  // add urn:matrix:client:device:<device_id> to the scope
+  int device_scope_line = 0;  // where device_scope was set, for the device_id check
+};
+
 using login_config = std::variant<shared_secret_login, jwt_login, appservice_login,
-                                  synapse_admin_login, rest_backend_login>;
+                                  synapse_admin_login, rest_backend_login, mas_login>;
 
 // Reads `homeservers.NAME.login:` (`where`) into `login`; the secret file or registration it
 // names becomes a request for the loading step.

@@ -20,6 +20,8 @@ const secret_string& secret_of(const login_config& login) {
           return m.as_token;
         else if constexpr (std::is_same_v<method_t, synapse_admin_login>)
           return m.admin_token;
+        else if constexpr (std::is_same_v<method_t, mas_login>)
+          return m.client_secret;
         else {  // rest_backend: no secret, its settings are in the fingerprint
           static const secret_string none;
           return none;

@@ -69,7 +69,7 @@ class matrix_homeserver final : public homeserver_client {
         resolved_login_type_ = password_type;
     }
     // jwt, appservice, synapse_admin, rest_backend; throws on a bad key
-    strategy_ = make_login_strategy(config_, backends);
+    strategy_ = make_login_strategy(executor_, config_, backends);
   }
 
   const std::string& server_name() const override { return config_.server_name; }
@@ -88,6 +88,7 @@ class matrix_homeserver final : public homeserver_client {
   void cancel_requests() override {
     if (http_) http_->cancel_all();
     if (discovering_) discovering_->cancel_all();
+    if (strategy_) strategy_->cancel_requests();
   }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
@@ -157,7 +158,15 @@ class matrix_homeserver final : public homeserver_client {
     }
   }
 
+  asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) override {
+    if (strategy_ && strategy_->ends_its_tokens())
+      co_return co_await strategy_->retire(std::move(token));
+    co_return co_await logout(std::move(token));
+  }
+
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) override {
+    if (strategy_ && strategy_->ends_its_tokens())
+      co_return co_await strategy_->logout(std::move(token));
     if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();
     net::http_request request{
         .method = "POST", .target = "/_matrix/client/v3/logout", .body = "{}", .bearer = &token};

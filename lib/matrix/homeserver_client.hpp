@@ -84,6 +84,12 @@ class homeserver_client {
       secret_string refresh_token) = 0;
   // Logging out a token deletes its device (Synapse) and so every token of that device.
   virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) = 0;
+  // Logs out a token that a renewal replaced while it was still valid. The default is logout();
+  // a method whose tokens are independent sessions (mas) may keep it alive for a grace period so
+  // that a bridge that fetched it a moment ago is not cut off, and confirm at once.
+  virtual boost::asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) {
+    return logout(std::move(token));
+  }
   // Returns the user ID the token belongs to.
   virtual boost::asio::awaitable<upstream_result<std::string>> whoami(secret_string token) = 0;
   // Drops pooled connections (shutdown, reload).

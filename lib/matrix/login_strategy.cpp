@@ -12,12 +12,14 @@
 #include "core/errc.hpp"
 #include "matrix/appservice_login.hpp"
 #include "matrix/jwt_login.hpp"
+#include "matrix/mas_login.hpp"
 #include "matrix/rest_backend_login.hpp"
 #include "matrix/synapse_admin_login.hpp"
 
 namespace mxp::matrix {
 
-std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config,
+std::unique_ptr<login_strategy> make_login_strategy(boost::asio::any_io_executor executor,
+                                                    const config::homeserver_config& config,
                                                     rest_backends* backends) {
   return std::visit(
       [&](const auto& method) -> std::unique_ptr<login_strategy> {
@@ -30,10 +32,16 @@ std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_con
           return make_synapse_admin_login(config, method);
         else if constexpr (std::is_same_v<method_t, config::rest_backend_login>)
           return make_rest_backend_login(config, method, backends);
+        else if constexpr (std::is_same_v<method_t, config::mas_login>)
+          return make_mas_login(executor, config, method);
         else
           return nullptr;  // shared_secret
       },
       config.login);
+}
+
+boost::asio::awaitable<upstream_result<logout_outcome>> login_strategy::logout(secret_string) {
+  co_return logout_outcome{false};  // not called unless ends_its_tokens()
 }
 
 upstream_error malformed_user_id(std::string_view user_id) {

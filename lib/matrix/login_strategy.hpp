@@ -27,6 +27,17 @@ class login_strategy {
   // Logs `user_id` in over `http`, which the caller keeps alive until the call completes.
   virtual boost::asio::awaitable<upstream_result<login_grant>> login(net::http_client* http,
                                                                      std::string user_id) = 0;
+
+  // Whether logout() below ends this method's tokens (MAS: revoking the personal session)
+  // instead of the homeserver's POST /logout.
+  virtual bool ends_its_tokens() const { return false; }
+  virtual boost::asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token);
+  // A token a renewal replaced (homeserver_client::retire); the default is logout().
+  virtual boost::asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) {
+    return logout(std::move(token));
+  }
+  // Ends its own requests in flight (shutdown), as homeserver_client::cancel_requests.
+  virtual void cancel_requests() {}
 };
 
 // The strategy for config.login; nullptr for shared_secret, which homeserver_client
@@ -34,7 +45,9 @@ class login_strategy {
 // "FILE:LINE: KEY: why" message when the config cannot be used (a key that does not fit the
 // JWT algorithm); the message never carries key material.
 // `backends`: the daemon's rest_backend listeners (required for method rest_backend only).
-std::unique_ptr<login_strategy> make_login_strategy(const config::homeserver_config& config,
+// `executor`: for methods with a service of their own (mas).
+std::unique_ptr<login_strategy> make_login_strategy(boost::asio::any_io_executor executor,
+                                                    const config::homeserver_config& config,
                                                     rest_backends* backends = nullptr);
 
 // --- shared by the strategies ----------------------------------------------------------------

@@ -280,8 +280,9 @@ asio::awaitable<boost::system::result<http_response, http_failure>> http_client:
   message.set(http::field::user_agent, "mxpuppetd/" MXP_VERSION);
   message.set(http::field::accept, "application/json");
   if (req.bearer) message.set(http::field::authorization, "Bearer " + req.bearer->reveal());
+  if (req.basic) message.set(http::field::authorization, "Basic " + req.basic->reveal());
   if (!req.body.empty() || req.method == "POST" || req.method == "PUT") {
-    message.set(http::field::content_type, "application/json");
+    message.set(http::field::content_type, req.content_type);
     message.body() = std::move(req.body);
   }
   message.prepare_payload();

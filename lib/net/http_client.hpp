@@ -47,6 +47,8 @@ struct http_request {
   // Safe to send again on a fresh connection when a reused one turned out dead
   // before any answer byte arrived. False for /refresh (it rotates tokens).
   bool replay_safe = true;
+  const secret_string* basic = nullptr;   // Authorization: Basic (base64 credentials), when set
+  std::string_view content_type = "application/json";  // of a body
 };
 
 struct http_response {

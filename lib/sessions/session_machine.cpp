@@ -67,6 +67,7 @@ token_step session_machine::on_token_request(std::int64_t now_ms, std::int64_t m
       }
       // Renewed by a new login: the old token may still be live, so it dies first.
       pending_logout_ = std::move(token_.access_token);
+      pending_is_renewal_ = true;
       set_token({});
       begin(session_state::logging_in);
       return token_step::start_login;
@@ -99,6 +100,7 @@ void session_machine::on_refresh_failed() {
   if (state_ != session_state::refreshing) return;
   // Never replay the refresh: its answer may have been lost after it rotated the tokens.
   pending_logout_ = std::move(token_.access_token);
+  pending_is_renewal_ = false;
   set_token({});
   state_ = session_state::logging_in;
 }
@@ -131,6 +133,7 @@ void session_machine::restore(session_token token, secret_string pending_logout,
   state_ = token.access_token.empty() ? session_state::absent : session_state::active;
   set_token(std::move(token));
   pending_logout_ = std::move(pending_logout);
+  pending_is_renewal_ = false;
   created_at_ms_ = created_at_ms;
   last_used_at_ms_ = last_used_at_ms;
 }
@@ -178,6 +181,7 @@ revoke_step session_machine::on_revoke() {
       }
       logout_token_ = std::move(pending_logout_);
       pending_logout_ = {};
+      pending_is_renewal_ = false;
       break;
   }
   forget_after_logout_ = true;
@@ -189,6 +193,7 @@ void session_machine::on_logout_finished(bool confirmed) {
   if (state_ != session_state::revoking) return;
   if (!confirmed) {
     pending_logout_ = std::move(logout_token_);
+    pending_is_renewal_ = false;
     state_ = session_state::absent;  // kept so that the logout is retried, never lost
   } else {
     state_ = forget_after_logout_ ? session_state::gone : session_state::absent;

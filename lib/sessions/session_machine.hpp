@@ -101,7 +101,10 @@ class session_machine {
   // the margin, so that it is renewed before any request has to wait for it.
   bool start_background_refresh(std::int64_t now_ms, const renewal_policy& policy);
   void on_login_failed();
-  void on_pending_logout_done() { pending_logout_.wipe(); }
+  void on_pending_logout_done() {
+    pending_logout_.wipe();
+    pending_is_renewal_ = false;
+  }
   // True when `token` was the current one: the session moves to revoking and the
   // caller logs token_to_log_out() out; false when it was stale (nothing happens).
   bool on_invalidate(const secret_string& token);
@@ -124,6 +127,9 @@ class session_machine {
   std::uint32_t token_version() const noexcept { return token_version_; }
   bool has_pending_logout() const noexcept { return !pending_logout_.empty(); }
   const secret_string& pending_logout() const noexcept { return pending_logout_; }
+  // The pending logout is of a token replaced while still valid (a renewal by a new login), not
+  // of one found dead or given up: methods that can (mas) let it live on for a grace period.
+  bool pending_logout_is_renewal() const noexcept { return pending_is_renewal_; }
   const secret_string& token_to_log_out() const noexcept { return logout_token_; }
   std::int64_t created_at_ms() const noexcept { return created_at_ms_; }
   std::int64_t last_used_at_ms() const noexcept { return last_used_at_ms_; }
@@ -176,7 +182,8 @@ class session_machine {
   std::int64_t last_used_at_ms_;
   session_token token_;
   secret_string pending_logout_;  // a token that may be live and must die before the next login
-  secret_string logout_token_;    // the token a revoking session is logging out
+  bool pending_is_renewal_ = false;
+  secret_string logout_token_;  // the token a revoking session is logging out
 };
 
 }  // namespace mxp::sessions

@@ -142,7 +142,11 @@ asio::awaitable<void> pool_state::session_task(std::shared_ptr<session_entry> e)
         break;
       }
       case kind::logout_pending: {
-        auto out = co_await guarded(client.logout(e->machine().pending_logout()));
+        // Built before the co_await: GCC 12 mishandles a conditional temporary in one.
+        const bool renewal = e->machine().pending_logout_is_renewal();
+        auto call = renewal ? client.retire(e->machine().pending_logout())
+                            : client.logout(e->machine().pending_logout());
+        auto out = co_await guarded(std::move(call));
         if (out.has_value() && options.observer)
           options.observer->on_logout(client.server_name(), nullptr);
         action = op.on_pending_logged_out(tick_of(*e), out);

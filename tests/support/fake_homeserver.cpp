@@ -703,6 +703,7 @@ struct fake_homeserver::impl {
         return json_error(http::status::method_not_allowed, "M_UNRECOGNIZED",
                           "Unrecognized request");
       case endpoint::unknown:
+        if (auto r = mas(req)) return *r;
         break;
     }
     return json_error(http::status::not_found, "M_UNRECOGNIZED", "Unrecognized request");
@@ -876,6 +877,132 @@ struct fake_homeserver::impl {
     if (auto limited = account_limited_locked(*user_id)) return *limited;
     make_exist_locked(*user_id);  // a no-op unless auto_register created it
     return issue_login_locked(*user_id, std::move(device_id), std::move(display_name));
+  }
+
+  // ------------------------------------------------------------ MAS
+
+  static reply mas_errors(http::status status, std::string_view title) {
+    reply r{status, {}};
+    json_writer w(r.body);
+    w.begin_object().key("errors").begin_array().begin_object().member("title", title);
+    w.end_object().end_array().end_object();
+    return r;
+  }
+  static reply oauth_error(http::status status, std::string_view error) {
+    reply r{status, {}};
+    json_writer(r.body)
+        .begin_object()
+        .member("error", error)
+        .member("error_description", "fake MAS refused the request")
+        .end_object();
+    return r;
+  }
+  static std::string base64(std::string_view in) {
+    std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(in.data()),
+                                  static_cast<int>(in.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+  }
+
+  std::optional<reply> mas(const http::request<http::string_body>& req) {
+    if (opts.mas_client_id.empty()) return std::nullopt;
+    const std::string_view target = req.target();
+    if (target == "/oauth2/token" && req.method() == http::verb::post) {
+      const std::string expected =
+          "Basic " + base64(opts.mas_client_id + ":" + opts.mas_client_secret);
+      if (req[http::field::authorization] != expected)
+        return oauth_error(http::status::unauthorized, "invalid_client");
+      if (req[http::field::content_type] != "application/x-www-form-urlencoded" ||
+          req.body().find("grant_type=client_credentials") == std::string::npos ||
+          req.body().find("scope=urn%3Amas%3Aadmin") == std::string::npos)
+        return oauth_error(http::status::bad_request, "invalid_request");
+      std::lock_guard lock(mu);
+      ++mas_tokens;
+      const auto token = "mat_" + random_string(rng, 24, "abcdefghijklmnopqrstuvwxyz0123456789");
+      mas_admin_tokens[token] =
+          std::chrono::steady_clock::now() + std::chrono::seconds{opts.mas_admin_token_lifetime_s};
+      reply r;
+      json_writer(r.body)
+          .begin_object()
+          .member("access_token", token)
+          .member("token_type", "Bearer")
+          .member("expires_in", static_cast<std::int64_t>(opts.mas_admin_token_lifetime_s))
+          .end_object();
+      return r;
+    }
+    constexpr std::string_view api = "/api/admin/v1/";
+    if (!target.starts_with(api)) return std::nullopt;
+    const auto bearer = bearer_token(req[http::field::authorization]);
+    std::lock_guard lock(mu);
+    const auto admin = bearer ? mas_admin_tokens.find(*bearer) : mas_admin_tokens.end();
+    if (admin == mas_admin_tokens.end() || admin->second <= std::chrono::steady_clock::now())
+      return mas_errors(http::status::unauthorized, "Access token expired");
+    constexpr std::string_view by_username = "/api/admin/v1/users/by-username/";
+    constexpr std::string_view sessions = "/api/admin/v1/personal-sessions";
+    if (target.starts_with(by_username) && req.method() == http::verb::get) {
+      const auto localpart = percent_decode(target.substr(by_username.size()));
+      const auto user = "@" + localpart.value_or("") + ":" + opts.server_name;
+      if (!localpart || !registered.contains(user))
+        return mas_errors(http::status::not_found, "User not found");
+      reply r;
+      json_writer w(r.body);
+      w.begin_object().key("data").begin_object().member("type", "user");
+      w.member("id", "01FAKEUSER" + *localpart).key("attributes").begin_object();
+      w.member("username", *localpart).end_object().end_object().end_object();
+      return r;
+    }
+    if (target == sessions && req.method() == http::verb::post) {
+      mas_session_body = req.body();
+      simdjson::dom::parser parser;
+      simdjson::dom::object doc;
+      std::string_view actor, scope;
+      std::int64_t expires_in = 0;
+      if (parser.parse(req.body()).get(doc) || doc["actor_user_id"].get(actor) ||
+          doc["scope"].get(scope) || doc["expires_in"].get(expires_in) ||
+          !std::string_view{actor}.starts_with("01FAKEUSER"))
+        return mas_errors(http::status::bad_request, "Invalid request");
+      const auto user = "@" + std::string{actor.substr(10)} + ":" + opts.server_name;
+      if (mas_deactivated.contains(user))
+        return mas_errors(http::status::gone, "User is deactivated");
+      ++mas_sessions;
+      std::string device = "MASPERSONAL" + std::to_string(mas_sessions);
+      constexpr std::string_view device_scope = "urn:matrix:client:device:";
+      if (const auto at = scope.find(device_scope); at != std::string_view::npos)
+        device = std::string{scope.substr(at + device_scope.size())};
+      const auto token = "mpt_" + random_string(rng, 30, "abcdefghijklmnopqrstuvwxyz0123456789");
+      devices[{user, device}].tokens.insert(token);
+      tokens.emplace(token, token_owner{user, device});
+      const auto id = "01FAKESESSION" + std::to_string(mas_sessions);
+      mas_personal_sessions[id] = token;
+      reply r{http::status::created, {}};
+      json_writer w(r.body);
+      w.begin_object().key("data").begin_object().member("type", "personal-session");
+      w.member("id", id).key("attributes").begin_object();
+      w.member("access_token", token).member("scope", scope).end_object().end_object();
+      w.end_object();
+      return r;
+    }
+    if (target.starts_with(sessions) && target.ends_with("/revoke") &&
+        req.method() == http::verb::post) {
+      const auto id =
+          std::string{target.substr(sessions.size() + 1, target.size() - sessions.size() - 1 - 7)};
+      const auto it = mas_personal_sessions.find(id);
+      if (it == mas_personal_sessions.end())
+        return mas_errors(http::status::not_found, "Personal session not found");
+      if (it->second.empty())
+        return mas_errors(http::status::conflict, "Personal session already revoked");
+      ++mas_revocations;
+      drop_access_token_locked(it->second);
+      it->second.clear();
+      reply r;
+      json_writer w(r.body);
+      w.begin_object().key("data").begin_object().member("type", "personal-session");
+      w.member("id", id).end_object().end_object();
+      return r;
+    }
+    return mas_errors(http::status::not_found, "Not found");
   }
 
   // The REST module's check (see fake_homeserver_options::rest_backend_port); nullopt: the
@@ -1327,6 +1454,11 @@ struct fake_homeserver::impl {
   std::unordered_map<std::string, std::int64_t> valid_until_ms;  // admin-minted token expiry
   int registers = 0, admin_logins = 0, refreshes = 0, successful_refreshes = 0;
   int rest_backend_calls = 0;
+  int mas_tokens = 0, mas_sessions = 0, mas_revocations = 0;
+  std::map<std::string, std::chrono::steady_clock::time_point> mas_admin_tokens;
+  std::map<std::string, std::string> mas_personal_sessions;  // id -> token ("" once revoked)
+  std::set<std::string> mas_deactivated;
+  std::string mas_session_body;
   std::unordered_map<std::string, refresh_state> refresh_tokens;
   std::map<std::string, bucket> address_buckets, account_buckets;  // rc_login, by IP / user ID
   std::chrono::milliseconds rate_clock_offset{0};                  // advance_rate_limit_clock
@@ -1431,6 +1563,26 @@ int fake_homeserver::register_count() const {
 int fake_homeserver::rest_backend_call_count() const {
   std::lock_guard lock(impl_->mu);
   return impl_->rest_backend_calls;
+}
+int fake_homeserver::mas_token_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->mas_tokens;
+}
+int fake_homeserver::mas_personal_session_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->mas_sessions;
+}
+int fake_homeserver::mas_revocation_count() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->mas_revocations;
+}
+std::string fake_homeserver::mas_last_session_body() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->mas_session_body;
+}
+void fake_homeserver::mas_deactivate_user(std::string user_id) {
+  std::lock_guard lock(impl_->mu);
+  impl_->mas_deactivated.insert(std::move(user_id));
 }
 int fake_homeserver::admin_login_count() const {
   std::lock_guard lock(impl_->mu);

@@ -96,6 +96,24 @@ struct fake_homeserver_options {
   // check, so a nonce gets 403 "Invalid username or password".
   std::uint16_t rest_backend_port = 0;
   std::string rest_backend_send_user;  // tests: the module sends this user ID instead
+
+  // A fake matrix-authentication-service on the same port (its URL is url()), enabled when
+  // mas_client_id is set, following MAS v1.22's shapes as DESIGN.md records them:
+  //   POST /oauth2/token (client_secret_basic, grant_type=client_credentials,
+  //     scope=urn:mas:admin): 200 {"access_token","token_type","expires_in"}; bad credentials
+  //     401 {"error":"invalid_client"}; another grant or scope 400 {"error":"invalid_request"}.
+  //     Admin tokens live mas_admin_token_lifetime_s; an expired or unknown one gets 401
+  //     {"errors":[{"title":"Access token expired"}]} on the admin API.
+  //   GET /api/admin/v1/users/by-username/{localpart}: the users that exist here (registered),
+  //     200 {"data":{"type":"user","id":..,"attributes":{"username":..}}}, else 404.
+  //   POST /api/admin/v1/personal-sessions {actor_user_id, human_name, scope, expires_in}: 201
+  //     with data.id and data.attributes.access_token ("mpt_..."), which this homeserver then
+  //     accepts (device: the scope's urn:matrix:client:device:ID, else none of its own); 410
+  //     for a deactivated actor (mas_deactivate_user).
+  //   POST /api/admin/v1/personal-sessions/{id}/revoke: 200, the token dies here at once.
+  // Admin API errors are {"errors":[{"title":...}]}.
+  std::string mas_client_id, mas_client_secret;
+  int mas_admin_token_lifetime_s = 300;
 };
 
 // Lowercase hex HMAC-SHA512(key = secret, msg = user ID): the shared-secret login
@@ -147,15 +165,20 @@ class fake_homeserver {
   void advance_rate_limit_clock(std::chrono::milliseconds by);
   int rate_limited_count() const;  // POST /login answered 429 by rc_login (not by fail_next)
 
-  int login_count() const;              // POST /login requests received
-  int successful_login_count() const;   // POST /login answered 200 with a token
-  int logout_count() const;             // POST /logout and /logout/all requests received
-  int whoami_count() const;             // GET /account/whoami requests received
-  int login_flows_count() const;        // GET /login requests received
-  int register_count() const;           // POST /register requests received
-  int admin_login_count() const;        // POST /_synapse/admin/v1/users/{id}/login received
-  int refresh_count() const;            // POST /v1/refresh (and /v3/refresh) requests received
-  int rest_backend_call_count() const;  // check_credentials calls made by the REST module
+  int login_count() const;                 // POST /login requests received
+  int successful_login_count() const;      // POST /login answered 200 with a token
+  int logout_count() const;                // POST /logout and /logout/all requests received
+  int whoami_count() const;                // GET /account/whoami requests received
+  int login_flows_count() const;           // GET /login requests received
+  int register_count() const;              // POST /register requests received
+  int admin_login_count() const;           // POST /_synapse/admin/v1/users/{id}/login received
+  int refresh_count() const;               // POST /v1/refresh (and /v3/refresh) requests received
+  int rest_backend_call_count() const;     // check_credentials calls made by the REST module
+  int mas_token_count() const;             // POST /oauth2/token requests received
+  int mas_personal_session_count() const;  // personal sessions created
+  int mas_revocation_count() const;        // personal sessions revoked
+  std::string mas_last_session_body() const;  // the last POST .../personal-sessions body
+  void mas_deactivate_user(std::string user_id);
   // Kills one access token behind the client's back (as an admin or a password change would).
   void kill_token(const std::string& token);
   // The next `count` POST /refresh requests fail this way (drop_connection: after rotating the

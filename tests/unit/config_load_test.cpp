@@ -612,6 +612,28 @@ TEST_F(ConfigLoad, RestBackend) {
   EXPECT_EQ(hs2.max_concurrent_logins, 3u);  // given: kept
 }
 
+TEST_F(ConfigLoad, Mas) {
+  write("mas.secret", "client-secret\n");
+  auto cfg = load_ok(std::string{login_head} +
+                     "      method: mas\n      mas_url: https://auth.example.com/\n      "
+                     "client_id: CLIENT\n      client_secret_file: mas.secret\n");
+  const auto& m = std::get<mxp::config::mas_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(m.mas_url, "https://auth.example.com");
+  EXPECT_EQ(m.client_id, "CLIENT");
+  EXPECT_EQ(m.client_secret.reveal(), "client-secret");
+  EXPECT_EQ(m.token_lifetime, 24h);
+  EXPECT_EQ(m.renew_grace, 60s);
+  EXPECT_FALSE(m.device_scope);
+  cfg = load_ok(std::string{login_head} +
+                "      method: mas\n      mas_url: http://127.0.0.1:8080\n      client_id: C\n"
+                "      client_secret_file: mas.secret\n      token_lifetime: 1h\n      "
+                "renew_grace: 5s\n      device_scope: true\n    device_id: MXPUPPETD-01\n");
+  const auto& m2 = std::get<mxp::config::mas_login>(cfg.homeservers.at("example.com").login);
+  EXPECT_EQ(m2.token_lifetime, 1h);
+  EXPECT_EQ(m2.renew_grace, 5s);
+  EXPECT_TRUE(m2.device_scope);
+}
+
 TEST_F(ConfigLoad, LoadFileErrorsNameTheFile) {
   const auto path =
       write("broken.yaml", "homeservers:\n  example.com:\n    login: {method: jwt}\n");
@@ -705,6 +727,9 @@ const std::string as_head = std::string{login_head} + "      method: appservice\
 const std::string as_at = "cfg.yaml:5: homeservers.example.com.login.registration_file: ";
 const std::string admin_head = std::string{login_head} + "      method: synapse_admin\n";
 const std::string rest_head = std::string{login_head} + "      method: rest_backend\n";
+const std::string mas_head = std::string{login_head} +
+                             "      method: mas\n      mas_url: https://auth.example.com\n      "
+                             "client_id: C\n";
 const std::string duration = "expected a duration such as 250ms, 30s, 5m, 24h or 7d, got ";
 const std::string device = "device_id: expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got ";
 const std::string algorithms =
@@ -843,7 +868,7 @@ const error_case error_cases[] = {
      "cfg.yaml:4: homeservers.example.com.login.method: a value is required"},
     {"method_unknown", "homeservers:\n  example.com:\n    login:\n      method: password\n",
      "cfg.yaml:4: homeservers.example.com.login.method: unknown login method 'password' "
-     "(expected shared_secret, jwt, appservice, synapse_admin or rest_backend)"},
+     "(expected shared_secret, jwt, appservice, synapse_admin, rest_backend or mas)"},
     {"method_list", "homeservers:\n  example.com:\n    login:\n      method: [jwt]\n",
      "cfg.yaml:4: homeservers.example.com.login.method: expected a string, got a list"},
     {"login_type_unknown", minimal_with("      login_type: devture\n"),
@@ -971,6 +996,28 @@ const error_case error_cases[] = {
      rest_head + "      backend_listen: \"127.0.0.1:8090\"\n      "
                  "secret_file: x\n",
      "cfg.yaml:6: homeservers.example.com.login.secret_file: unknown key"},
+    {"mas_secret_missing", mas_head,
+     "cfg.yaml:3: homeservers.example.com.login.client_secret_file: required key is missing"},
+    {"mas_url_bad",
+     std::string{login_head} +
+         "      method: mas\n      mas_url: ftp://x\n      client_id: C\n      "
+         "client_secret_file: mas.secret\n",
+     "cfg.yaml:5: homeservers.example.com.login.mas_url: 'ftp://x' must start with http:// or "
+     "https://",
+     {{"mas.secret", "s\n"}}},
+    {"mas_lifetime_short",
+     mas_head + "      client_secret_file: mas.secret\n      token_lifetime: 5s\n",
+     "cfg.yaml:8: homeservers.example.com.login.token_lifetime: must be at least 10s (the token is "
+     "renewed before it runs out)",
+     {{"mas.secret", "s\n"}}},
+    {"mas_device_scope_short_id",
+     mas_head + "      client_secret_file: mas.secret\n      device_scope: true\n",
+     "cfg.yaml:8: homeservers.example.com.login.device_scope: MAS needs a device_id of at least 10 "
+     "characters from A-Z a-z 0-9 - for a device scope, got 'MXPUPPETD'",
+     {{"mas.secret", "s\n"}}},
+    {"mas_secret_absent", mas_head + "      client_secret_file: nope\n",
+     "cfg.yaml:7: homeservers.example.com.login.client_secret_file: cannot read '{dir}/nope': No "
+     "such file or directory"},
     {"admin_token_absent", admin_head + "      admin_token_file: nope\n",
      "cfg.yaml:5: homeservers.example.com.login.admin_token_file: cannot read '{dir}/nope': No "
      "such file or directory"},

@@ -66,6 +66,7 @@ TEST(SessionMachine, UnconfirmedLogoutIsRetriedBeforeTheNextLogin) {
   EXPECT_EQ(m.state(), session_state::absent);
   ASSERT_TRUE(m.has_pending_logout());
   EXPECT_EQ(m.pending_logout().reveal(), "t1");
+  EXPECT_FALSE(m.pending_logout_is_renewal()) << "invalidated: it must die before the login";
   EXPECT_EQ(m.on_token_request(2, 0, 0), token_step::start_login);
   EXPECT_TRUE(m.has_pending_logout());  // the driver logs it out first
   m.on_pending_logout_done();
@@ -82,7 +83,9 @@ TEST(SessionMachine, ExpiringTokenIsLoggedOutThenReplaced) {
             token_step::hand_out);  // 30 s left >= 20 s asked
   EXPECT_EQ(m.on_token_request(50'000, 20'000, 0), token_step::start_login);  // only 10 s left
   EXPECT_EQ(m.pending_logout().reveal(), "short");
+  EXPECT_TRUE(m.pending_logout_is_renewal()) << "replaced while valid: mas lets it live on";
   m.on_pending_logout_done();
+  EXPECT_FALSE(m.pending_logout_is_renewal());
   m.on_login_succeeded(token("fresh", 110'000), 50'010);
   EXPECT_EQ(m.on_token_request(50'020, 20'000, 0), token_step::hand_out);
 }
