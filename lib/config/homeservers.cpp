@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <variant>
+
 #include "config/grammar.hpp"
 #include "config/yaml_walker.hpp"
 #include "core/server_name.hpp"
@@ -12,6 +15,7 @@ namespace {
 
 void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& hs,
                       input_requests& inputs) {
+  std::optional<field> mode_at;
   yaml.walk_map(
       where, {
                  {"url", false,
@@ -52,7 +56,21 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
                   [&](const field& f) { yaml.read_duration(f, hs.connect_timeout); }},
                  {"max_response_bytes", false,
                   [&](const field& f) { yaml.read_integer(f, hs.max_response_bytes); }},
+                 {"gateway_mode", false,
+                  [&](const field& f) {
+                    auto s = yaml.get_string(f);
+                    if (!s) return;
+                    if (*s == "session")
+                      hs.gateway = gateway_mode::session;
+                    else if (*s == "assert")
+                      hs.gateway = gateway_mode::assert_identity, mode_at = f;
+                    else
+                      yaml.error(f, "expected session or assert, got " + echoed(*s));
+                  }},
              });
+  // Identity assertion sends the appservice's as_token: only an appservice login has one.
+  if (mode_at && !std::holds_alternative<appservice_login>(hs.login))
+    yaml.error(*mode_at, "assert needs login.method: appservice (the as_token it asserts with)");
 }
 
 }  // namespace
