@@ -213,6 +213,7 @@ struct gateway_server::impl : std::enable_shared_from_this<impl> {
   std::shared_ptr<const gateway_settings> settings;
   std::map<std::string, std::shared_ptr<upstream>, std::less<>> upstreams;  // by server name
   handle_table handles;
+  std::map<std::string, std::int64_t, std::less<>> bridge_last_use;  // any request of a bridge
   // Connection deadlines: the API listeners' (listen.*).
   milliseconds idle_timeout{60s}, header_timeout{10s}, body_timeout{10s}, write_timeout{10s};
   std::size_t max_connections = 1024;
@@ -465,6 +466,7 @@ struct gateway_server::impl : std::enable_shared_from_this<impl> {
                                  error_body("M_FORBIDDEN", "this bridge may not act for that user"),
                                  "outside the bridge's allow globs");
     }
+    if (!d.bridge.empty()) bridge_last_use[d.bridge] = wall_ms();
     const bool substituted = !d.user.empty();
     if (substituted) {
       const auto parts = matrix::parse_user_id(d.user);
@@ -1016,6 +1018,8 @@ std::string gateway_server::bridges_json() const {
   };
   std::map<std::string, summary> by_bridge;
   for (const auto& b : impl_->settings->bridges) by_bridge[b.name];
+  for (const auto& [name, at] : impl_->bridge_last_use)
+    by_bridge[name].last_used_at_ms = std::max(by_bridge[name].last_used_at_ms, at);
   for (const auto& [_, h] : impl_->handles.entries()) {
     auto& s = by_bridge[h.bridge];
     ++s.handles;

@@ -474,6 +474,75 @@ TEST_F(gateway_fixture, BridgesAreListedByMxpuppetctl) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("\"name\":\"telegram\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"handles\":2"), std::string::npos) << r.output;
+  const auto table = run_ctl({"bridges"});
+  EXPECT_EQ(table.exit_code, 0) << table.output;
+  EXPECT_NE(table.output.find("telegram"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find(" ago"), std::string::npos) << table.output;
+
+  // gateway-token: a token and the line for the config, whose hash is the token's.
+  const auto t = run_ctl({"gateway-token"});
+  EXPECT_EQ(t.exit_code, 0);
+  const auto newline = t.output.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  const auto token = t.output.substr(0, newline);
+  EXPECT_GE(token.size(), 40u);
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  ::SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), d);
+  std::string hex;
+  char two[3];
+  for (unsigned char b : d) std::snprintf(two, sizeof two, "%02x", b), hex += two;
+  EXPECT_EQ(t.output.substr(newline + 1), "token_sha256: " + hex + "\n");
+}
+
+TEST_F(gateway_fixture, MetricsCountRequestsByBridgeModeRouteAndStatus) {
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_EQ(gw("GET", "/_matrix/client/v3/account/whoami?user_id=%40alice%3Alocalhost",
+               bearer(bridge_token))
+                .status,
+            200);
+  never_logged.insert(forwarded_token());
+  gw("GET", "/_synapse/admin/v1/server_version");
+  mxp::client::unix_http_client c{socket};
+  const auto m = c.request("GET", "/metrics");
+  EXPECT_NE(m.body.find("mxpuppetd_gateway_requests_total{bridge=\"telegram\",mode=\"session\","
+                        "route=\"other\",status=\"200\"} 1"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("mxpuppetd_gateway_requests_total{bridge=\"\",mode=\"local\","
+                        "route=\"other\",status=\"404\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("mxpuppetd_gateway_upstream_seconds_count{route=\"other\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("mxpuppetd_gateway_handles 0"), std::string::npos);
+  // One log line per decision, without the token.
+  const auto log = daemon->log();
+  EXPECT_NE(log.find("gateway: bridge=telegram user=@alice:localhost mode=session route=other "
+                     "homeserver=localhost status=200"),
+            std::string::npos);
+}
+
+TEST_F(gateway_fixture, ReloadAppliesNewAllowGlobsAndKeepsHandles) {
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  const auto handle = login_handle("@alice:localhost");
+  EXPECT_EQ(gw("GET", "/_matrix/client/v3/account/whoami?user_id=%40mallory%3Alocalhost",
+               bearer(bridge_token))
+                .status,
+            403);
+  auto text = gateway_section();
+  text.replace(text.find("\"@carol:localhost\""), 18, "\"@mallory:localhost\"");
+  write_config({.listen = "  idle_timeout: 2s\n  header_timeout: 1s\n", .sections = text});
+  const auto seen = daemon->log().size();
+  ::kill(daemon->pid(), SIGHUP);
+  for (int i = 0;
+       i < 200 && daemon->log().find("gateway settings applied", seen) == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(gw("GET", "/_matrix/client/v3/account/whoami?user_id=%40mallory%3Alocalhost",
+               bearer(bridge_token))
+                .status,
+            200);
+  never_logged.insert(forwarded_token());
+  EXPECT_EQ(gw("GET", "/_matrix/client/v3/account/whoami", bearer(handle)).status, 200)
+      << "the handle outlived the reload";
 }
 
 // --- assert mode ----------------------------------------------------------------------------
