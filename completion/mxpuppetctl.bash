@@ -11,7 +11,7 @@ _mxpuppetctl() {
         words=("${COMP_WORDS[@]}")
         cword=$COMP_CWORD
     }
-    local commands="token invalidate revoke sessions status check-config doctor help"
+    local commands="token invalidate revoke sessions status bridges gateway-token check-config doctor help"
     local global="--socket --json --help --version"
 
     case $prev in

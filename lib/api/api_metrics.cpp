@@ -26,6 +26,8 @@ std::string_view to_string(endpoint e) noexcept {
       return "healthz";
     case endpoint::metrics:
       return "metrics";
+    case endpoint::gateway_bridges:
+      return "gateway_bridges";
     case endpoint::unknown:
       break;
   }

@@ -27,9 +27,10 @@ enum class endpoint : std::uint8_t {
   sessions,
   status,
   healthz,
-  metrics
+  metrics,
+  gateway_bridges
 };
-inline constexpr std::size_t endpoint_count = 8;
+inline constexpr std::size_t endpoint_count = 9;
 std::string_view to_string(endpoint e) noexcept;
 
 // "ok" is not a kind: refused, rate_limited, unavailable, timeout, bad_response, discovery_failed,

@@ -23,6 +23,8 @@ endpoint to_endpoint(route_kind k) noexcept {
       return endpoint::healthz;
     case route_kind::metrics:
       return endpoint::metrics;
+    case route_kind::gateway_bridges:
+      return endpoint::gateway_bridges;
     case route_kind::unknown:
       break;
   }
@@ -38,6 +40,7 @@ route match(std::string_view target) {
   if (path == "/v1/status") return {route_kind::status, {}, r.query, "GET"};
   if (path == "/v1/sessions") return {route_kind::sessions, {}, r.query, "GET"};
   if (path == "/metrics") return {route_kind::metrics, {}, r.query, "GET"};
+  if (path == "/v1/gateway/bridges") return {route_kind::gateway_bridges, {}, r.query, "GET"};
   constexpr std::string_view users = "/v1/users/";
   if (!path.starts_with(users)) return r;
   const auto rest = path.substr(users.size());

@@ -13,7 +13,17 @@
 
 namespace mxp::api {
 
-enum class route_kind { token, invalidate, session, sessions, status, healthz, metrics, unknown };
+enum class route_kind {
+  token,
+  invalidate,
+  session,
+  sessions,
+  status,
+  healthz,
+  metrics,
+  gateway_bridges,
+  unknown
+};
 
 endpoint to_endpoint(route_kind k) noexcept;
 

@@ -263,13 +263,21 @@ asio::awaitable<void> http_api::handle(api_request req, pending_request pending,
     co_return write_error(res, 405, "M_UNRECOGNIZED", "method not allowed on this path");
 
   if ((r.kind == route_kind::status || r.kind == route_kind::sessions ||
-       r.kind == route_kind::metrics) &&
+       r.kind == route_kind::metrics || r.kind == route_kind::gateway_bridges) &&
       !peer_admitted(req, key_client,
-                     r.kind == route_kind::status     ? "/v1/status"
-                     : r.kind == route_kind::sessions ? "/v1/sessions"
-                                                      : "/metrics",
+                     r.kind == route_kind::status            ? "/v1/status"
+                     : r.kind == route_kind::sessions        ? "/v1/sessions"
+                     : r.kind == route_kind::gateway_bridges ? "/v1/gateway/bridges"
+                                                             : "/metrics",
                      res))
     co_return;
+  if (r.kind == route_kind::gateway_bridges) {
+    if (!gateway_report_)
+      co_return write_error(res, 404, "M_NOT_FOUND", "the bridge gateway is not configured");
+    res.status = 200;
+    res.body = gateway_report_();
+    co_return;
+  }
   if (r.kind == route_kind::metrics) {
     if (!metrics_) co_return write_error(res, 404, "M_UNRECOGNIZED", "metrics are not enabled");
     res.status = 200;

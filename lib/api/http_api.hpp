@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -91,6 +92,11 @@ class http_api {
   }
   // Metrics: GET /metrics answers 404 without them. Must outlive the API.
   void set_metrics(api_metrics* metrics) noexcept { metrics_ = metrics; }
+  // GET /v1/gateway/bridges answers what this gives (404 without it): the bridge gateway's
+  // bridges, their handles and last use (gateway_server::bridges_json).
+  void set_gateway_report(std::function<std::string()> report) {
+    gateway_report_ = std::move(report);
+  }
   // Counts an answered request (the transport calls it once per answer, malformed ones included).
   void record(const api_response& res) noexcept {
     if (metrics_) metrics_->count_request(res.route, res.status);
@@ -106,6 +112,7 @@ class http_api {
   api_metrics* metrics_ = nullptr;
   api_response rendering_;      // scratch for rendering a token's answer
   std::string rendered_bytes_;  // likewise
+  std::function<std::string()> gateway_report_;
 
   const std::string& keep_rendering(const sessions::token_view& t, const api_response& res);
   const config::client_config* authenticate(const api_request& req, api_response& res) const;

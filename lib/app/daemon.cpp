@@ -83,6 +83,11 @@ daemon::daemon(asio::any_io_executor executor, config::daemon_config config, int
   if (const auto& tcp = config_.listen.tcp)
     tcp_server_ = std::make_unique<api::tcp_server>(
         executor_, tcp_server_options_from(*tcp, unix_options), *api_);
+  if (config_.gateway) {
+    gateway_ = std::make_unique<gateway::gateway_server>(executor_, config_, *pool_, store_.get(),
+                                                         metrics_.registry());
+    api_->set_gateway_report([g = gateway_.get()] { return g->bridges_json(); });
+  }
 }
 
 daemon::~daemon() = default;
@@ -90,12 +95,13 @@ daemon::~daemon() = default;
 void daemon::start() {
   asio::co_spawn(executor_, server_->run(), log_on_failure{"API server"});
   if (tcp_server_) asio::co_spawn(executor_, tcp_server_->run(), log_on_failure{"TCP API server"});
+  if (gateway_) gateway_->start();
   asio::co_spawn(executor_, pool_->run_maintenance(), log_on_failure{"session maintenance"});
   api_->set_ready(true);
 }
 
 void daemon::reload() {
-  running_daemon_target target{executor_, *pool_, *api_, backends_.get()};
+  running_daemon_target target{executor_, *pool_, *api_, backends_.get(), gateway_.get()};
   reload_config_file(config_.source_file, config_, target);
 }
 
@@ -104,11 +110,13 @@ asio::awaitable<void> daemon::shutdown() {
   const auto deadline = steady_clock::now() + config_.shutdown_grace;
   server_->stop();
   if (tcp_server_) tcp_server_->stop();
+  if (gateway_) gateway_->stop();
   co_await pool_->shutdown(config_.sessions.revoke_on_shutdown, deadline);
   backends_->stop();  // after the pool: its last logins (cancelled by now) used them
   co_await backends_->drain(deadline);
   co_await server_->drain(deadline);
   if (tcp_server_) co_await tcp_server_->drain(deadline);
+  if (gateway_) co_await gateway_->drain(deadline);
 }
 
 std::string daemon::status() const {

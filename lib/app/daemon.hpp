@@ -16,6 +16,7 @@
 #include "api/tcp_server.hpp"
 #include "api/unix_server.hpp"
 #include "config/config.hpp"
+#include "gateway/gateway_server.hpp"
 #include "matrix/rest_backend.hpp"
 #include "sessions/session_pool.hpp"
 #include "store/session_store.hpp"
@@ -65,7 +66,8 @@ class daemon {
   std::unique_ptr<sessions::session_pool> pool_;
   std::unique_ptr<api::http_api> api_;
   std::unique_ptr<api::unix_server> server_;
-  std::unique_ptr<api::tcp_server> tcp_server_;  // listen.tcp: loopback, API keys only
+  std::unique_ptr<api::tcp_server> tcp_server_;       // listen.tcp: loopback, API keys only
+  std::unique_ptr<gateway::gateway_server> gateway_;  // gateway: the bridge gateway, when set
 };
 
 }  // namespace mxp::app

@@ -43,6 +43,10 @@ void running_daemon_target::set_log_level(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
+void running_daemon_target::set_gateway(const config::daemon_config& cfg) {
+  if (gateway_) gateway_->apply(cfg);
+}
+
 reload_outcome apply_reload(config::load_result loaded, config::daemon_config& current,
                             reload_target& target) {
   if (!loaded.config) {
@@ -78,6 +82,14 @@ reload_outcome apply_reload(config::load_result loaded, config::daemon_config& c
   if (plan.limits) target.set_session_limits(next.sessions);
   if (plan.access) target.set_access(next.clients);
   if (plan.log_level) target.set_log_level(next.log.level);
+  if (plan.gateway) {
+    try {
+      target.set_gateway(config::in_force_after_reload(current, next));
+      spdlog::info("reload: gateway settings applied (handles and sessions kept)");
+    } catch (const std::exception& e) {
+      spdlog::error("reload: gateway settings not applied: {}", e.what());
+    }
+  }
   if (plan.needs_restart)
     spdlog::warn("reload: listen, store and log.format changes take effect at the next restart");
   current = config::in_force_after_reload(current, std::move(next));

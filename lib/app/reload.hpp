@@ -14,6 +14,7 @@
 
 #include "api/http_api.hpp"
 #include "config/config.hpp"
+#include "gateway/gateway_server.hpp"
 #include "sessions/session_pool.hpp"
 
 namespace mxp::matrix {
@@ -36,6 +37,8 @@ class reload_target {
   virtual void set_session_limits(const config::sessions_config& sessions) = 0;
   virtual void set_access(const std::optional<std::vector<config::client_config>>& clients) = 0;
   virtual void set_log_level(const std::string& level) = 0;
+  // The bridge gateway's bridges, limits and homeserver targets (handles and sessions kept).
+  virtual void set_gateway(const config::daemon_config& /*cfg*/) {}
 };
 
 // The daemon's target: the session pool (put_homeserver, remove_homeserver, set_limits), the
@@ -44,8 +47,13 @@ class running_daemon_target final : public reload_target {
  public:
   // `backends`: the daemon's rest_backend listeners (a new backend_listen binds one).
   running_daemon_target(boost::asio::any_io_executor executor, sessions::session_pool& pool,
-                        api::http_api& api, matrix::rest_backends* backends = nullptr)
-      : executor_(std::move(executor)), pool_(pool), api_(api), backends_(backends) {}
+                        api::http_api& api, matrix::rest_backends* backends = nullptr,
+                        gateway::gateway_server* gateway = nullptr)
+      : executor_(std::move(executor)),
+        pool_(pool),
+        api_(api),
+        backends_(backends),
+        gateway_(gateway) {}
 
   sessions::homeserver_entry make_homeserver(const config::homeserver_config& hs) override;
   void put_homeserver(const std::string& name, sessions::homeserver_entry entry) override;
@@ -53,12 +61,14 @@ class running_daemon_target final : public reload_target {
   void set_session_limits(const config::sessions_config& sessions) override;
   void set_access(const std::optional<std::vector<config::client_config>>& clients) override;
   void set_log_level(const std::string& level) override;
+  void set_gateway(const config::daemon_config& cfg) override;
 
  private:
   boost::asio::any_io_executor executor_;
   sessions::session_pool& pool_;
   api::http_api& api_;
   matrix::rest_backends* backends_;
+  gateway::gateway_server* gateway_;
 };
 
 enum class reload_outcome {

@@ -1,5 +1,6 @@
 // ctl: mxpuppetctl's entry point: --help, --version and the dispatch of each command to
-// its file (ctl_help, ctl_user_commands, ctl_sessions, ctl_status, ctl_check_config, ctl_doctor).
+// its file (ctl_help, ctl_user_commands, ctl_sessions, ctl_status, ctl_gateway, ctl_check_config,
+// ctl_doctor).
 #include "client/ctl.hpp"
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "client/ctl_check_config.hpp"
 #include "client/ctl_doctor.hpp"
 #include "client/ctl_format.hpp"
+#include "client/ctl_gateway.hpp"
 #include "client/ctl_help.hpp"
 #include "client/ctl_options.hpp"
 #include "client/ctl_runner.hpp"
@@ -92,6 +94,14 @@ int run_ctl(std::span<const std::string_view> args, const ctl_context& ctx) {
     if (command == "status") {
       expect_args(o, 0, "status");
       return runner.run("GET", "/v1/status", {}, print_status);
+    }
+    if (command == "bridges") {
+      expect_args(o, 0, "bridges");
+      return runner.run("GET", "/v1/gateway/bridges", {}, print_bridges);
+    }
+    if (command == "gateway-token") {
+      expect_args(o, 0, "gateway-token");
+      return print_gateway_token(ctx);
     }
     if (command == "check-config") {
       expect_args(o, 1, "check-config FILE");

@@ -32,6 +32,15 @@ constexpr ctl_command_help commands[] = {
      "      --homeserver SERVER  only users on SERVER (the part of the user ID after\n"
      "                           the first ':')\n"},
     {"status", "status", "      Version, uptime, session counts and homeserver health.\n", ""},
+    {"bridges", "bridges",
+     "      The bridge gateway's bridges: how many handles (logins of login-based\n"
+     "      bridges) each holds and when one was last used.\n",
+     ""},
+    {"gateway-token", "gateway-token",
+     "      Print a new random bridge token and the `token_sha256: <hex>` line for\n"
+     "      gateway.bridges[] (local: no daemon needed). Give the token to the bridge\n"
+     "      (double_puppet.secrets: {SERVER: \"as_token:<token>\"}), the line to the config.\n",
+     ""},
     {"check-config", "check-config FILE",
      "      Validate a configuration file with `mxpuppetd --check-config` (the\n"
      "      mxpuppetd next to mxpuppetctl, else on PATH; MXPUPPETD_BIN overrides).\n"

@@ -7,7 +7,6 @@
 #include "config/yaml_walker.hpp"
 
 namespace mxp::config {
-namespace {
 
 void read_allow(yaml_walker& yaml, const field& f, std::vector<std::string>& out) {
   if (!f.value.IsSequence()) {
@@ -28,8 +27,6 @@ void read_allow(yaml_walker& yaml, const field& f, std::vector<std::string>& out
       out.push_back(std::move(*s));
   }
 }
-
-}  // namespace
 
 void parse_clients(yaml_walker& yaml, const field& where, std::vector<client_config>& clients,
                    input_requests& inputs, std::vector<source_location>& entries) {

@@ -31,6 +31,10 @@ struct client_config {
   bool operator==(const client_config&) const = default;
 };
 
+// Reads an `allow:` list of user ID globs (at least one, each starting with '@' or a wildcard);
+// `gateway.bridges[].allow` uses it too.
+void read_allow(yaml_walker& yaml, const field& f, std::vector<std::string>& out);
+
 // Reads `clients:` (a list). User and group names and API key files become requests for the
 // loading step; `entries` gets where each entry is, for check_client_keys().
 void parse_clients(yaml_walker& yaml, const field& where, std::vector<client_config>& clients,

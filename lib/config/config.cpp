@@ -23,8 +23,11 @@ constexpr milliseconds max_shutdown_grace{std::chrono::seconds{25}};
 // What the parse leaves for later: the loading step's requests, and places for late checks.
 struct parse_output {
   input_requests inputs;
-  std::optional<source_location> tcp_at;   // listen.tcp, when set
-  std::vector<source_location> client_at;  // each clients: entry
+  std::optional<source_location> tcp_at;                 // listen.tcp, when set
+  std::vector<source_location> client_at;                // each clients: entry
+  std::vector<source_location> bridge_at;                // each gateway.bridges entry
+  std::optional<source_location> default_homeserver_at;  // gateway.default_homeserver
+  std::optional<source_location> gateway_at;             // the gateway: section
 };
 
 void parse_root(yaml_walker& yaml, const YAML::Node& root, daemon_config& cfg,
@@ -43,6 +46,12 @@ void parse_root(yaml_walker& yaml, const YAML::Node& root, daemon_config& cfg,
              parse_clients(yaml, f, cfg.clients.emplace(), out.inputs, out.client_at);
            }},
           {"log", false, [&](const field& f) { parse_log(yaml, f, cfg.log); }},
+          {"gateway", false,
+           [&](const field& f) {
+             out.gateway_at = source_location{f.path, f.line, after_everything};
+             parse_gateway(yaml, f, cfg.gateway.emplace(), out.inputs, out.bridge_at,
+                           out.default_homeserver_at);
+           }},
           {"shutdown_grace", false,
            [&](const field& f) {
              yaml.read_duration(f, cfg.shutdown_grace);
@@ -56,6 +65,13 @@ void parse_root(yaml_walker& yaml, const YAML::Node& root, daemon_config& cfg,
 // Checks that need the loaded file: API keys are known only once their files are read.
 void check_loaded(const daemon_config& cfg, const parse_output& out, diagnostics& diag) {
   if (cfg.clients) check_client_keys(*cfg.clients, out.client_at, diag);
+  if (cfg.gateway) {
+    check_gateway(cfg, out.bridge_at, out.default_homeserver_at, diag);
+    if (cfg.gateway->default_homeserver.empty() && cfg.homeservers.size() > 1 && out.gateway_at)
+      diag.error(*out.gateway_at,
+                 "default_homeserver is required when there is more than one homeserver (bridges "
+                 "that name none are routed there)");
+  }
   // No anonymous access over TCP: the listener is useless (and refused) without a client that has
   // a key.
   if (out.tcp_at && (!cfg.clients || std::none_of(cfg.clients->begin(), cfg.clients->end(),

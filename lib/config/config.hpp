@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/clients.hpp"
+#include "config/gateway.hpp"
 #include "config/homeservers.hpp"
 #include "config/listen.hpp"
 #include "config/login_methods.hpp"
@@ -29,6 +30,8 @@ struct daemon_config {
   // anything.
   std::optional<std::vector<client_config>> clients;
   log_config log;
+  // The bridge gateway (a Matrix client-server proxy on loopback); nullopt: none.
+  std::optional<gateway_config> gateway;
   // SIGTERM: callers answered, revoke_on_shutdown logouts done, the process gone within this.
   // Capped below the unit's TimeoutStopSec=30s, so systemd never has to SIGKILL.
   milliseconds shutdown_grace{std::chrono::seconds{10}};

@@ -58,6 +58,10 @@ class input_loader {
         return account(r, true, cfg_.clients->at(r.client).gid);
       case input_kind::client_api_key:
         return api_key(r, cfg_.clients->at(r.client));
+      case input_kind::bridge_token:
+        return bridge_token(r, cfg_.gateway->bridges.at(r.client));
+      case input_kind::bridge_login_secret:
+        return bridge_login_secret(r, cfg_.gateway->bridges.at(r.client));
       case input_kind::ca_file:
         return ca_file(r, cfg_.homeservers.at(r.homeserver));
       case input_kind::registration:
@@ -118,6 +122,31 @@ class input_loader {
     std::array<unsigned char, 32> digest{};
     ::SHA256(reinterpret_cast<const unsigned char*>(k.data()), k.size(), digest.data());
     c.api_key_sha256 = digest;
+  }
+
+  // `token_file`: the bridge token, sent by the bridge as a Bearer; only its SHA-256 is kept.
+  void bridge_token(const input_request& r, gateway_bridge_config& b) {
+    auto token = secret(r, b.token_file, true, "bridge token file");
+    if (!token) return;
+    const std::string& t = token->reveal();
+    if (!std::all_of(t.begin(), t.end(), [](char ch) { return ch > ' ' && ch < 127; })) {
+      diag_.error(r.at, "bridge token file '" + b.token_file +
+                            "' must hold one line of printable ASCII without spaces (it is sent "
+                            "in a header)");
+      return;
+    }
+    if (t.size() < 16)
+      diag_.warning(r.at, "the bridge token in '" + b.token_file +
+                              "' is shorter than 16 characters; mxpuppetctl gateway-token makes "
+                              "a good one");
+    std::array<unsigned char, 32> digest{};
+    ::SHA256(reinterpret_cast<const unsigned char*>(t.data()), t.size(), digest.data());
+    b.token_sha256 = digest;
+  }
+
+  void bridge_login_secret(const input_request& r, gateway_bridge_config& b) {
+    if (auto s = secret(r, b.login_secret_file, true, "login secret file"))
+      b.login_secret = std::move(*s);
   }
 
   void ca_file(const input_request& r, homeserver_config& hs) {

@@ -16,14 +16,16 @@ namespace mxp::config {
 struct daemon_config;
 
 enum class input_kind {
-  socket_owner,    // listen.socket_owner: a user name
-  socket_group,    // listen.socket_group: a group name
-  ca_file,         // homeservers.NAME.ca_file: must be a readable regular file
-  login_secret,    // the secret file of homeservers.NAME.login (which one: its method)
-  registration,    // homeservers.NAME.login.registration_file (method appservice)
-  client_user,     // clients[i].user
-  client_group,    // clients[i].group
-  client_api_key,  // clients[i].api_key_file: read, checked, kept as its SHA-256
+  socket_owner,         // listen.socket_owner: a user name
+  socket_group,         // listen.socket_group: a group name
+  ca_file,              // homeservers.NAME.ca_file: must be a readable regular file
+  login_secret,         // the secret file of homeservers.NAME.login (which one: its method)
+  registration,         // homeservers.NAME.login.registration_file (method appservice)
+  client_user,          // clients[i].user
+  client_group,         // clients[i].group
+  client_api_key,       // clients[i].api_key_file: read, checked, kept as its SHA-256
+  bridge_token,         // gateway.bridges[i].token_file: read, checked, kept as its SHA-256
+  bridge_login_secret,  // gateway.bridges[i].login_secret_file: read and kept
 };
 
 struct input_request {
@@ -31,7 +33,7 @@ struct input_request {
   source_location at;      // the key that names it; problems are reported there
   std::string value;       // as written in the config
   std::string homeserver;  // ca_file, login_secret, registration
-  std::size_t client = 0;  // client_*: index in daemon_config::clients
+  std::size_t client = 0;  // client_*: index in daemon_config::clients; bridge_*: in bridges
 };
 
 using input_requests = std::vector<input_request>;

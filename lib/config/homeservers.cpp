@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
+#include <variant>
 
 #include "config/grammar.hpp"
 #include "config/yaml_walker.hpp"
@@ -15,6 +17,7 @@ namespace {
 void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& hs,
                       input_requests& inputs) {
   bool concurrency_given = false;
+  std::optional<field> mode_at;
   yaml.walk_map(
       where, {
                  {"url", false,
@@ -58,6 +61,17 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
                   [&](const field& f) { yaml.read_duration(f, hs.connect_timeout); }},
                  {"max_response_bytes", false,
                   [&](const field& f) { yaml.read_integer(f, hs.max_response_bytes); }},
+                 {"gateway_mode", false,
+                  [&](const field& f) {
+                    auto s = yaml.get_string(f);
+                    if (!s) return;
+                    if (*s == "session")
+                      hs.gateway = gateway_mode::session;
+                    else if (*s == "assert")
+                      hs.gateway = gateway_mode::assert_identity, mode_at = f;
+                    else
+                      yaml.error(f, "expected session or assert, got " + echoed(*s));
+                  }},
              });
   // The REST module's check runs on Synapse's only reactor thread: its password logins are
   // serialised homeserver-wide anyway, and a second one in flight only waits there.
@@ -76,6 +90,9 @@ void parse_homeserver(yaml_walker& yaml, const field& where, homeserver_config& 
                  "device scope, got " +
                      echoed(d));
   }
+  // Identity assertion sends the appservice's as_token: only an appservice login has one.
+  if (mode_at && !std::holds_alternative<appservice_login>(hs.login))
+    yaml.error(*mode_at, "assert needs login.method: appservice (the as_token it asserts with)");
 }
 
 }  // namespace

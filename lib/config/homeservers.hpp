@@ -15,6 +15,11 @@ namespace mxp::config {
 class yaml_walker;  // config/yaml_walker.hpp: the parse functions below take it
 struct field;
 
+// How the bridge gateway puts a bridge's request on behalf of a user to this homeserver:
+// `session`: with the user's pooled access token; `assert`: with the appservice's as_token and
+// ?user_id= (appservice identity assertion; needs login.method: appservice).
+enum class gateway_mode { session, assert_identity };
+
 struct homeserver_config {
   std::string server_name;  // the map key, e.g. "example.com" or "localhost:8448"
   std::string url;          // base URL without trailing '/'; empty -> .well-known discovery
@@ -26,6 +31,7 @@ struct homeserver_config {
   milliseconds request_timeout{std::chrono::seconds{20}};  // one homeserver request
   milliseconds connect_timeout{std::chrono::seconds{10}};  // TCP connect + TLS handshake
   std::size_t max_response_bytes = 1024 * 1024;            // body limit for answers
+  gateway_mode gateway = gateway_mode::session;
   bool request_refresh_token = false;  // copied from sessions.refresh_tokens at load
   std::string fingerprint;             // the YAML of this entry as loaded, for reload comparisons
 };

@@ -66,11 +66,17 @@ reload_plan plan_reload(const daemon_config& current, const daemon_config& next)
   plan.limits = !same_limits(current.sessions, next.sessions);
   plan.access = current.clients != next.clients;
   plan.log_level = current.log.level != next.log.level;
+  const bool gateway_listen_changed =
+      current.gateway.has_value() != next.gateway.has_value() ||
+      (current.gateway && current.gateway->listen != next.gateway->listen);
+  plan.gateway = current.gateway && next.gateway &&
+                 (*current.gateway != *next.gateway || !plan.added.empty() ||
+                  !plan.changed.empty() || !plan.removed.empty());
   plan.needs_restart = next.listen.unix_socket != current.listen.unix_socket ||
                        next.listen.socket_mode != current.listen.socket_mode ||
                        next.listen.tcp != current.listen.tcp ||
                        next.store.path != current.store.path ||
-                       next.log.format != current.log.format;
+                       next.log.format != current.log.format || gateway_listen_changed;
   return plan;
 }
 
@@ -78,6 +84,10 @@ daemon_config in_force_after_reload(const daemon_config& current, daemon_config 
   next.listen = current.listen;
   next.store = current.store;
   next.log.format = current.log.format;
+  if (!current.gateway || !next.gateway)
+    next.gateway = current.gateway;
+  else
+    next.gateway->listen = current.gateway->listen;
   return next;
 }
 

@@ -20,20 +20,26 @@ struct reload_plan {
   bool limits = false;               // the session pool's limits and renewal settings differ
   bool access = false;               // `clients:` differs
   bool log_level = false;            // log.level differs
-  // listen.unix_socket, socket_mode or tcp, store.path or log.format differ: these, like the
-  // rest of `listen:`, stay as they are until the next restart.
+  // The running gateway's settings differ: `gateway:` (but its listen addresses) or a homeserver
+  // (URL, gateway_mode, as_token). Handles and sessions are kept.
+  bool gateway = false;
+  // listen.unix_socket, socket_mode or tcp, store.path, log.format, gateway.listen or whether
+  // there is a gateway at all differ: these, like the rest of `listen:`, stay as they are until
+  // the next restart.
   bool needs_restart = false;
 
   // Nothing to change in the running daemon.
   bool empty() const noexcept {
-    return added.empty() && changed.empty() && removed.empty() && !limits && !access && !log_level;
+    return added.empty() && changed.empty() && removed.empty() && !limits && !access &&
+           !log_level && !gateway;
   }
 };
 
 // What applying `next` over `current` changes. Homeserver names come out sorted.
 reload_plan plan_reload(const daemon_config& current, const daemon_config& next);
 
-// `next` as it is in force once applied: `listen:`, `store:` and log.format stay `current`'s.
+// `next` as it is in force once applied: `listen:`, `store:`, log.format, gateway.listen and
+// whether there is a gateway stay `current`'s.
 daemon_config in_force_after_reload(const daemon_config& current, daemon_config next);
 
 }  // namespace mxp::config

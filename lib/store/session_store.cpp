@@ -60,8 +60,9 @@ struct handler_completion final : completion {
 };
 
 struct write_op {
-  enum class kind { save, erase, flush } what;
+  enum class kind { save, erase, flush, save_handle, erase_handle } what;
   stored_session session;  // save: the row; erase: user_id only
+  stored_handle handle;    // save_handle: the row; erase_handle: sha256_hex only
   std::unique_ptr<completion> done;
 };
 
@@ -88,7 +89,7 @@ struct session_store::impl {
   asio::any_io_executor executor;
   std::string path;
   sqlite3* db = nullptr;
-  statement upsert, remove;
+  statement upsert, remove, upsert_handle, remove_handle;
   std::mutex mutex;
   std::condition_variable wake;
   std::deque<write_op> queue;
@@ -146,6 +147,17 @@ struct session_store::impl {
           std::string_view{sqlite3_errmsg(db)}.find("duplicate column") == std::string_view::npos)
         fail(sql);
     }
+    exec(
+        "CREATE TABLE IF NOT EXISTS gateway_handles ("
+        " sha256 TEXT PRIMARY KEY, bridge TEXT NOT NULL, user_id TEXT NOT NULL,"
+        " created_at_ms INTEGER NOT NULL) WITHOUT ROWID");
+    if (sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO gateway_handles (sha256, bridge, user_id,"
+                           " created_at_ms) VALUES (?,?,?,?)",
+                           -1, &upsert_handle.stmt, nullptr) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "DELETE FROM gateway_handles WHERE sha256 = ?", -1,
+                           &remove_handle.stmt, nullptr) != SQLITE_OK)
+      fail("cannot prepare statements");
     if (sqlite3_prepare_v2(
             db,
             "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
@@ -184,6 +196,15 @@ struct session_store::impl {
     } else if (op.what == write_op::kind::erase) {
       s = remove.stmt;
       bind_text(s, 1, r.user_id, false);
+    } else if (op.what == write_op::kind::save_handle) {
+      s = upsert_handle.stmt;
+      bind_text(s, 1, op.handle.sha256_hex, false);
+      bind_text(s, 2, op.handle.bridge, false);
+      bind_text(s, 3, op.handle.user_id, false);
+      sqlite3_bind_int64(s, 4, op.handle.created_at_ms);
+    } else if (op.what == write_op::kind::erase_handle) {
+      s = remove_handle.stmt;
+      bind_text(s, 1, op.handle.sha256_hex, false);
     } else {
       return SQLITE_DONE;
     }
@@ -260,7 +281,10 @@ session_store::~session_store() {
   if (impl_->writer.joinable()) impl_->writer.join();
   sqlite3_finalize(impl_->upsert.stmt);
   sqlite3_finalize(impl_->remove.stmt);
+  sqlite3_finalize(impl_->upsert_handle.stmt);
+  sqlite3_finalize(impl_->remove_handle.stmt);
   impl_->upsert.stmt = impl_->remove.stmt = nullptr;
+  impl_->upsert_handle.stmt = impl_->remove_handle.stmt = nullptr;
   sqlite3_close_v2(impl_->db);
 }
 
@@ -296,22 +320,52 @@ std::vector<stored_session> session_store::load_all() {
 }
 
 asio::awaitable<error_code> session_store::save(stored_session session) {
-  write_op op{write_op::kind::save, std::move(session), nullptr};
+  write_op op{write_op::kind::save, std::move(session), {}, nullptr};
   error_code ec;
   co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
   co_return ec;
 }
 
 asio::awaitable<error_code> session_store::erase(std::string user_id) {
-  write_op op{write_op::kind::erase, {}, nullptr};
+  write_op op{write_op::kind::erase, {}, {}, nullptr};
   op.session.user_id = std::move(user_id);
   error_code ec;
   co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
   co_return ec;
 }
 
+std::vector<stored_handle> session_store::load_handles() {
+  std::vector<stored_handle> out;
+  statement select;
+  if (sqlite3_prepare_v2(impl_->db,
+                         "SELECT sha256, bridge, user_id, created_at_ms FROM gateway_handles", -1,
+                         &select.stmt, nullptr) != SQLITE_OK)
+    impl_->fail("cannot read gateway handles");
+  int rc;
+  while ((rc = sqlite3_step(select.stmt)) == SQLITE_ROW)
+    out.push_back({column_text(select.stmt, 0), column_text(select.stmt, 1),
+                   column_text(select.stmt, 2), sqlite3_column_int64(select.stmt, 3)});
+  if (rc != SQLITE_DONE) impl_->fail("cannot read gateway handles");
+  return out;
+}
+
+asio::awaitable<error_code> session_store::save_handle(stored_handle handle) {
+  write_op op{write_op::kind::save_handle, {}, std::move(handle), nullptr};
+  error_code ec;
+  co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec;
+}
+
+asio::awaitable<error_code> session_store::erase_handle(std::string sha256_hex) {
+  write_op op{write_op::kind::erase_handle, {}, {}, nullptr};
+  op.handle.sha256_hex = std::move(sha256_hex);
+  error_code ec;
+  co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec;
+}
+
 asio::awaitable<void> session_store::flush() {
-  write_op op{write_op::kind::flush, {}, nullptr};
+  write_op op{write_op::kind::flush, {}, {}, nullptr};
   error_code ec;
   co_await impl_->async_submit(std::move(op), asio::redirect_error(asio::use_awaitable, ec));
 }

@@ -35,6 +35,15 @@ struct stored_session {
   bool login_in_flight = false;
 };
 
+// A bridge gateway handle (`mxpg_…`, lib/gateway) as persisted: only its SHA-256 is stored,
+// with the bridge and user it stands for.
+struct stored_handle {
+  std::string sha256_hex;
+  std::string bridge;
+  std::string user_id;
+  std::int64_t created_at_ms = 0;
+};
+
 struct open_result {
   std::vector<std::string> warnings;  // e.g. permissions fixed
 };
@@ -57,6 +66,12 @@ class session_store {
   boost::asio::awaitable<boost::system::error_code> save(stored_session session);
   // Deletes the user's row; completes once it is durable.
   boost::asio::awaitable<boost::system::error_code> erase(std::string user_id);
+  // Every persisted gateway handle (synchronous, start-up only).
+  std::vector<stored_handle> load_handles();
+  // Inserts or replaces a handle's row / deletes it; each completes once durable.
+  boost::asio::awaitable<boost::system::error_code> save_handle(stored_handle handle);
+  boost::asio::awaitable<boost::system::error_code> erase_handle(std::string sha256_hex);
+
   // Waits until every queued write is durable (shutdown).
   boost::asio::awaitable<void> flush();
 

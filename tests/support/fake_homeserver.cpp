@@ -28,15 +28,19 @@
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -93,10 +97,14 @@ enum class endpoint {
   logout_all,
   whoami,
   well_known,
-  register_user,  // POST /register (appservice registration)
-  admin_login,    // POST /_synapse/admin/v1/users/{userId}/login
-  refresh,        // POST /v1/refresh (and /v3/refresh when enabled)
-  refresh_v3,     // POST /v3/refresh
+  register_user,   // POST /register (appservice registration)
+  admin_login,     // POST /_synapse/admin/v1/users/{userId}/login
+  refresh,         // POST /v1/refresh (and /v3/refresh when enabled)
+  refresh_v3,      // POST /v3/refresh
+  room_send,       // PUT /rooms/{roomId}/send/{type}/{txnId}
+  sync,            // GET /sync (waits ?timeout= ms)
+  media_upload,    // POST /_matrix/media/v3/upload (streamed, counted)
+  media_download,  // GET /_matrix/media/v3/download/{server}/{id} (streamed)
   wrong_method,
   unknown
 };
@@ -112,6 +120,12 @@ endpoint route(http::verb method, std::string_view target) {
       target.size() > admin.size() + std::string_view{"/login"}.size())
     return is(http::verb::post, endpoint::admin_login);
   if (target == "/_matrix/client/v1/refresh") return is(http::verb::post, endpoint::refresh);
+  for (std::string_view media : {"/_matrix/media/v3", "/_matrix/media/r0"}) {
+    if (!target.starts_with(media)) continue;
+    const auto rest = target.substr(media.size());
+    if (rest == "/upload") return is(http::verb::post, endpoint::media_upload);
+    if (rest.starts_with("/download/")) return is(http::verb::get, endpoint::media_download);
+  }
   if (target == "/_matrix/client/v3/refresh") return is(http::verb::post, endpoint::refresh_v3);
   for (std::string_view prefix : {"/_matrix/client/v3", "/_matrix/client/r0"}) {
     if (!target.starts_with(prefix)) continue;
@@ -124,6 +138,9 @@ endpoint route(http::verb method, std::string_view target) {
     if (rest == "/logout/all") return is(http::verb::post, endpoint::logout_all);
     if (rest == "/account/whoami") return is(http::verb::get, endpoint::whoami);
     if (rest == "/register") return is(http::verb::post, endpoint::register_user);
+    if (rest == "/sync") return is(http::verb::get, endpoint::sync);
+    if (rest.starts_with("/rooms/") && rest.find("/send/") != std::string_view::npos)
+      return is(http::verb::put, endpoint::room_send);
   }
   return endpoint::unknown;
 }
@@ -514,17 +531,34 @@ struct fake_homeserver::impl {
     beast::flat_buffer buffer;
     bool graceful = true;
     for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(header_limit);
-      parser.body_limit(body_limit);
+      http::request_parser<http::empty_body> head;
+      head.header_limit(header_limit);
+      head.body_limit(boost::none);  // media uploads stream; the rest is checked below
       tcp_layer.expires_after(read_timeout);
-      auto [rec, rn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+      auto [hec, hn] = co_await http::async_read_header(stream, buffer, head, use_tuple);
+      if (hec) {
+        graceful = hec == http::error::end_of_stream;
+        break;
+      }
+      if (const auto ep = route(head.get().method(), head.get().target());
+          ep == endpoint::media_upload || ep == endpoint::media_download) {
+        if (!co_await serve_media(stream, buffer, head, ep)) {
+          graceful = false;
+          break;
+        }
+        continue;
+      }
+      http::request_parser<http::string_body> parser{std::move(head)};
+      parser.body_limit(body_limit);
+      boost::system::error_code rec;
+      if (parser.content_length() && *parser.content_length() > body_limit)
+        rec = http::error::body_limit;
       if (!rec && !parser.is_done()) {
         if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {  // curl does this
           http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
           co_await http::async_write(stream, go_on, use_tuple);
         }
-        std::tie(rec, rn) = co_await http::async_read(stream, buffer, parser, use_tuple);
+        std::tie(rec, std::ignore) = co_await http::async_read(stream, buffer, parser, use_tuple);
       }
       if (rec == http::error::body_limit) {
         record_arrival(parser.get());
@@ -556,6 +590,16 @@ struct fake_homeserver::impl {
       if (a.latency.count() > 0) {
         asio::steady_timer t(*ioc, a.latency);
         co_await t.async_wait(use_tuple);
+      }
+      if (a.ep == endpoint::sync) {  // a long-poll: wait ?timeout= ms (as Synapse with no events)
+        const auto target = std::string_view{req.target()};
+        if (const auto at = target.find("timeout="); at != std::string_view::npos) {
+          int ms = 0;
+          std::from_chars(target.data() + at + 8, target.data() + target.size(), ms);
+          tcp_layer.expires_after(read_timeout + std::chrono::milliseconds{ms});
+          asio::steady_timer t(*ioc, std::chrono::milliseconds{ms});
+          co_await t.async_wait(use_tuple);
+        }
       }
       if (a.fail == failure::drop_connection) {
         boost::system::error_code ignored;
@@ -596,6 +640,142 @@ struct fake_homeserver::impl {
     }
   }
 
+  // Media: an upload's body is read in pieces and only counted (bytes and FNV-1a), a download
+  // of id "big<N>" is N bytes of media_byte(i), written in pieces: neither is ever whole here.
+  template <typename Stream>
+  asio::awaitable<bool> serve_media(Stream& stream, beast::flat_buffer& buffer,
+                                    http::request_parser<http::empty_body>& head, endpoint ep) {
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    const auto& h = head.get();
+    {
+      std::lock_guard lock(mu);
+      log.push_back(std::string(h.method_string()) + ' ' + std::string(h.target()));
+      last_auth = std::string(h[http::field::authorization]);
+      auths.push_back(last_auth);
+    }
+    const bool keep_alive = h.keep_alive();
+    std::array<char, 64 * 1024> chunk;
+    const auto respond = [&](reply r, bool keep) -> asio::awaitable<bool> {
+      http::response<http::string_body> res;
+      fill_response(res, std::move(r), keep);
+      tcp_layer.expires_after(write_timeout);
+      auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+      co_return !wec && keep;
+    };
+    if (ep == endpoint::media_upload) {
+      auto who = acting_user(h.target(), h[http::field::authorization]);
+      if (!who.user) co_return co_await respond(std::move(who.error), false);  // body unread
+      if (beast::iequals(h[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> go_on{http::status::continue_, h.version()};
+        tcp_layer.expires_after(write_timeout);
+        co_await http::async_write(stream, go_on, use_tuple);
+      }
+      http::request_parser<http::buffer_body> body{std::move(head)};
+      body.body_limit(boost::none);
+      std::uint64_t bytes = 0, fnv = 1469598103934665603ULL;
+      while (!body.is_done()) {
+        body.get().body().data = chunk.data();
+        body.get().body().size = chunk.size();
+        tcp_layer.expires_after(read_timeout);
+        auto [ec, n] = co_await http::async_read(stream, buffer, body, use_tuple);
+        if (ec && ec != http::error::need_buffer) co_return false;
+        const auto got = chunk.size() - body.get().body().size;
+        for (std::size_t i = 0; i < got; ++i)
+          fnv = (fnv ^ static_cast<unsigned char>(chunk[i])) * 1099511628211ULL;
+        bytes += got;
+      }
+      std::string id;
+      {
+        std::lock_guard lock(mu);
+        id = "up" + std::to_string(++uploads);
+        last_upload = {bytes, fnv};
+      }
+      reply r;
+      json_writer(r.body)
+          .begin_object()
+          .member("content_uri", "mxc://" + opts.server_name + "/" + id)
+          .end_object();
+      co_return co_await respond(std::move(r), keep_alive);
+    }
+    // download: nothing to read (GET)
+    const auto target = std::string_view{h.target()};
+    const auto last = target.substr(0, target.find('?')).rfind('/');
+    const auto id = target.substr(last + 1, target.find('?') - last - 1);
+    std::uint64_t size = 0;
+    if (!id.starts_with("big") ||
+        std::from_chars(id.data() + 3, id.data() + id.size(), size).ec != std::errc{})
+      co_return co_await respond(json_error(http::status::not_found, "M_NOT_FOUND", "Not found"),
+                                 keep_alive);
+    http::response<http::buffer_body> res{http::status::ok, h.version()};
+    res.set(http::field::server, "mxpuppet-fakehs");
+    res.set(http::field::content_type, "application/octet-stream");
+    res.content_length(size);
+    res.keep_alive(keep_alive);
+    res.body().data = nullptr;
+    res.body().more = true;
+    http::response_serializer<http::buffer_body> sr{res};
+    tcp_layer.expires_after(write_timeout);
+    auto [hec, hn] = co_await http::async_write_header(stream, sr, use_tuple);
+    if (hec) co_return false;
+    for (std::uint64_t sent = 0; sent < size;) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), size - sent));
+      for (std::size_t i = 0; i < n; ++i) chunk[i] = static_cast<char>(media_byte(sent + i));
+      sent += n;
+      res.body().data = chunk.data();
+      res.body().size = n;
+      res.body().more = sent < size;
+      tcp_layer.expires_after(write_timeout);
+      auto [wec, wn] = co_await http::async_write(stream, sr, use_tuple);
+      if (wec && wec != http::error::need_buffer) co_return false;
+    }
+    co_return keep_alive;
+  }
+
+  // Who a request acts as: the owner of its access token, or, with the appservice's as_token,
+  // the ?user_id= it asserts (Synapse: 403 when not registered or outside the namespace, here
+  // the homeserver's own users).
+  struct acting {
+    std::optional<std::string> user;
+    reply error;
+  };
+  acting acting_user(std::string_view target, std::string_view authorization) {
+    const auto token = bearer_token(authorization);
+    if (!token)
+      return {std::nullopt,
+              json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token")};
+    std::lock_guard lock(mu);
+    if (!opts.as_token.empty() && *token == opts.as_token) {
+      std::string user = "@" + opts.as_token_sender + ":" + opts.server_name;
+      if (const auto at = target.find("user_id="); at != std::string_view::npos) {
+        auto value = target.substr(at + 8);
+        value = value.substr(0, value.find('&'));
+        std::string decoded;
+        for (std::size_t i = 0; i < value.size(); ++i) {
+          unsigned byte = 0;
+          if (value[i] == '%' && i + 2 < value.size() &&
+              std::from_chars(value.data() + i + 1, value.data() + i + 3, byte, 16).ec ==
+                  std::errc{}) {
+            decoded += static_cast<char>(byte);
+            i += 2;
+          } else {
+            decoded += value[i];
+          }
+        }
+        user = decoded;
+      }
+      if (!user.ends_with(":" + opts.server_name) || !registered.contains(user))
+        return {std::nullopt, json_error(http::status::forbidden, "M_FORBIDDEN",
+                                         "Application service cannot masquerade as this user")};
+      return {user, {}};
+    }
+    const auto t = tokens.find(*token);
+    if (t == tokens.end() ||
+        (valid_until_ms.contains(*token) && valid_until_ms[*token] <= now_ms()))
+      return {std::nullopt,
+              json_error(http::status::unauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")};
+    return {t->second.user_id, {}};
+  }
+
   static void fill_response(http::response<http::string_body>& res, reply r, bool keep_alive) {
     res.result(r.status);
     res.set(http::field::server, "mxpuppet-fakehs");
@@ -615,6 +795,7 @@ struct fake_homeserver::impl {
     std::lock_guard lock(mu);
     log.push_back(std::string(req.method_string()) + ' ' + std::string(req.target()));
     last_auth = std::string(req[http::field::authorization]);
+    auths.push_back(last_auth);
     switch (a.ep) {
       case endpoint::login:
         ++logins;
@@ -680,9 +861,41 @@ struct fake_homeserver::impl {
         return refresh(req.body());
       case endpoint::refresh:
         return refresh(req.body());
+      case endpoint::room_send:
+      case endpoint::sync: {
+        auto who = acting_user(req.target(), req[http::field::authorization]);
+        if (!who.user) return std::move(who.error);
+        reply r;
+        if (ep == endpoint::sync) {
+          json_writer(r.body).begin_object().member("next_batch", "s1").end_object();
+        } else {
+          std::lock_guard lock(mu);
+          json_writer(r.body)
+              .begin_object()
+              .member("event_id", "$ev" + std::to_string(++events_sent))
+              .end_object();
+        }
+        return r;
+      }
+      case endpoint::media_upload:
+      case endpoint::media_download:
+        break;  // served by serve_media
+      case endpoint::whoami:
+        if (!opts.as_token.empty() &&
+            bearer_token(req[http::field::authorization]) == opts.as_token) {
+          auto who = acting_user(req.target(), req[http::field::authorization]);
+          if (!who.user) return std::move(who.error);
+          reply r;
+          json_writer(r.body)
+              .begin_object()
+              .member("user_id", *who.user)
+              .member("is_guest", false)
+              .end_object();
+          return r;
+        }
+        [[fallthrough]];
       case endpoint::logout:
-      case endpoint::logout_all:
-      case endpoint::whoami: {
+      case endpoint::logout_all: {
         const auto token = bearer_token(req[http::field::authorization]);
         if (!token)
           return json_error(http::status::unauthorized, "M_MISSING_TOKEN", "Missing access token");
@@ -1476,7 +1689,10 @@ struct fake_homeserver::impl {
   int logins = 0, successful_logins = 0, logouts = 0, whoamis = 0, login_flows = 0;
   int logins_in_flight = 0, max_logins_in_flight = 0;
   std::vector<std::string> log;
+  std::vector<std::string> auths;  // the Authorization header of each request in `log`
   std::string last_login, last_auth;
+  int uploads = 0, events_sent = 0;
+  media_upload_record last_upload;
 
   // Asio objects last: the destructor tears them down explicitly, before the state.
   std::optional<asio::ssl::context> ssl_ctx;
@@ -1678,6 +1894,14 @@ std::vector<std::string> fake_homeserver::request_log() const {
 std::string fake_homeserver::last_login_body() const {
   std::lock_guard lock(impl_->mu);
   return impl_->last_login;
+}
+std::vector<std::string> fake_homeserver::authorization_log() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->auths;
+}
+media_upload_record fake_homeserver::last_upload() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->last_upload;
 }
 std::string fake_homeserver::last_authorization_header() const {
   std::lock_guard lock(impl_->mu);

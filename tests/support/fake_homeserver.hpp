@@ -71,6 +71,8 @@ struct fake_homeserver_options {
   // m.login.application_service and POST /register for it, enabled when as_token is set.
   // A login for a user never registered answers 200 with a token that is dead at once.
   std::string as_token;
+  // The registration's sender_localpart: who `Bearer <as_token>` acts as without ?user_id=.
+  std::string as_token_sender = "appservice";
   // POST /_synapse/admin/v1/users/{userId}/login, enabled when admin_token is set; the
   // admin is admin_user_id (default "@admin:<server_name>") and may not log in as itself.
   std::string admin_token, admin_user_id;
@@ -116,6 +118,17 @@ struct fake_homeserver_options {
   int mas_admin_token_lifetime_s = 300;
 };
 
+// Byte i of a downloaded "big<N>" media file (GET /_matrix/media/v3/download/<server>/big<N>).
+inline unsigned char media_byte(std::uint64_t i) {
+  return static_cast<unsigned char>((i * 7 + 3) & 0xff);
+}
+
+// What the last media upload carried: its size and FNV-1a 64 of its bytes.
+struct media_upload_record {
+  std::uint64_t bytes = 0;
+  std::uint64_t fnv1a = 0;
+};
+
 // Lowercase hex HMAC-SHA512(key = secret, msg = user ID): the shared-secret login
 // credential, computed independently of lib/credentials so tests can cross-check.
 std::string fake_shared_secret_token(std::string_view secret, std::string_view full_user_id);
@@ -129,6 +142,12 @@ std::string fake_shared_secret_token(std::string_view secret, std::string_view f
 //   GET  /.well-known/matrix/client
 //   POST /register       appservice registration          (register_count)
 //   POST /_synapse/admin/v1/users/{userId}/login          (admin_login_count)
+//   PUT  /rooms/{roomId}/send/{type}/{txnId}             {"event_id"}
+//   GET  /sync?timeout=N   answers {"next_batch"} after N ms
+//   POST /_matrix/media/v3/upload      body streamed and counted (last_upload)
+//   GET  /_matrix/media/v3/download/{server}/big<N>   N bytes of media_byte(i), streamed
+// Sends, /sync, uploads and whoami take an access token, or the as_token with ?user_id= of a
+// registered user of this server (appservice identity assertion; 403 M_FORBIDDEN otherwise).
 // POST /login also takes org.matrix.login.jwt, com.famedly.login.token and
 // m.login.application_service when the options enable them (see fake_homeserver_options).
 // Anything else: 404 M_UNRECOGNIZED; a known path with the wrong method: 405 M_UNRECOGNIZED.
@@ -209,6 +228,9 @@ class fake_homeserver {
   std::string last_login_body() const;           // raw body of the last POST /login
   // The Authorization header of the most recent request ("" if it had none).
   std::string last_authorization_header() const;
+  // The Authorization header of every request, in request_log() order ("" when none).
+  std::vector<std::string> authorization_log() const;
+  media_upload_record last_upload() const;
 
  private:
   struct impl;

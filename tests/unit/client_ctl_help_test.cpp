@@ -105,7 +105,8 @@ std::string complete(const std::string& line_words, int cword) {
 
 TEST(CtlHelp, CompletionRunsInBash) {
   EXPECT_EQ(complete("mxpuppetctl ''", 1),
-            "token invalidate revoke sessions status check-config doctor help ");
+            "token invalidate revoke sessions status bridges gateway-token check-config doctor "
+            "help ");
   EXPECT_EQ(complete("mxpuppetctl do", 1), "doctor ");
   EXPECT_EQ(complete("mxpuppetctl --socket /tmp/s doctor --c", 4), "--config ");
   EXPECT_EQ(complete("mxpuppetctl revoke --a", 2), "--all-idle ");

@@ -737,6 +737,13 @@ const std::string algorithms =
     "ES512 or EdDSA)";
 const std::string pem = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n";
 
+std::string gw_head(const std::string& listen) {
+  return "gateway:\n  listen: [\"" + listen + "\"]\n";
+}
+const std::string gw_bridge =
+    "  bridges:\n    - name: b\n      token_sha256: " + std::string(64, 'a') +
+    "\n      allow: [\"@*:x\"]\n";
+
 std::string with_minimal(const std::string& before) {
   return before + minimal;
 }
@@ -1039,6 +1046,48 @@ const error_case error_cases[] = {
      "cfg.yaml:2: log.format: expected text or json, got 'JSON'"},
     {"log_format_list", with_minimal("log:\n  format: [json]\n"),
      "cfg.yaml:2: log.format: expected a string, got a list"},
+    // gateway
+    {"gateway_listen_public", minimal_with(gw_head("0.0.0.0:8449") + gw_bridge),
+     "cfg.yaml:7: gateway.listen: '0.0.0.0' is not a loopback address; the TCP listener only "
+     "takes 127.0.0.0/8 or [::1]"},
+    {"gateway_listen_missing", minimal_with("gateway:\n" + gw_bridge),
+     "cfg.yaml:6: gateway.listen: required key is missing"},
+    {"gateway_no_token",
+     minimal_with(gw_head("127.0.0.1:8449") +
+                  "  bridges:\n    - name: b\n      allow: [\"@*:x\"]\n"),
+     "cfg.yaml:9: gateway.bridges[0]: token_file or token_sha256 is required (mxpuppetctl "
+     "gateway-token makes a token)"},
+    {"gateway_two_tokens",
+     minimal_with(gw_head("127.0.0.1:8449") + gw_bridge + "      token_file: t.token\n"),
+     "cfg.yaml:9: gateway.bridges[0]: token_file and token_sha256 exclude each other",
+     {{"t.token", "a-bridge-token-0123456789\n"}}},
+    {"gateway_bad_sha",
+     minimal_with(gw_head("127.0.0.1:8449") + "  bridges:\n    - name: b\n      token_sha256: abc\n"
+                                              "      allow: [\"@*:x\"]\n"),
+     "cfg.yaml:10: gateway.bridges[0].token_sha256: expected the SHA-256 of the bridge token as "
+     "64 hexadecimal digits (mxpuppetctl gateway-token prints it), got 'abc'"},
+    {"gateway_token_file_absent",
+     minimal_with(gw_head("127.0.0.1:8449") +
+                  "  bridges:\n    - name: b\n      token_file: nope\n      allow: [\"@*:x\"]\n"),
+     "cfg.yaml:10: gateway.bridges[0].token_file: cannot read '{dir}/nope': No such file or "
+     "directory"},
+    {"gateway_allow_missing",
+     minimal_with(gw_head("127.0.0.1:8449") +
+                  "  bridges:\n    - name: b\n      token_sha256: " + std::string(64, 'a') + "\n"),
+     "cfg.yaml:9: gateway.bridges[0].allow: required key is missing"},
+    {"gateway_default_unknown",
+     minimal_with(gw_head("127.0.0.1:8449") + "  default_homeserver: other.org\n" + gw_bridge),
+     "cfg.yaml:8: gateway.default_homeserver: names no homeserver of homeservers: 'other.org'"},
+    {"gateway_same_token",
+     minimal_with(gw_head("127.0.0.1:8449") + gw_bridge + "    - name: c\n      token_sha256: " +
+                  std::string(64, 'a') + "\n      allow: [\"@*:x\"]\n"),
+     "cfg.yaml:12: gateway.bridges[1]: has the same token as bridge 'b' (each bridge needs its "
+     "own)"},
+    {"gateway_mode_unknown", minimal_with("") + "    gateway_mode: proxy\n",
+     "cfg.yaml:6: homeservers.example.com.gateway_mode: expected session or assert, got 'proxy'"},
+    {"gateway_mode_assert_needs_appservice", minimal_with("") + "    gateway_mode: assert\n",
+     "cfg.yaml:6: homeservers.example.com.gateway_mode: assert needs login.method: appservice "
+     "(the as_token it asserts with)"},
 };
 
 class ConfigError : public ConfigLoad, public ::testing::WithParamInterface<error_case> {
@@ -1135,4 +1184,57 @@ TEST_F(ConfigLoad, InputsThatHangYamlCppsLoadAllAreErrors) {
     EXPECT_FALSE(r.config) << text;
     EXPECT_FALSE(r.errors.empty()) << text;
   }
+}
+
+TEST_F(ConfigLoad, GatewayEveryKey) {
+  write("tg.token", "bridge-token-for-telegram\n");
+  write("tg.login", "login-secret-for-telegram\n");
+  const auto c = load_ok(std::string{minimal} +
+                         "    gateway_mode: session\n"
+                         "gateway:\n"
+                         "  listen: [\"127.0.0.1:8449\", \"[::1]:8449\"]\n"
+                         "  default_homeserver: example.com\n"
+                         "  request_timeout: 90s\n"
+                         "  max_body_bytes: 1048576\n"
+                         "  bridges:\n"
+                         "    - name: telegram\n"
+                         "      token_file: tg.token\n"
+                         "      login_secret_file: tg.login\n"
+                         "      allow: [\"@*:example.com\"]\n"
+                         "    - name: whatsapp\n"
+                         "      token_sha256: " +
+                         std::string(64, 'b') + "\n      allow: [\"@wa_*:example.com\"]\n");
+  ASSERT_TRUE(c.gateway);
+  const auto& g = *c.gateway;
+  ASSERT_EQ(g.listen.size(), 2u);
+  EXPECT_EQ(g.listen[0].address, "127.0.0.1");
+  EXPECT_EQ(g.listen[1].address, "::1");
+  EXPECT_EQ(g.listen[1].port, 8449);
+  EXPECT_EQ(g.default_homeserver, "example.com");
+  EXPECT_EQ(g.request_timeout, 90s);
+  EXPECT_EQ(g.max_body_bytes, 1048576u);
+  ASSERT_EQ(g.bridges.size(), 2u);
+  EXPECT_EQ(g.bridges[0].name, "telegram");
+  ASSERT_TRUE(g.bridges[0].token_sha256);
+  // sha256("bridge-token-for-telegram"): the newline stripped, the token itself not kept
+  EXPECT_EQ((*g.bridges[0].token_sha256)[0], 0xed);
+  EXPECT_EQ((*g.bridges[0].token_sha256)[31], 0xcd);
+  EXPECT_EQ(g.bridges[0].login_secret.reveal(), "login-secret-for-telegram");
+  EXPECT_THAT(g.bridges[1].allow, ElementsAre("@wa_*:example.com"));
+  EXPECT_EQ(c.homeservers.at("example.com").gateway, mxp::config::gateway_mode::session);
+}
+
+TEST_F(ConfigLoad, GatewayDefaultsAndAssertMode) {
+  write("as.token", "as-token-value\n");
+  const auto c = load_ok(
+      "homeservers:\n  example.com:\n    login:\n      method: appservice\n"
+      "      as_token_file: as.token\n    gateway_mode: assert\n"
+      "gateway:\n  listen: 127.0.0.1:8449\n  bridges:\n    - name: b\n      token_sha256: " +
+      std::string(64, 'c') + "\n      allow: [\"@*:example.com\"]\n");
+  ASSERT_TRUE(c.gateway);
+  EXPECT_EQ(c.gateway->request_timeout, 120s);
+  EXPECT_EQ(c.gateway->max_body_bytes, 100u * 1024 * 1024);
+  EXPECT_EQ(c.gateway->default_homeserver, "");
+  EXPECT_EQ(c.homeservers.at("example.com").gateway, mxp::config::gateway_mode::assert_identity);
+  EXPECT_FALSE(load_ok(minimal).gateway);
 }

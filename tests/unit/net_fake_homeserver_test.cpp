@@ -505,7 +505,7 @@ TEST_F(FakeHomeserver, WellKnownUnknownPathsAndLimits) {
   EXPECT_EQ(wk.body, R"({"m.homeserver":{"base_url":")" + hs.url() + R"("}})");
   EXPECT_EQ(hs.url(), "http://127.0.0.1:" + std::to_string(hs.port()));
 
-  const auto unknown = call(hs.port(), {http::verb::get, "/_matrix/client/v3/sync"});
+  const auto unknown = call(hs.port(), {http::verb::get, "/_matrix/client/v3/capabilities"});
   EXPECT_EQ(unknown.status, 404);
   EXPECT_EQ(unknown.body, R"({"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"})");
   EXPECT_EQ(call(hs.port(), {http::verb::get, "/_matrix/client/v3/logout"}).status, 405);
