@@ -27,7 +27,7 @@ TEST(RestBackendAnswer, SuccessCarriesMxidAndProfileOnceOnly) {
 TEST(RestBackendAnswer, EverythingElseIsRefused) {
   nonce_book book;
   const auto n = book.issue("@a:hs", 0, 1000).reveal();
-  for (const std::string b :
+  for (const std::string& b :
        {std::string{}, std::string{"nul\0l", 5}, std::string{"{"}, std::string{"[]"},
         std::string{R"({"user":null})"}, std::string{R"({"user":{"id":"@a:hs"}})"},
         std::string{R"({"user":{"password":"x"}})"}, body("@b:hs", n), body("@A:hs", n),
