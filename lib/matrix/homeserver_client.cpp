@@ -96,6 +96,9 @@ class matrix_homeserver final : public homeserver_client {
   void adopt_token(const secret_string& token, std::string handle) override {
     if (strategy_) strategy_->adopt_token(token, std::move(handle));
   }
+  std::string configuration_error() const override {
+    return strategy_ ? strategy_->configuration_error() : std::string{};
+  }
   asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) override {
     if (strategy_) co_await strategy_->drain(deadline);
   }

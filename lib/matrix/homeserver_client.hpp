@@ -103,6 +103,9 @@ class homeserver_client {
   virtual std::string token_handle(const secret_string& /*token*/) const { return {}; }
   // Gives back a persisted token's handle (start-up), before the token is used or logged out.
   virtual void adopt_token(const secret_string& /*token*/, std::string /*handle*/) {}
+  // What the login method last found wrong in its configuration (mas: MAS answered
+  // invalid_client or invalid_scope), shown in /v1/status; empty: nothing, or fixed since.
+  virtual std::string configuration_error() const { return {}; }
   // Awaits the method's own background work (mas: the revocations of retired sessions, whose
   // grace periods end now); what still runs at `deadline` is cancelled and awaited (shutdown).
   virtual boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point /*deadline*/) {

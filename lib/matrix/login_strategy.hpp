@@ -39,9 +39,10 @@ class login_strategy {
   }
   // Ends its own requests in flight (shutdown), as homeserver_client::cancel_requests.
   virtual void cancel_requests() {}
-  // As homeserver_client::token_handle, adopt_token and drain.
+  // As homeserver_client::token_handle, adopt_token, configuration_error and drain.
   virtual std::string token_handle(const secret_string& /*token*/) const { return {}; }
   virtual void adopt_token(const secret_string& /*token*/, std::string /*handle*/) {}
+  virtual std::string configuration_error() const { return {}; }
   virtual boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);
 };
 

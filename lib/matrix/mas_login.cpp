@@ -110,6 +110,7 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     const auto it = sessions_.find(token.reveal());
     return it == sessions_.end() ? std::string{} : it->second;
   }
+  const std::string& configuration_error() const noexcept { return config_error_; }
   void adopt_token(const secret_string& token, std::string id) {
     if (!token.empty() && !id.empty()) sessions_[token.reveal()] = std::move(id);
   }
@@ -289,6 +290,12 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     if (!answer) co_return transport_error(answer.error());
     if (answer->status != 200) {
       auto e = mas_error(*answer, "MAS admin token (client credentials)");
+      if (e.errcode == "invalid_client" || e.errcode == "invalid_scope")
+        config_error_ = e.errcode == "invalid_client"
+                            ? "invalid_client: MAS refused the client credentials (client_id, "
+                              "client_secret_file)"
+                            : "invalid_scope: MAS does not let the client ask for urn:mas:admin "
+                              "(policy.data.admin_clients)";
       if (e.errcode == "invalid_client")
         spdlog::error(
             "homeservers.{}.login: MAS refused the client credentials (invalid_client): check "
@@ -312,6 +319,7 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     if (doc["expires_in"].get_int64().get(expires_in) != simdjson::SUCCESS || expires_in <= 0)
       expires_in = 300;  // MAS's default
     admin_ = secret_string{std::string{token}};
+    config_error_.clear();
     // Renewed before it runs out: a fifth of its life early, at most a minute.
     const auto life_ms = expires_in * 1000;
     admin_expires_ms_ = steady_ms() + life_ms - std::min<std::int64_t>(60'000, life_ms / 5);
@@ -348,6 +356,7 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
   secret_string admin_;
   std::int64_t admin_expires_ms_ = 0;
   bool renewing_ = false;
+  std::string config_error_;    // the last invalid_client/invalid_scope, until a token comes
   asio::steady_timer renewed_;  // never expires: cancel() wakes those waiting for a renewal
   std::unordered_map<std::string, std::string> users_;     // localpart -> MAS user id
   std::unordered_map<std::string, std::string> sessions_;  // token -> personal session id
@@ -381,6 +390,7 @@ class mas_login_strategy final : public login_strategy {
   void adopt_token(const secret_string& token, std::string handle) override {
     core_->adopt_token(token, std::move(handle));
   }
+  std::string configuration_error() const override { return core_->configuration_error(); }
   asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) override {
     auto core = core_;
     co_await core->drain(deadline);

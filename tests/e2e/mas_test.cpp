@@ -227,6 +227,12 @@ TEST_F(mas, BadClientCredentialsAreAConfigurationErrorInTheLog) {
   EXPECT_NE(daemon->log().find("MAS refused the client credentials (invalid_client)"),
             std::string::npos)
       << daemon->log();
+  unix_http_client c{socket};
+  const auto status = c.request("GET", "/v1/status");
+  ASSERT_EQ(status.status, 200) << status.body;
+  EXPECT_NE(status.body.find(R"("configuration_error":"invalid_client: MAS refused the client)"),
+            std::string::npos)
+      << status.body;
 }
 
 TEST_F(mas, MasDownIs503) {
