@@ -141,8 +141,9 @@ void write_status(api_response& res, std::int64_t uptime_ms, const sessions::ses
         .member("healthy", hs.healthy)
         .member("circuit", sessions::to_string(hs.circuit))
         .member("consecutive_failures", hs.consecutive_failures)
-        .member("rate_limited", hs.rate_limited)
-        .end_object();
+        .member("rate_limited", hs.rate_limited);
+    if (!hs.configuration_error.empty()) w.member("configuration_error", hs.configuration_error);
+    w.end_object();
   }
   w.end_array().end_object();
 }

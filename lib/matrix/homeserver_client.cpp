@@ -90,6 +90,18 @@ class matrix_homeserver final : public homeserver_client {
     if (discovering_) discovering_->cancel_all();
     if (strategy_) strategy_->cancel_requests();
   }
+  std::string token_handle(const secret_string& token) const override {
+    return strategy_ ? strategy_->token_handle(token) : std::string{};
+  }
+  void adopt_token(const secret_string& token, std::string handle) override {
+    if (strategy_) strategy_->adopt_token(token, std::move(handle));
+  }
+  std::string configuration_error() const override {
+    return strategy_ ? strategy_->configuration_error() : std::string{};
+  }
+  asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) override {
+    if (strategy_) co_await strategy_->drain(deadline);
+  }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) override {
     if (auto ready = co_await ensure_ready(); !ready) co_return std::move(ready).error();

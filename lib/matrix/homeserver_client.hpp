@@ -7,6 +7,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -97,6 +98,19 @@ class homeserver_client {
   // Ends every request in flight now (shutdown): each fails at once with errc::shutting_down,
   // its connection closed. Requests made afterwards go out as usual.
   virtual void cancel_requests() = 0;
+  // An opaque handle the login method keeps beside a token it issued (mas: the personal
+  // session's id), persisted with the token so that a later run can still end it; empty: none.
+  virtual std::string token_handle(const secret_string& /*token*/) const { return {}; }
+  // Gives back a persisted token's handle (start-up), before the token is used or logged out.
+  virtual void adopt_token(const secret_string& /*token*/, std::string /*handle*/) {}
+  // What the login method last found wrong in its configuration (mas: MAS answered
+  // invalid_client or invalid_scope), shown in /v1/status; empty: nothing, or fixed since.
+  virtual std::string configuration_error() const { return {}; }
+  // Awaits the method's own background work (mas: the revocations of retired sessions, whose
+  // grace periods end now); what still runs at `deadline` is cancelled and awaited (shutdown).
+  virtual boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point /*deadline*/) {
+    co_return;
+  }
 };
 
 class rest_backends;  // matrix/rest_backend.hpp

@@ -44,6 +44,10 @@ boost::asio::awaitable<upstream_result<logout_outcome>> login_strategy::logout(s
   co_return logout_outcome{false};  // not called unless ends_its_tokens()
 }
 
+boost::asio::awaitable<void> login_strategy::drain(std::chrono::steady_clock::time_point) {
+  co_return;  // nothing of its own runs in the background
+}
+
 upstream_error malformed_user_id(std::string_view user_id) {
   upstream_error e;
   e.code = errc::invalid_user_id;

@@ -5,6 +5,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,6 +39,11 @@ class login_strategy {
   }
   // Ends its own requests in flight (shutdown), as homeserver_client::cancel_requests.
   virtual void cancel_requests() {}
+  // As homeserver_client::token_handle, adopt_token, configuration_error and drain.
+  virtual std::string token_handle(const secret_string& /*token*/) const { return {}; }
+  virtual void adopt_token(const secret_string& /*token*/, std::string /*handle*/) {}
+  virtual std::string configuration_error() const { return {}; }
+  virtual boost::asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline);
 };
 
 // The strategy for config.login; nullptr for shared_secret, which homeserver_client

@@ -98,9 +98,48 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     mas_->cancel_all();
     end_grace_periods();
   }
-  // The grace periods end now: the retired sessions are revoked at once (shutdown, reload).
+  // The grace periods end now, and those of sessions retired from now on too: the retired
+  // sessions are revoked at once (shutdown, reload).
   void end_grace_periods() {
+    grace_over_ = true;
     for (auto* t : grace_timers_) t->cancel();
+  }
+
+  // The personal session id is the token's handle: persisted beside it, given back at start-up.
+  std::string token_handle(const secret_string& token) const {
+    const auto it = sessions_.find(token.reveal());
+    return it == sessions_.end() ? std::string{} : it->second;
+  }
+  const std::string& configuration_error() const noexcept { return config_error_; }
+  void adopt_token(const secret_string& token, std::string id) {
+    if (!token.empty() && !id.empty()) sessions_[token.reveal()] = std::move(id);
+  }
+
+  // Ends the grace periods and awaits the revocations they held back (shutdown); those still
+  // out at `deadline` are cancelled, then awaited for at most a second more.
+  asio::awaitable<void> drain(asio::steady_timer::time_point deadline) {
+    const auto self = shared_from_this();
+    end_grace_periods();
+    bool cancelled = false;
+    while (revoking_ > 0) {
+      const auto until = cancelled ? deadline + std::chrono::seconds(1) : deadline;
+      asio::steady_timer wake{executor_, until};
+      drain_waiters_.insert(&wake);
+      auto [ec] = co_await wake.async_wait(use_tuple);
+      drain_waiters_.erase(&wake);
+      if (ec) continue;  // a revocation finished
+      if (cancelled) {
+        spdlog::error("homeserver={} method=mas: {} revocations did not end after being cancelled",
+                      server_name_, revoking_);
+        break;
+      }
+      spdlog::warn(
+          "homeserver={} method=mas: cancelling {} revocations of retired personal sessions still "
+          "out at the shutdown deadline (they end at their expiry)",
+          server_name_, revoking_);
+      mas_->cancel_all();
+      cancelled = true;
+    }
   }
 
   asio::awaitable<upstream_result<login_grant>> login(std::string user_id) {
@@ -147,8 +186,12 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
   // Confirmed at once (the revocation is this object's business from now on).
   upstream_result<logout_outcome> retire(secret_string token) {
     if (!sessions_.contains(token.reveal())) return logout_outcome{false};
+    // Owned by this object: counted, and awaited by drain() (shutdown).
+    ++revoking_;
     asio::co_spawn(executor_, revoke_after_grace(shared_from_this(), std::move(token)),
-                   [server = server_name_](std::exception_ptr ep) {
+                   [self = shared_from_this(), server = server_name_](std::exception_ptr ep) {
+                     --self->revoking_;
+                     for (auto* t : self->drain_waiters_) t->cancel();
                      if (!ep) return;
                      try {
                        std::rethrow_exception(ep);
@@ -164,11 +207,11 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
   asio::awaitable<upstream_result<logout_outcome>> logout(secret_string token) {
     const auto it = sessions_.find(token.reveal());
     if (it == sessions_.end()) {
-      // Minted by an earlier run: its session id was not kept (see the README), so it ends
-      // at its own expiry.
+      // Minted by an earlier run whose store did not keep its session id (an older version),
+      // so it ends at its own expiry.
       spdlog::warn(
           "homeserver={} method=mas: a personal session of an earlier run cannot be revoked "
-          "(its id is unknown): it ends at its expiry",
+          "(its id was not persisted): it ends at its expiry",
           server_name_);
       co_return logout_outcome{false};
     }
@@ -186,10 +229,12 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
  private:
   static asio::awaitable<void> revoke_after_grace(std::shared_ptr<mas_core> self,
                                                   secret_string token) {
-    asio::steady_timer grace{self->executor_, self->method_.renew_grace};
-    self->grace_timers_.insert(&grace);
-    co_await grace.async_wait(use_tuple);
-    self->grace_timers_.erase(&grace);
+    if (!self->grace_over_) {
+      asio::steady_timer grace{self->executor_, self->method_.renew_grace};
+      self->grace_timers_.insert(&grace);
+      co_await grace.async_wait(use_tuple);
+      self->grace_timers_.erase(&grace);
+    }
     auto out = co_await self->logout(std::move(token));
     if (!out)
       spdlog::warn(
@@ -245,6 +290,12 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     if (!answer) co_return transport_error(answer.error());
     if (answer->status != 200) {
       auto e = mas_error(*answer, "MAS admin token (client credentials)");
+      if (e.errcode == "invalid_client" || e.errcode == "invalid_scope")
+        config_error_ = e.errcode == "invalid_client"
+                            ? "invalid_client: MAS refused the client credentials (client_id, "
+                              "client_secret_file)"
+                            : "invalid_scope: MAS does not let the client ask for urn:mas:admin "
+                              "(policy.data.admin_clients)";
       if (e.errcode == "invalid_client")
         spdlog::error(
             "homeservers.{}.login: MAS refused the client credentials (invalid_client): check "
@@ -268,6 +319,7 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
     if (doc["expires_in"].get_int64().get(expires_in) != simdjson::SUCCESS || expires_in <= 0)
       expires_in = 300;  // MAS's default
     admin_ = secret_string{std::string{token}};
+    config_error_.clear();
     // Renewed before it runs out: a fifth of its life early, at most a minute.
     const auto life_ms = expires_in * 1000;
     admin_expires_ms_ = steady_ms() + life_ms - std::min<std::int64_t>(60'000, life_ms / 5);
@@ -294,13 +346,17 @@ class mas_core : public std::enable_shared_from_this<mas_core> {
   asio::any_io_executor executor_;
   std::string server_name_, device_id_;
   config::mas_login method_;
-  std::set<asio::steady_timer*> grace_timers_;  // revocations waiting out renew_grace
+  std::set<asio::steady_timer*> grace_timers_;   // revocations waiting out renew_grace
+  bool grace_over_ = false;                      // end_grace_periods() was called
+  std::size_t revoking_ = 0;                     // revocations of retired sessions not ended
+  std::set<asio::steady_timer*> drain_waiters_;  // drain() calls, woken as each one ends
   secret_string basic_;
   std::string scope_;
   std::unique_ptr<net::http_client> mas_;
   secret_string admin_;
   std::int64_t admin_expires_ms_ = 0;
   bool renewing_ = false;
+  std::string config_error_;    // the last invalid_client/invalid_scope, until a token comes
   asio::steady_timer renewed_;  // never expires: cancel() wakes those waiting for a renewal
   std::unordered_map<std::string, std::string> users_;     // localpart -> MAS user id
   std::unordered_map<std::string, std::string> sessions_;  // token -> personal session id
@@ -327,6 +383,17 @@ class mas_login_strategy final : public login_strategy {
   }
   asio::awaitable<upstream_result<logout_outcome>> retire(secret_string token) override {
     co_return core_->retire(std::move(token));
+  }
+  std::string token_handle(const secret_string& token) const override {
+    return core_->token_handle(token);
+  }
+  void adopt_token(const secret_string& token, std::string handle) override {
+    core_->adopt_token(token, std::move(handle));
+  }
+  std::string configuration_error() const override { return core_->configuration_error(); }
+  asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) override {
+    auto core = core_;
+    co_await core->drain(deadline);
   }
 
  private:

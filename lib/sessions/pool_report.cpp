@@ -60,6 +60,7 @@ std::vector<homeserver_status> homeserver_statuses_of(const pool_state& pool) {
     st.healthy = st.consecutive_failures == 0;
     st.circuit = hs->health.circuit(now);
     st.rate_limited = hs->health.rate_limited(now);
+    st.configuration_error = c.configuration_error();
     out.push_back(std::move(st));
   }
   return out;

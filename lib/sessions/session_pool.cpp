@@ -138,6 +138,11 @@ session_pool::restore_result session_pool::restore(std::vector<store::stored_ses
       ++result.skipped;
       continue;
     }
+    // The login method gets back its handles (mas: personal session ids) before anything
+    // uses or ends these tokens.
+    auto& client = *(*hs)->entry.client;
+    client.adopt_token(row.access_token, std::move(row.token_handle));
+    client.adopt_token(row.pending_logout, std::move(row.pending_logout_handle));
     auto e = std::make_shared<session_entry>(std::move(row.user_id), *hs, self.clock);
     e->machine().restore({std::move(row.access_token), std::move(row.device_id), row.expires_at_ms,
                           std::move(row.refresh_token), row.lifetime_ms},
@@ -406,6 +411,12 @@ asio::awaitable<void> session_pool::shutdown(bool revoke_all, steady_time deadli
     while (self.tasks > 0)
       if (!co_await self.task_finished.wait(end_ms)) break;
   }
+  // The login methods' own work (mas: revocations of retired sessions) ends or is cancelled
+  // within the same reserve.
+  const auto methods_deadline = deadline - std::chrono::milliseconds(reserve);
+  std::vector<std::shared_ptr<matrix::homeserver_client>> clients;
+  self.homeservers.for_each([&](homeserver_state& hs) { clients.push_back(hs.entry.client); });
+  for (auto& client : clients) co_await client->drain(methods_deadline);
   for (auto& [_, hs] : self.homeservers.active()) hs->entry.client->close_idle_connections();
   if (self.options.store) co_await self.options.store->flush();
 }

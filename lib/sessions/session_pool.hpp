@@ -113,7 +113,8 @@ struct homeserver_status {
   bool healthy = true;  // false while the last requests failed to reach it
   circuit_state circuit = circuit_state::closed;
   unsigned consecutive_failures = 0;
-  bool rate_limited = false;  // pausing for a 429's retry_after_ms
+  bool rate_limited = false;        // pausing for a 429's retry_after_ms
+  std::string configuration_error;  // what the login method found wrong; empty: nothing
 };
 
 struct pool_stats {

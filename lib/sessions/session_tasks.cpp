@@ -276,6 +276,9 @@ store::stored_session pool_state::row_of(const session_entry& e, secret_string p
     row.lifetime_ms = m.token().lifetime_ms;
   }
   row.pending_logout = std::move(pending);
+  const auto& client = *e.homeserver->entry.client;
+  row.token_handle = client.token_handle(row.access_token);
+  row.pending_logout_handle = client.token_handle(row.pending_logout);
   row.login_in_flight = e.record.device_unclean;
   row.created_at_ms = m.created_at_ms();
   row.last_used_at_ms = m.last_used_at_ms();

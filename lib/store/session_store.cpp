@@ -137,11 +137,13 @@ struct session_store::impl {
         "CREATE TABLE IF NOT EXISTS sessions ("
         " user_id TEXT PRIMARY KEY, access_token TEXT, device_id TEXT, expires_at_ms INTEGER,"
         " pending_logout TEXT, created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER NOT NULL,"
-        " refresh_token TEXT, lifetime_ms INTEGER, login_in_flight INTEGER"
+        " refresh_token TEXT, lifetime_ms INTEGER, login_in_flight INTEGER, token_handle TEXT,"
+        " pending_logout_handle TEXT"
         ") WITHOUT ROWID");
     // A database written by an earlier version gains the columns it lacks (NULL: none).
     for (const char* column :
-         {"refresh_token TEXT", "lifetime_ms INTEGER", "login_in_flight INTEGER"}) {
+         {"refresh_token TEXT", "lifetime_ms INTEGER", "login_in_flight INTEGER",
+          "token_handle TEXT", "pending_logout_handle TEXT"}) {
       const auto sql = fmt::format("ALTER TABLE sessions ADD COLUMN {}", column);
       if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK &&
           std::string_view{sqlite3_errmsg(db)}.find("duplicate column") == std::string_view::npos)
@@ -162,7 +164,8 @@ struct session_store::impl {
             db,
             "INSERT OR REPLACE INTO sessions (user_id, access_token, device_id, expires_at_ms,"
             " pending_logout, created_at_ms, last_used_at_ms, refresh_token, lifetime_ms,"
-            " login_in_flight) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " login_in_flight, token_handle, pending_logout_handle)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             -1, &upsert.stmt, nullptr) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE user_id = ?", -1, &remove.stmt,
                            nullptr) != SQLITE_OK)
@@ -193,6 +196,8 @@ struct session_store::impl {
       else
         sqlite3_bind_null(s, 9);
       sqlite3_bind_int(s, 10, r.login_in_flight ? 1 : 0);
+      bind_text(s, 11, r.token_handle);
+      bind_text(s, 12, r.pending_logout_handle);
     } else if (op.what == write_op::kind::erase) {
       s = remove.stmt;
       bind_text(s, 1, r.user_id, false);
@@ -294,7 +299,8 @@ std::vector<stored_session> session_store::load_all() {
   if (sqlite3_prepare_v2(
           impl_->db,
           "SELECT user_id, access_token, device_id, expires_at_ms, pending_logout, created_at_ms,"
-          " last_used_at_ms, refresh_token, lifetime_ms, login_in_flight FROM sessions"
+          " last_used_at_ms, refresh_token, lifetime_ms, login_in_flight, token_handle,"
+          " pending_logout_handle FROM sessions"
           " ORDER BY last_used_at_ms",
           -1, &select.stmt, nullptr) != SQLITE_OK)
     impl_->fail("cannot read sessions");
@@ -313,6 +319,8 @@ std::vector<stored_session> session_store::load_all() {
     s.refresh_token = secret_string{column_text(select.stmt, 7)};
     s.lifetime_ms = sqlite3_column_int64(select.stmt, 8);  // NULL reads as 0
     s.login_in_flight = sqlite3_column_int(select.stmt, 9) != 0;
+    s.token_handle = column_text(select.stmt, 10);  // NULL reads as empty
+    s.pending_logout_handle = column_text(select.stmt, 11);
     out.push_back(std::move(s));
   }
   if (rc != SQLITE_DONE) impl_->fail("cannot read sessions");

@@ -33,6 +33,9 @@ struct stored_session {
   // A login was sent (or about to be) and its outcome is not known: the homeserver may hold a
   // live token of this device that nobody has. The next login cleans the device first.
   bool login_in_flight = false;
+  // The login method's opaque handles of access_token and pending_logout (mas: the personal
+  // session ids, without which a later run cannot revoke them); empty: none.
+  std::string token_handle, pending_logout_handle;
 };
 
 // A bridge gateway handle (`mxpg_…`, lib/gateway) as persisted: only its SHA-256 is stored,

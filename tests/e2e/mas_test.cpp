@@ -134,6 +134,59 @@ TEST_F(mas, ARestartAddsNoPersonalSession) {
   EXPECT_EQ(hs->mas_personal_session_count(), 1);
 }
 
+// The personal session id is persisted with the token: a later run can still revoke it.
+TEST_F(mas, ARevocationAfterARestartRevokesThePersonalSession) {
+  ASSERT_NO_FATAL_FAILURE(start_with());
+  hs->register_user("@olga:localhost");
+  const auto token = expect_working_token("@olga:localhost");
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  EXPECT_EQ(hs->mas_revocation_count(), 0);
+  daemon = start_daemon("daemon2.log");
+  unix_http_client c{socket};
+  auto r = c.request("DELETE", "/v1/users/@olga:localhost/session");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"revoked\":true"), std::string::npos) << r.body << daemon->log();
+  EXPECT_EQ(hs->mas_revocation_count(), 1);
+  EXPECT_EQ(whoami(token).first, 401);
+  EXPECT_EQ(daemon->log().find("cannot be revoked"), std::string::npos) << daemon->log();
+}
+
+TEST_F(mas, ARenewalAfterARestartRevokesTheOldSessionAfterTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(start_with("      renew_grace: 3s\n", "", "", client_secret,
+                                     "sessions:\n  refresh_margin: 2s\n", "10s"));
+  hs->register_user("@pete:localhost");
+  const auto began = std::chrono::steady_clock::now();
+  const auto first = expect_working_token("@pete:localhost");
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  daemon = start_daemon("daemon2.log");
+  std::this_thread::sleep_until(began + 8500ms);  // 1.5 s left: under the refresh margin
+  const auto second = expect_working_token("@pete:localhost");
+  EXPECT_NE(second, first);
+  EXPECT_EQ(whoami(first).first, 200) << "the replaced token works during the grace";
+  EXPECT_EQ(hs->mas_revocation_count(), 0);
+  std::this_thread::sleep_for(3500ms);
+  EXPECT_EQ(hs->mas_revocation_count(), 1) << daemon->log();
+  EXPECT_EQ(whoami(first).first, 401) << "revoked after the grace";
+  EXPECT_EQ(whoami(second).first, 200);
+}
+
+// A revocation held back by renew_grace when SIGTERM comes is made, and awaited, before the
+// daemon exits.
+TEST_F(mas, ARevocationPendingAtShutdownReachesMasBeforeTheDaemonExits) {
+  ASSERT_NO_FATAL_FAILURE(start_with("      renew_grace: 60s\n", "", "", client_secret,
+                                     "sessions:\n  refresh_margin: 2s\n", "10s"));
+  hs->register_user("@rita:localhost");
+  const auto first = expect_working_token("@rita:localhost");
+  std::this_thread::sleep_for(8500ms);
+  const auto second = expect_working_token("@rita:localhost");
+  EXPECT_NE(second, first);
+  EXPECT_EQ(hs->mas_revocation_count(), 0);
+  ASSERT_EQ(daemon->stop(SIGTERM), 0);
+  EXPECT_EQ(hs->mas_revocation_count(), 1) << daemon->log();
+  EXPECT_EQ(whoami(first).first, 401);
+  EXPECT_EQ(whoami(second).first, 200) << "not revoked: revoke_on_shutdown is off";
+}
+
 TEST_F(mas, TheDeviceScopeNamesTheConfiguredDevice) {
   ASSERT_NO_FATAL_FAILURE(
       start_with("      device_scope: true\n", "    device_id: MXPUPPETD-E2E\n"));
@@ -174,6 +227,12 @@ TEST_F(mas, BadClientCredentialsAreAConfigurationErrorInTheLog) {
   EXPECT_NE(daemon->log().find("MAS refused the client credentials (invalid_client)"),
             std::string::npos)
       << daemon->log();
+  unix_http_client c{socket};
+  const auto status = c.request("GET", "/v1/status");
+  ASSERT_EQ(status.status, 200) << status.body;
+  EXPECT_NE(status.body.find(R"("configuration_error":"invalid_client: MAS refused the client)"),
+            std::string::npos)
+      << status.body;
 }
 
 TEST_F(mas, MasDownIs503) {
