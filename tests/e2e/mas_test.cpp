@@ -244,3 +244,27 @@ TEST_F(mas, MasDownIs503) {
 }
 
 }  // namespace
+
+// Once both landed: the gateway's session mode hands bridges the personal sessions MAS minted.
+TEST_F(mas, TheGatewayInSessionModeForwardsThePersonalSessionsToken) {
+  const auto gateway_port = free_loopback_port();
+  const std::string bridge_token = "mas-gateway-bridge-token-8a2c61";
+  dir.write("bridge.token", bridge_token + "\n", 0600);
+  never_logged.insert(bridge_token);
+  ASSERT_NO_FATAL_FAILURE(
+      start_with("", "", "", client_secret,
+                 "gateway:\n  listen: [\"127.0.0.1:" + std::to_string(gateway_port) +
+                     "\"]\n  bridges:\n    - {name: b, token_file: bridge.token, allow: "
+                     "[\"@*:localhost\"]}\n"));
+  hs->register_user("@omar:localhost");
+  const auto r = tcp_request(gateway_port, "GET",
+                             "/_matrix/client/v3/account/whoami?user_id=%40omar%3Alocalhost",
+                             {{"Authorization", "Bearer " + bridge_token}});
+  EXPECT_EQ(r.status, 200) << r.body << "\n" << daemon->log();
+  EXPECT_EQ(json_string(r.body, "user_id"), "@omar:localhost");
+  const auto header = hs->last_authorization_header();
+  ASSERT_TRUE(header.starts_with("Bearer mpt_")) << "a personal session's token";
+  never_logged.insert(header.substr(7));
+  EXPECT_EQ(hs->mas_personal_session_count(), 1);
+  EXPECT_EQ(hs->login_count(), 0) << "no /login under MAS";
+}

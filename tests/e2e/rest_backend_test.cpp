@@ -227,3 +227,28 @@ TEST_F(rest_backend, ASilentConnectionIsClosedByTheReadDeadline) {
 }
 
 }  // namespace
+
+// Once both landed: the gateway's session mode hands bridges tokens this method minted.
+TEST_F(rest_backend, TheGatewayInSessionModeForwardsTheTokenANonceLoginMinted) {
+  const auto gateway_port = free_loopback_port();
+  const std::string bridge_token = "rest-backend-gateway-bridge-token-5e1f";
+  dir.write("bridge.token", bridge_token + "\n", 0600);
+  never_logged.insert(bridge_token);
+  ASSERT_NO_FATAL_FAILURE(start_with(
+      homeserver_options(), "gateway:\n  listen: [\"127.0.0.1:" + std::to_string(gateway_port) +
+                                "\"]\n  bridges:\n    - {name: b, token_file: bridge.token, allow: "
+                                "[\"@*:localhost\"]}\n"));
+  const auto r = tcp_request(gateway_port, "GET",
+                             "/_matrix/client/v3/account/whoami?user_id=%40nora%3Alocalhost",
+                             {{"Authorization", "Bearer " + bridge_token}});
+  EXPECT_EQ(r.status, 200) << r.body << "\n" << daemon->log();
+  EXPECT_EQ(json_string(r.body, "user_id"), "@nora:localhost");
+  const auto header = hs->last_authorization_header();
+  ASSERT_TRUE(header.starts_with("Bearer ")) << header;
+  const auto forwarded = header.substr(7);
+  never_logged.insert(forwarded);
+  EXPECT_EQ(hs->user_of_token(forwarded), "@nora:localhost") << "nora's pooled token";
+  EXPECT_EQ(hs->successful_login_count(), 1) << "one m.login.password with a nonce";
+  EXPECT_EQ(token_of(get_token("@nora:localhost").body), forwarded)
+      << "the same session the socket API hands out";
+}
