@@ -33,6 +33,7 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 # and uploads read and discarded.
 body=$(cat "$uxdir/tests/body.json")
 head -c $((big_mb * 1024 * 1024)) /dev/urandom > "$work/big.bin"
+chmod 755 "$work"; chmod 644 "$work/big.bin"  # nginx workers run as nobody
 mkdir -p "$work/www/_matrix/media/v3/download/example.com" && ln -s "$work/big.bin" "$work/www/_matrix/media/v3/download/example.com/big"
 temps="client_body_temp_path $work/cb; proxy_temp_path $work/px; fastcgi_temp_path $work/fc; uwsgi_temp_path $work/uw; scgi_temp_path $work/sc;"
 cat > "$work/upstream.conf" <<NGINX
@@ -102,7 +103,7 @@ measure() {  # case connections seconds out.json
     --expect user_id --out-json "$4" "${target_of[$1]}" > "$4.txt"
   python3 - "$1" "$4" <<'PY'
 import json,sys; r=json.load(open(sys.argv[2]))
-print(f"  {sys.argv[1]:12s} {r['rps']:>9.0f} req/s  p50 {r['latency_us']['p50']:7.1f} us  p99 {r['latency_us']['p99']:7.1f} us  errors {r['errors']['total']} non-2xx {r['non_2xx']}")
+print(f"  {sys.argv[1]:12s} {r['rps']:>9.0f} req/s  p50 {r['latency_us']['p50']:7.1f} us  p99 {r['latency_us']['p99']:7.1f} us  errors {r['errors']['total']} non-2xx {r['non_2xx']} reconnects {r['reconnects']}")
 PY
 }
 measure session 1 1 "$work/warm.json" >/dev/null

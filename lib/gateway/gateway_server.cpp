@@ -28,6 +28,7 @@
 #include <array>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <system_error>
 
@@ -698,15 +699,15 @@ struct gateway_server::impl : std::enable_shared_from_this<impl> {
         co_return r;
       }
     } else {
-      std::vector<char> chunk(relay_chunk);
+      const auto chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);
       req.body().data = nullptr;
       req.body().size = 0;
       req.body().more = true;
       http::request_serializer<http::buffer_body> sr{req};
       co_await http::async_write_header(up, sr, asio::redirect_error(asio::use_awaitable, ec));
       while (!ec && !parser.is_done()) {
-        req.body().data = chunk.data();
-        req.body().size = chunk.size();
+        req.body().data = chunk.get();
+        req.body().size = relay_chunk;
         c->stream.expires_at(std::min(deadline, steady::now() + body_timeout));
         co_await http::async_read(c->stream, client_buffer, parser,
                                   asio::redirect_error(asio::use_awaitable, ec));
@@ -716,8 +717,8 @@ struct gateway_server::impl : std::enable_shared_from_this<impl> {
           r.why = "reading the request body: " + ec.message();
           co_return r;
         }
-        req.body().size = chunk.size() - req.body().size;
-        req.body().data = chunk.data();
+        req.body().size = relay_chunk - req.body().size;
+        req.body().data = chunk.get();
         req.body().more = !parser.is_done();
         lowest.expires_at(deadline);
         co_await http::async_write(up, sr, asio::redirect_error(asio::use_awaitable, ec));
@@ -808,28 +809,34 @@ struct gateway_server::impl : std::enable_shared_from_this<impl> {
       c->stream.expires_after(write_timeout);
       co_await http::async_write(c->stream, sr, asio::redirect_error(asio::use_awaitable, ec));
     } else {
-      std::vector<char> chunk(relay_chunk);
+      // Not zero-filled: every byte sent was read into it first.
+      const auto chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);
       res.body().data = nullptr;
       res.body().size = 0;
       res.body().more = !rp.is_done();
-      c->stream.expires_after(write_timeout);
-      co_await http::async_write_header(c->stream, sr,
-                                        asio::redirect_error(asio::use_awaitable, ec));
-      while (!ec && !rp.is_done()) {
-        res.body().data = chunk.data();
-        res.body().size = chunk.size();
-        lowest.expires_at(deadline);
-        co_await http::async_read(up, conn.buffer, rp,
-                                  asio::redirect_error(asio::use_awaitable, ec));
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec) {
-          r.timed_out = ec == beast::error::timeout;
-          r.why = "relaying the homeserver's answer: " + ec.message();
-          co_return r;  // the client sees the answer cut short: the connection closes
+      // The first piece is read before anything is written, so that a small answer leaves in
+      // one write with its header (a separate header write costs a syscall and a segment).
+      bool first = true;
+      while (!ec && (first || !rp.is_done())) {
+        if (!rp.is_done()) {
+          res.body().data = chunk.get();
+          res.body().size = relay_chunk;
+          lowest.expires_at(deadline);
+          co_await http::async_read(up, conn.buffer, rp,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+          if (ec == http::error::need_buffer) ec = {};
+          if (ec) {
+            r.timed_out = ec == beast::error::timeout;
+            r.why = "relaying the homeserver's answer: " + ec.message();
+            if (!first) co_return r;  // the client sees the answer cut short: it is closed
+            r.answered = false;       // nothing sent yet: the caller answers 502 or 504
+            co_return r;
+          }
+          res.body().size = relay_chunk - res.body().size;
+          res.body().data = chunk.get();
+          res.body().more = !rp.is_done();
         }
-        res.body().size = chunk.size() - res.body().size;
-        res.body().data = chunk.data();
-        res.body().more = !rp.is_done();
+        first = false;
         c->stream.expires_after(write_timeout);
         co_await http::async_write(c->stream, sr, asio::redirect_error(asio::use_awaitable, ec));
         if (ec == http::error::need_buffer) ec = {};
