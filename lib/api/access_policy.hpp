@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "core/glob.hpp"
 
 namespace mxp::api {
 
@@ -27,7 +28,7 @@ struct peer_credentials {
 bool read_peer_credentials(int fd, peer_credentials& out);
 
 // '*' matches any run of characters (':' included), '?' exactly one; everything else itself.
-bool glob_match(std::string_view pattern, std::string_view text) noexcept;
+using mxp::glob_match;
 
 struct access_decision {
   bool allowed = false;

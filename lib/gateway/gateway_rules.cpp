@@ -12,6 +12,7 @@
 #include <variant>
 
 #include "config/config.hpp"
+#include "core/glob.hpp"
 #include "core/percent_encoding.hpp"
 #include "credentials/shared_secret.hpp"
 
@@ -33,26 +34,6 @@ std::string hex(const unsigned char* data, std::size_t size) {
     out += digits[data[i] & 15];
   }
   return out;
-}
-
-// The glob grammar of clients[].allow ('*' any run, '?' one character), one backtrack point.
-bool glob(std::string_view pattern, std::string_view text) noexcept {
-  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
-      ++p, ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      resume = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++resume;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
 }
 
 // The part of a client path after its version: "/_matrix/client/v3/login" -> "/login".
@@ -110,7 +91,7 @@ bool is_logout_path(std::string_view path) noexcept {
 
 bool allows(const bridge_entry& b, std::string_view user_id) noexcept {
   for (const auto& pattern : b.allow)
-    if (glob(pattern, user_id)) return true;
+    if (glob_match(pattern, user_id)) return true;
   return false;
 }
 
