@@ -11,8 +11,8 @@ TEST(NonceBook, RedeemsOnceForExactlyItsUser) {
   nonce_book book;
   const auto n = book.issue("@alice:hs", 1000, 60'000);
   EXPECT_EQ(n.reveal().size(), nonce_book::nonce_chars);
-  EXPECT_FALSE(book.redeem("@bob:hs", n.reveal(), 1001));    // another user
-  EXPECT_FALSE(book.redeem("@Alice:hs", n.reveal(), 1001));  // a case variant
+  EXPECT_FALSE(book.redeem("@bob:hs", n.reveal(), 1001));     // another user
+  EXPECT_FALSE(book.redeem("@Alice:hs", n.reveal(), 1001));   // a case variant
   EXPECT_FALSE(book.redeem("@alice:hs2", n.reveal(), 1001));  // another domain
   EXPECT_FALSE(book.redeem("@alice:hs", n.reveal().substr(1), 1001));
   EXPECT_FALSE(book.redeem("@alice:hs", "", 1001));
