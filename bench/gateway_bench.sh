@@ -95,7 +95,7 @@ declare -A path_of=(
   [direct]="$whoami?user_id=@alice:example.com" [nginx]="$whoami?user_id=@alice:example.com"
   [passthrough]="$whoami" [assert]="$whoami?user_id=@alice:example.com"
   [session]="/_hs/session.example.com$whoami?user_id=@alice:example.com")
-declare -A bearer_of=([direct]=$bridge_token [nginx]=$bridge_token [passthrough]=syt_users_own_token
+declare -A bearer_of=([direct]=$bridge_token [nginx]=$bridge_token [passthrough]=a-users-own-token-placeholder
   [assert]=$bridge_token [session]=$bridge_token)
 
 measure() {  # case connections seconds out.json

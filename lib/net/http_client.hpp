@@ -47,7 +47,7 @@ struct http_request {
   // Safe to send again on a fresh connection when a reused one turned out dead
   // before any answer byte arrived. False for /refresh (it rotates tokens).
   bool replay_safe = true;
-  const secret_string* basic = nullptr;   // Authorization: Basic (base64 credentials), when set
+  const secret_string* basic = nullptr;  // Authorization: Basic (base64 credentials), when set
   std::string_view content_type = "application/json";  // of a body
 };
 
