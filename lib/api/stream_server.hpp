@@ -1,8 +1,9 @@
 // stream_server: what the Unix-socket and the TCP listener share, as a template on the
-// transport: the accept loop, one coroutine per connection serving HTTP/1.1 keep-alive with
-// the hot path (simple_request + http_api::answer_cached: every cached-token request one read
-// brings, answered with one write) and the allocation-free request_parser for everything else,
-// watchdog deadlines, lingering close, stop and drain.
+// transport: the accept loop, one coroutine per connection serving HTTP/1.1 keep-alive through
+// the allocation-free request_parser, and on the Unix socket the hot loop, which holds the
+// connections between requests and answers cached tokens itself (simple_request +
+// http_api::answer_cached: one recv, one send, no coroutine resumed); watchdog deadlines,
+// lingering close, stop and drain.
 // Internal to lib/api: included by unix_server.cpp and tcp_server.cpp only (it brings Asio
 // and Beast), each instantiating it for its own transport.
 #pragma once
@@ -10,6 +11,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -19,9 +22,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <array>
 #include <chrono>
@@ -29,92 +34,22 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <system_error>
+#include <utility>
 
 #include "api/http_api.hpp"
 #include "api/request_parser.hpp"
 #include "api/simple_request.hpp"
+#include "api/stream_connection.hpp"
 #include "sessions/wait_queue.hpp"
 
 namespace mxp::api::detail {
-
-// Limits every listener applies to its connections. Each phase of a connection has its own
-// deadline: waiting for a request (idle), receiving its header once the first byte came
-// (header: a slow sender cannot stretch it byte by byte), receiving its body, writing the
-// answer to a client that does not read (write), and draining after a refusal (linger).
-struct connection_limits {
-  std::chrono::milliseconds idle_timeout;
-  std::chrono::milliseconds header_timeout;
-  std::chrono::milliseconds body_timeout;
-  std::chrono::milliseconds write_timeout;
-  std::size_t max_header_bytes;
-  std::size_t max_body_bytes;
-  std::size_t max_connections;
-  std::chrono::milliseconds linger_timeout{std::chrono::seconds{2}};
-};
 
 // What a connection over max_connections is told before it is closed.
 inline constexpr std::string_view too_many_connections_answer =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     "Content-Length: 71\r\nConnection: close\r\n\r\n"
     R"({"errcode":"MXP_UNAVAILABLE","error":"too many connections, try again"})";
-
-// A Transport provides:
-//   using protocol = ...;    // asio::local::stream_protocol, asio::ip::tcp
-//   struct peer { ... };     // what is known about the other end, read once at accept
-//   static void accepted(protocol::socket&, peer&);  // fills peer, sets socket options
-//   static constexpr bool wants_authorization;       // parse the Authorization header
-//   static constexpr bool hot_path;                  // answer cached tokens by answer_cached()
-//   static const peer_credentials* credentials(const peer&);  // for the hot path's access check
-//   static api_request request(const request_buffers&, const peer&);
-template <typename Transport>
-struct connection {
-  using socket_type = typename Transport::protocol::socket;
-  explicit connection(socket_type s) : socket(std::move(s)), watchdog(socket.get_executor()) {}
-  socket_type socket;
-  boost::asio::steady_timer watchdog;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  // When the watchdog is set to wake (max: not waiting). A deadline later than this needs no
-  // timer operation: the watchdog finds it when it wakes and sleeps on.
-  std::chrono::steady_clock::time_point armed_for = std::chrono::steady_clock::time_point::max();
-  bool busy = false;  // handling a request: not closed by stop() until it is answered
-  bool closing = false;
-  typename Transport::peer peer;
-  connection_access access;  // the hot path's access decision for this peer
-
-  void close() {
-    if (closing) return;
-    closing = true;
-    boost::system::error_code ignored;
-    socket.shutdown(boost::asio::socket_base::shutdown_both, ignored);
-    socket.close(ignored);
-    watchdog.cancel();
-  }
-};
-
-// Closes the connection when its deadline passes; one timer wake-up per deadline
-// period instead of one timer operation per request.
-template <typename Transport>
-void arm_watchdog(const std::shared_ptr<connection<Transport>>& c) {
-  if (c->closing) return;
-  c->armed_for = c->deadline;
-  c->watchdog.expires_at(c->deadline);  // cancels a wait for a later time
-  c->watchdog.async_wait(
-      [weak = std::weak_ptr<connection<Transport>>(c)](boost::system::error_code ec) {
-        auto c = weak.lock();
-        if (ec || !c || c->closing) return;  // re-armed for an earlier deadline, or closed
-        c->armed_for = std::chrono::steady_clock::time_point::max();
-        if (std::chrono::steady_clock::now() >= c->deadline) return c->close();
-        arm_watchdog(c);
-      });
-}
-
-// Moves the connection's deadline; the timer is touched only when it must wake earlier.
-template <typename Transport>
-void set_deadline(const std::shared_ptr<connection<Transport>>& c,
-                  std::chrono::steady_clock::time_point deadline) {
-  c->deadline = deadline;
-  if (deadline < c->armed_for) arm_watchdog(c);
-}
 
 template <typename Transport>
 class stream_server : public std::enable_shared_from_this<stream_server<Transport>> {
@@ -123,16 +58,33 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   using connection_type = connection<Transport>;
 
   stream_server(boost::asio::any_io_executor ex, connection_limits limits, http_api& a)
-      : executor(std::move(ex)), limits_(limits), api_(a), acceptor(executor) {}
+      : executor(std::move(ex)),
+        limits_(limits),
+        api_(a),
+        hot_ready_(executor),
+        acceptor(executor) {
+    if constexpr (Transport::hot_path) {
+      const int set = ::epoll_create1(EPOLL_CLOEXEC);
+      if (set < 0)
+        throw std::system_error(errno, std::generic_category(), "cannot create an epoll set");
+      hot_ready_.assign(set);  // readable when a connection the hot loop holds is
+    }
+  }
 
   boost::asio::any_io_executor executor;
 
  private:
+  // One read of a connection takes at most this much: what a pipelined burst brings beyond it is
+  // read on the next turn, after the other connections had theirs.
+  static constexpr std::size_t read_size = 16 * 1024;
   connection_limits limits_;
   http_api& api_;
   std::list<std::weak_ptr<connection_type>> live_;
   sessions::wait_queue connection_closed_{sessions::system_session_clock::instance()};
   bool stopping_ = false;
+  bool hot_loop_running_ = false;
+  // The hot loop's epoll set (Unix socket only): the connections it holds between requests.
+  boost::asio::posix::stream_descriptor hot_ready_;
   std::size_t refusing_ = 0;  // connections over the limit being told 503
   std::uint64_t refused_total_ = 0, refused_since_log_ = 0;
   std::chrono::steady_clock::time_point last_refusal_log_{};
@@ -144,6 +96,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   boost::asio::awaitable<void> accept_loop() {
     namespace asio = boost::asio;
     auto self = this->shared_from_this();
+    if constexpr (Transport::hot_path) start_hot_loop();
     while (!stopping_) {
       boost::system::error_code ec;
       auto socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
@@ -171,6 +124,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     stopping_ = true;
     boost::system::error_code ignored;
     acceptor.close(ignored);
+    hot_ready_.cancel(ignored);
     for (auto& weak : live_)
       if (auto c = weak.lock(); c && !c->busy) c->close();
   }
@@ -179,7 +133,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     auto self = this->shared_from_this();
     const auto deadline_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
-    while (!live_.empty())
+    while (!live_.empty() || hot_loop_running_)
       if (!co_await connection_closed_.wait(deadline_ms)) break;
     for (auto& weak : live_)
       if (auto c = weak.lock()) c->close();
@@ -189,63 +143,40 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   std::uint64_t refused() const noexcept { return refused_total_; }
 
  private:
+  // A connection's coroutine. On the Unix socket it lends the connection to the hot loop between
+  // requests and takes it back for whatever the hot path does not answer; elsewhere (TCP) it
+  // reads every request itself.
   boost::asio::awaitable<void> serve(std::shared_ptr<connection_type> c) {
     namespace asio = boost::asio;
     namespace http = boost::beast::http;
     using std::chrono::steady_clock;
-    boost::beast::flat_buffer buffer;
+    auto& buffer = c->in;
     api_response res;
-    std::string out;
     request_buffers request_data;
     // The idle deadline is a plain store (no timer operation): a request that arrives whole,
     // the usual case, never touches the timer. Only a request that comes in pieces gets the
     // header (then body) deadline, counted from its first byte, not from each byte.
-    enum class phase { idle, header, body } waiting = phase::idle;
-    set_deadline(c, steady_clock::now() + limits_.idle_timeout);
     for (;;) {
       boost::system::error_code ec;
-      // --- the hot path: every cached-token request one read brought, one write -----------------
+      // --- the hot path: cached tokens answered here, then by the hot loop ---------------------
       if constexpr (Transport::hot_path) {
-        auto parsed = stopping_ ? simple_parse::not_simple : simple_parse::incomplete;
-        out.clear();
-        while (parsed == simple_parse::incomplete && buffer.size() > 0) {
-          const auto data = buffer.data();
-          simple_request request;
-          parsed = parse_simple_request({static_cast<const char*>(data.data()), data.size()},
-                                        limits_.max_header_bytes, request);
-          if (parsed != simple_parse::complete) break;
-          if (!api_.answer_cached(request.target, Transport::credentials(c->peer), c->access,
-                                  out)) {
-            parsed = simple_parse::not_simple;  // the general path answers it
-            break;
-          }
-          buffer.consume(request.size);
-          parsed = simple_parse::incomplete;  // what follows, if anything
-        }
-        if (!out.empty()) {
-          const std::size_t sent = send_now(*c, out, ec);
-          if (!ec && sent < out.size()) {
-            set_deadline(c, steady_clock::now() + limits_.write_timeout);
-            co_await asio::async_write(c->socket, asio::buffer(out) + sent,
-                                       asio::redirect_error(asio::use_awaitable, ec));
-          }
+        const auto parsed = stopping_ ? simple_parse::not_simple : answer_buffered(*c);
+        if (!c->out.empty()) {  // answered here, or what the hot loop could not send at once
+          co_await write_out(c, ec);
           if (ec || c->closing) co_return;
-          waiting = phase::idle;
-          set_deadline(c, steady_clock::now() + limits_.idle_timeout);
+          c->waiting = phase::idle;
+          set_deadline(*c, steady_clock::now() + limits_.idle_timeout);
         }
-        if (parsed == simple_parse::incomplete) {
-          if (buffer.size() == 0 && stopping_) co_return;  // idle at shutdown: just close
-          if (buffer.size() > 0 && waiting == phase::idle) {
-            waiting = phase::header;
-            set_deadline(c, steady_clock::now() + limits_.header_timeout);
+        if (parsed == simple_parse::incomplete && !c->peer_closed) {
+          if (buffer.size() > 0 && c->waiting == phase::idle) {
+            c->waiting = phase::header;
+            set_deadline(*c, steady_clock::now() + limits_.header_timeout);
           }
-          const auto n = co_await c->socket.async_read_some(
-              buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
-          buffer.commit(n);
-          if (!ec) continue;
-          // Peer closed, a deadline, shutdown; a request cut short is the general path's 400.
-          if (buffer.size() == 0 || c->closing) co_return;
-          ec = {};
+          if (park(*c)) {
+            co_await c->parked.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            if (c->closing) co_return;
+            continue;  // handed back: what it left is judged again, from the top
+          }
         }
       }
       // --- the general path: one request through request_parser -------------------------------
@@ -261,16 +192,16 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
           if (ec || parser.is_done()) break;
         }
         if (stopping_ && !parser.got_some()) co_return;  // idle at shutdown: just close
-        if (parser.got_some() && waiting == phase::idle) {
-          waiting = phase::header;
-          set_deadline(c, steady_clock::now() + limits_.header_timeout);
+        if (parser.got_some() && c->waiting == phase::idle) {
+          c->waiting = phase::header;
+          set_deadline(*c, steady_clock::now() + limits_.header_timeout);
         }
-        if (parser.is_header_done() && waiting != phase::body) {
-          waiting = phase::body;
-          set_deadline(c, steady_clock::now() + limits_.body_timeout);
+        if (parser.is_header_done() && c->waiting != phase::body) {
+          c->waiting = phase::body;
+          set_deadline(*c, steady_clock::now() + limits_.body_timeout);
         }
         const auto n = co_await c->socket.async_read_some(
-            buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
+            buffer.prepare(read_size), asio::redirect_error(asio::use_awaitable, ec));
         buffer.commit(n);
         if (ec) {
           if (ec == asio::error::eof && parser.got_some()) ec = http::error::partial_message;
@@ -307,36 +238,199 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       }
       // --- write the answer ----------------------------------------------------
       api_.record(res);
-      serialize(res, keep_alive, out);
+      serialize(res, keep_alive, c->out);
       const bool malformed = static_cast<bool>(ec);
-      // Most answers fit the socket buffer: one non-blocking send, no timer, no suspension.
-      // What does not fit is written under the write deadline (a client that does not read).
-      const std::size_t sent = send_now(*c, out, ec);
-      if (!ec && sent < out.size()) {
-        set_deadline(c, steady_clock::now() + limits_.write_timeout);
-        co_await asio::async_write(c->socket, asio::buffer(out) + sent,
-                                   asio::redirect_error(asio::use_awaitable, ec));
-      }
+      co_await write_out(c, ec);
       if (!ec && malformed) co_await linger(c);
       if (ec || !keep_alive || c->closing) co_return;
-      waiting = phase::idle;
-      set_deadline(c, steady_clock::now() + limits_.idle_timeout);
+      c->waiting = phase::idle;
+      set_deadline(*c, steady_clock::now() + limits_.idle_timeout);
     }
+  }
+
+  // Answers the cached-token requests at the front of c.in (appending to c.out) until one is not
+  // for the hot path (not_simple: the general path's) or the rest has not fully arrived.
+  simple_parse answer_buffered(connection_type& c) {
+    while (c.in.size() > 0) {
+      const auto data = c.in.data();
+      simple_request request;
+      const auto parsed = parse_simple_request({static_cast<const char*>(data.data()), data.size()},
+                                               limits_.max_header_bytes, request);
+      if (parsed != simple_parse::complete) return parsed;
+      if (!api_.answer_cached(request.target, Transport::credentials(c.peer), c.access, c.out))
+        return simple_parse::not_simple;
+      c.in.consume(request.size);
+    }
+    return simple_parse::incomplete;
+  }
+
+  // Sends c->out and empties it. Most answers fit the socket buffer: one non-blocking send, no
+  // timer, no suspension. What does not fit is written under the write deadline (a client that
+  // does not read).
+  boost::asio::awaitable<void> write_out(std::shared_ptr<connection_type> c,
+                                         boost::system::error_code& ec) {
+    namespace asio = boost::asio;
+    const std::size_t sent = send_now(c->socket.native_handle(), c->out, ec);
+    if (!ec && sent < c->out.size()) {
+      set_deadline(*c, std::chrono::steady_clock::now() + limits_.write_timeout);
+      co_await asio::async_write(c->socket, asio::buffer(c->out) + sent,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
+    c->out.clear();
   }
 
   // One non-blocking send of what is ready; how much went (a full socket buffer is no error).
   // The socket is non-blocking (start()); MSG_NOSIGNAL: a peer gone is an error, not a signal.
-  static std::size_t send_now(connection_type& c, const std::string& out,
-                              boost::system::error_code& ec) {
+  static std::size_t send_now(int fd, std::string_view out, boost::system::error_code& ec) {
     ec = {};
     for (;;) {
-      const auto n = ::send(c.socket.native_handle(), out.data(), out.size(), MSG_NOSIGNAL);
+      const auto n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n >= 0) return static_cast<std::size_t>(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         ec.assign(errno, boost::asio::error::get_system_category());
       return 0;
     }
+  }
+
+  // --- the hot loop (Unix socket) ----------------------------------------------------------------
+  // Between requests a connection's descriptor leaves Asio's reactor for the hot loop's own epoll
+  // set, and the connection's coroutine sleeps. One wake-up of the hot loop serves every
+  // connection that became readable: one recv each, the cached-token requests it completes
+  // answered (http_api::answer_cached) with one send, deadlines moved by plain stores. Anything
+  // else (another request, a cache miss, an answer the socket would not take whole, a request cut
+  // short) hands the connection back to its coroutine, which takes the general path and then
+  // lends it again. The daemon runs its io_context on one thread (mxpuppetd's main); the hot loop
+  // relies on it as all of the API does.
+
+  void start_hot_loop() {
+    hot_loop_running_ = true;
+    boost::asio::co_spawn(executor, hot_loop(),
+                          [self = this->shared_from_this()](std::exception_ptr ep) {
+                            self->hot_loop_running_ = false;
+                            self->connection_closed_.notify_all();
+                            if (!ep) return;
+                            try {
+                              std::rethrow_exception(ep);
+                            } catch (const std::exception& ex) {
+                              spdlog::error("the API's hot loop failed: {}", ex.what());
+                            }
+                          });
+  }
+
+  boost::asio::awaitable<void> hot_loop() {
+    namespace asio = boost::asio;
+    auto self = this->shared_from_this();
+    std::array<epoll_event, 64> ready;
+    const int set = hot_ready_.native_handle();
+    while (!stopping_) {
+      const int n = ::epoll_wait(set, ready.data(), static_cast<int>(ready.size()), 0);
+      if (n < 0 && errno != EINTR)
+        throw std::system_error(errno, std::generic_category(), "epoll_wait");
+      // A connection is reported while it is readable (level-triggered); one whose read filled
+      // its buffer may hold more, and a full batch may leave some: read on after the rest of the
+      // daemon had a turn. Anything that arrives later wakes the set again.
+      bool more = n == static_cast<int>(ready.size());
+      if (n > 0) {
+        const auto now = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i)
+          more |= serve_ready(*static_cast<connection_type*>(ready[i].data.ptr), now);
+      }
+      boost::system::error_code ec;
+      if (more)
+        co_await asio::post(executor, asio::redirect_error(asio::use_awaitable, ec));
+      else
+        co_await hot_ready_.async_wait(asio::posix::descriptor_base::wait_read,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;  // stop()
+    }
+  }
+
+  // Lends the connection to the hot loop; false when it cannot (the coroutine keeps it).
+  bool park(connection_type& c) {
+    boost::system::error_code ec;
+    const int fd = c.socket.release(ec);  // out of Asio's reactor: one readiness report, ours
+    if (ec) return false;
+    epoll_event interest{};
+    interest.events = EPOLLIN;
+    interest.data.ptr = &c;  // alive: its coroutine holds it until the loop lets it go
+    if (::epoll_ctl(hot_ready_.native_handle(), EPOLL_CTL_ADD, fd, &interest) != 0) {
+      spdlog::warn("cannot add an API connection to the hot loop: {}", std::strerror(errno));
+      c.socket.assign(protocol{}, fd, ec);
+      if (ec) {
+        ::close(fd);
+        c.close();
+      }
+      return false;
+    }
+    c.hot_fd = fd;
+    c.hot_epoll = hot_ready_.native_handle();
+    return true;
+  }
+
+  // Gives the connection back to its coroutine, which finds what is left in c.in and c.out.
+  void hand_back(connection_type& c) {
+    const int fd = std::exchange(c.hot_fd, -1);
+    ::epoll_ctl(c.hot_epoll, EPOLL_CTL_DEL, fd, nullptr);
+    boost::system::error_code ec;
+    c.socket.assign(protocol{}, fd, ec);
+    if (ec) {
+      spdlog::warn("cannot take an API connection back from the hot loop: {}", ec.message());
+      ::close(fd);
+      c.close();
+      return;
+    }
+    c.parked.cancel();
+  }
+
+  // One readiness of a connection the hot loop holds: one recv, the requests it completes
+  // answered with one send. True when the read filled its buffer (more may be waiting).
+  bool serve_ready(connection_type& c, std::chrono::steady_clock::time_point now) {
+    if (c.hot_fd < 0) return false;
+    const auto space = c.in.prepare(read_size);
+    ssize_t n;
+    do n = ::recv(c.hot_fd, space.data(), space.size(), MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) c.close();
+      return false;
+    }
+    if (n == 0) {  // the peer closed: a request it cut short is the general path's 400
+      if (c.in.size() == 0) {
+        c.close();
+      } else {
+        c.peer_closed = true;
+        hand_back(c);
+      }
+      return false;
+    }
+    c.in.commit(static_cast<std::size_t>(n));
+    const auto parsed = answer_buffered(c);
+    if (!c.out.empty()) {
+      boost::system::error_code ec;
+      const std::size_t sent = send_now(c.hot_fd, c.out, ec);
+      if (ec) {
+        c.close();
+        return false;
+      }
+      if (sent < c.out.size()) {  // the coroutine writes the rest, under the write deadline
+        c.out.erase(0, sent);
+        hand_back(c);
+        return false;
+      }
+      c.out.clear();
+      c.waiting = phase::idle;
+      set_deadline(c, now + limits_.idle_timeout);
+    }
+    if (parsed == simple_parse::not_simple) {
+      hand_back(c);
+      return false;
+    }
+    if (c.in.size() > 0 && c.waiting == phase::idle) {
+      c.waiting = phase::header;
+      set_deadline(c, now + limits_.header_timeout);
+    }
+    return static_cast<std::size_t>(n) == space.size();
   }
 
   // After refusing a request mid-stream, read and drop what the client is still
@@ -346,7 +440,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     namespace asio = boost::asio;
     boost::system::error_code ec;
     c->socket.shutdown(asio::socket_base::shutdown_send, ec);
-    set_deadline(c, std::chrono::steady_clock::now() + limits_.linger_timeout);
+    set_deadline(*c, std::chrono::steady_clock::now() + limits_.linger_timeout);
     std::array<char, 16 * 1024> sink;
     for (std::size_t drained = 0; !ec && drained < 1024 * 1024;)
       drained += co_await c->socket.async_read_some(asio::buffer(sink),
@@ -379,7 +473,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
                     std::shared_ptr<connection_type> c) -> boost::asio::awaitable<void> {
       co_await self->linger(c);
     };
-    set_deadline(c, now + limits_.linger_timeout);
+    set_deadline(*c, now + limits_.linger_timeout);
     boost::asio::co_spawn(executor, drain(this->shared_from_this(), c),
                           [self = this->shared_from_this(), c](std::exception_ptr) {
                             c->close();
@@ -394,7 +488,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     c->socket.non_blocking(true, ignored);  // for the send that answers without suspending
     live_.push_back(c);
     auto where = std::prev(live_.end());
-    set_deadline(c, std::chrono::steady_clock::now() + limits_.idle_timeout);
+    set_deadline(*c, std::chrono::steady_clock::now() + limits_.idle_timeout);
     boost::asio::co_spawn(executor, serve(c),
                           [self = this->shared_from_this(), c, where](std::exception_ptr ep) {
                             c->close();

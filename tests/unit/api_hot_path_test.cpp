@@ -14,10 +14,13 @@
 #include <boost/asio/post.hpp>
 
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "api/access_policy.hpp"
 #include "api/http_api.hpp"
@@ -223,10 +226,9 @@ TEST(hot_path, AccessIsDecidedPerConnectionWhenAGlobAllowsEveryUserElsePerReques
 
 class socket_world : public world {
  public:
-  socket_world() {
+  explicit socket_world(mxp::api::server_options o = {}) {
     char tmpl[] = "/tmp/mxp-hotpath-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    mxp::api::server_options o;
     o.socket_path = dir_ + "/api.sock";
     server_ = std::make_unique<mxp::api::unix_server>(io.get_executor(), o, *api);
     asio::co_spawn(io, server_->run(), [](std::exception_ptr) {});
@@ -245,6 +247,12 @@ class socket_world : public world {
     thread_.join();
     server_.reset();
     ::rmdir(dir_.c_str());
+  }
+  // Connections the server holds, asked on its own thread.
+  std::size_t connections() {
+    std::promise<std::size_t> n;
+    asio::post(io, [&] { n.set_value(server_->connections()); });
+    return n.get_future().get();
   }
   int connect_client() const {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -355,6 +363,134 @@ TEST(hot_path_socket, PipelinedSplitAndMixedRequestsAreAnsweredInOrder) {
   ASSERT_EQ(::poll(&p, 1, 2000), 1);
   EXPECT_EQ(::recv(fd, &byte, 1, 0), 0);  // closed by the server
   ::close(fd);
+}
+
+// Reads until the server closes the connection; what came, or nullopt if it is still open after
+// `limit`.
+std::optional<std::string> read_until_closed(int fd, std::chrono::milliseconds limit) {
+  std::string got;
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left <= 0ms) return std::nullopt;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+    char buf[4096];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return got;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// A connection with alice's token cached behind it, the login's answer read.
+int logged_in_client(socket_world& w) {
+  const int fd = w.connect_client();
+  send_all(fd, get("@alice:example.com"));
+  EXPECT_EQ(read_answers(fd, 1).size(), 1u);
+  return fd;
+}
+
+TEST(hot_path_socket, ABurstLargerThanOneReadIsAnsweredWholeAndInOrder) {
+  socket_world w;
+  const int fd = logged_in_client(w);
+  // 600 pipelined requests (about 45 KB, several reads of the hot loop) with an uncached one in
+  // the middle, which goes to the general path and back.
+  std::string burst;
+  for (int i = 0; i < 600; ++i) burst += get(i == 300 ? "@bob:example.com" : "@alice:example.com");
+  std::thread sender{[&] { send_all(fd, burst); }};
+  auto answers = read_answers(fd, 600);
+  sender.join();
+  ASSERT_EQ(answers.size(), 600u);
+  for (std::size_t i = 0; i < answers.size(); ++i)
+    EXPECT_NE(answers[i].find(i == 300 ? "@bob:example.com" : "@alice:example.com"),
+              std::string::npos)
+        << i;
+  ::close(fd);
+}
+
+TEST(hot_path_socket, AClientThatNeverReadsCachedAnswersIsCutAtTheWriteDeadline) {
+  mxp::api::server_options o;
+  o.idle_timeout = 30s, o.header_timeout = 30s, o.write_timeout = 400ms;
+  socket_world w{o};
+  const int fd = logged_in_client(w);
+  int small = 4096;  // a small receive buffer fills sooner
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  // Cached-token requests whose answers are never read: the hot loop's send falls short, the
+  // connection goes back to its coroutine, and the write deadline ends it.
+  std::string burst;
+  for (int i = 0; i < 64; ++i) burst += get("@alice:example.com");
+  const auto started = std::chrono::steady_clock::now();
+  bool cut = false;
+  while (!cut && std::chrono::steady_clock::now() - started < 10s) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 100) <= 0) {
+      if (w.connections() == 0) cut = true;
+      continue;
+    }
+    if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+        errno != EAGAIN && errno != EWOULDBLOCK)
+      cut = true;  // EPIPE / ECONNRESET: the server closed it
+  }
+  EXPECT_TRUE(cut) << "a client that never reads kept its connection for 10 s";
+  ::close(fd);
+}
+
+TEST(hot_path_socket, AConnectionBetweenRequestsKeepsItsIdleAndHeaderDeadlines) {
+  mxp::api::server_options o;
+  o.idle_timeout = 300ms, o.header_timeout = 30s;
+  {
+    socket_world w{o};
+    const int fd = logged_in_client(w);
+    send_all(fd, get("@alice:example.com"));  // a cached answer: the hot loop's
+    ASSERT_EQ(read_answers(fd, 1).size(), 1u);
+    const auto idle_from = std::chrono::steady_clock::now();
+    auto rest = read_until_closed(fd, 5s);
+    ASSERT_TRUE(rest.has_value()) << "an idle connection outlived its idle timeout";
+    EXPECT_EQ(*rest, "");
+    EXPECT_GE(std::chrono::steady_clock::now() - idle_from, 250ms);
+    ::close(fd);
+  }
+  o.idle_timeout = 30s, o.header_timeout = 300ms;
+  {
+    socket_world w{o};
+    const int fd = logged_in_client(w);
+    send_all(fd, get("@alice:example.com").substr(0, 25));  // and never the rest
+    auto rest = read_until_closed(fd, 5s);
+    ASSERT_TRUE(rest.has_value()) << "half a request outlived the header timeout";
+    EXPECT_EQ(*rest, "");
+    ::close(fd);
+  }
+}
+
+TEST(hot_path_socket, ARequestThePeerCutsShortIsAnswered400) {
+  socket_world w;
+  const int fd = logged_in_client(w);
+  send_all(fd, get("@alice:example.com") + get("@alice:example.com").substr(0, 30));
+  ::shutdown(fd, SHUT_WR);
+  auto rest = read_until_closed(fd, 5s);
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_EQ(rest->find("HTTP/1.1 200 OK"), 0u) << *rest;  // the whole one first
+  EXPECT_NE(rest->find("HTTP/1.1 400 Bad Request"), std::string::npos) << *rest;
+  ::close(fd);
+}
+
+TEST(hot_path_socket, StopClosesConnectionsBetweenRequestsAndLeavesNothingBehind) {
+  auto w = std::make_unique<socket_world>();
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) fds.push_back(logged_in_client(*w));
+  ASSERT_EQ(w->connections(), 3u);
+  // ~socket_world: stop(), a drain of 1 s at most, then the io_context's thread must run dry (no
+  // connection, no hot loop, no timer left on it) for the join to return.
+  const auto from = std::chrono::steady_clock::now();
+  w.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - from, 900ms)
+      << "the drain waited for connections that stop() should have closed";
+  for (int fd : fds) {
+    auto rest = read_until_closed(fd, 1s);
+    EXPECT_TRUE(rest.has_value() && rest->empty()) << "closed by stop(), not left open";
+    ::close(fd);
+  }
 }
 
 }  // namespace
