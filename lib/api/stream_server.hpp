@@ -31,6 +31,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <list>
 #include <memory>
 #include <string>
@@ -333,8 +334,15 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       bool more = n == static_cast<int>(ready.size());
       if (n > 0) {
         const auto now = std::chrono::steady_clock::now();
-        for (int i = 0; i < n; ++i)
-          more |= serve_ready(*static_cast<connection_type*>(ready[i].data.ptr), now);
+        for (int i = 0; i < n; ++i) {
+          auto& c = *static_cast<connection_type*>(ready[i].data.ptr);
+          try {
+            more |= serve_ready(c, now);
+          } catch (const std::exception& ex) {  // that connection ends, the others go on
+            spdlog::error("API connection failed: {}", ex.what());
+            c.close();
+          }
+        }
       }
       boost::system::error_code ec;
       if (more)
