@@ -5,7 +5,8 @@
 #     (bench/instructions_per_request.sh), nginx answering a fixed JSON
 #     (../shared/tools/anchors/nginx_instructions.sh) and the floor, uxload's rawserver;
 #  2. req/s and p99 of mxpuppetd against nginx, interleaved (server on CPU 1, uxload on CPU 0),
-#     RUNS runs of SECONDS each, at 100 and at 100,000 cached sessions.
+#     RUNS runs of SECONDS each, at 100 and at 100,000 cached sessions; the floor (rawserver) in
+#     the same runs says how much of nginx's rate the kernel leaves to gain at all.
 #
 #   bench/hot_path_bench.sh [RUNS=5] [SECONDS=5] [N=20000]
 #   SESSIONS="100 100000" (the session counts), SKIP_INSTRUCTIONS=1 / SKIP_THROUGHPUT=1,
@@ -113,6 +114,10 @@ YAML
     for _ in $(seq 1 100); do [ -S "$work/nginx.sock" ] && break; sleep 0.02; done
     measure nginx unix:"$work/nginx.sock" "$users" "$work/nginx.$users.$run.json"
     kill $ngx; wait $ngx 2>/dev/null || true; rm -f "$work/nginx.sock"
+    taskset -c 1 "$work/rawserver" unix:"$work/raw.sock" > /dev/null 2>&1 & raw=$!
+    for _ in $(seq 1 100); do [ -S "$work/raw.sock" ] && break; sleep 0.02; done
+    measure rawserver unix:"$work/raw.sock" "$users" "$work/raw.$users.$run.json"
+    kill $raw; wait $raw 2>/dev/null || true; rm -f "$work/raw.sock"
   done
   kill "$daemon"; wait "$daemon" 2>/dev/null || true
 done
@@ -127,11 +132,15 @@ def vals(name,users,key):
         if os.path.exists(p):
             r=json.load(open(p)); out.append(r['rps'] if key=='rps' else r['latency_us'][key])
     return out
-print("\n== medians (target: req/s >= 1.2x nginx, p99 <= nginx)")
+print("\n== medians (target: req/s >= 1.2x nginx, p99 <= nginx; the floor: rawserver, a raw epoll loop")
+print("   answering a fixed string, the most this machine's kernel lets any server do)")
 print(f"  {'sessions':>8s}  {'mxpuppetd req/s':>15s}  {'nginx req/s':>11s}  {'ratio':>5s}  {'runs (ratio)':s}    {'p99 mxp':>8s}  {'p99 nginx':>9s}  {'ratio':>5s}")
 for u in sessions:
     m,g=vals("mxp",u,'rps'),vals("nginx",u,'rps')
     mp,gp=vals("mxp",u,'p99'),vals("nginx",u,'p99')
     per_run=" ".join(f"{a/b:.2f}" for a,b in zip(m,g))
     print(f"  {u:>8s}  {statistics.median(m):15.0f}  {statistics.median(g):11.0f}  {statistics.median(m)/statistics.median(g):5.2f}  {per_run}    {statistics.median(mp):8.1f}  {statistics.median(gp):9.1f}  {statistics.median(mp)/statistics.median(gp):5.2f}")
+    f=vals("raw",u,'rps')
+    if f:
+        print(f"  {'':8s}  floor {statistics.median(f):9.0f} req/s: mxpuppetd {statistics.median(m)/statistics.median(f):.2f}x the floor, the floor {statistics.median(f)/statistics.median(g):.2f}x nginx")
 PY
