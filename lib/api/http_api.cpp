@@ -17,6 +17,7 @@
 
 #include "api/api_answers.hpp"
 #include "api/api_routes.hpp"
+#include "core/byte_scan.hpp"
 #include "core/errc.hpp"
 #include "matrix/user_id.hpp"
 
@@ -48,19 +49,6 @@ http_api::http_api(sessions::session_pool& pool, std::chrono::milliseconds reque
     : pool_(pool), request_timeout_(request_timeout), started_(steady_clock::now()) {}
 
 namespace {
-
-// Skips eight bytes at a time while none is '/', '%' or '?'; the byte-wise loop does the rest.
-const char* skip_plain_segment(const char* p, const char* end) noexcept {
-  constexpr std::uint64_t ones = ~std::uint64_t{0} / 255, highs = ones * 0x80;
-  const auto has_zero = [](std::uint64_t v) { return (v - ones) & ~v & highs; };
-  while (end - p >= 8) {
-    std::uint64_t x;
-    std::memcpy(&x, p, 8);
-    if (has_zero(x ^ (ones * '/')) | has_zero(x ^ (ones * '%')) | has_zero(x ^ (ones * '?'))) break;
-    p += 8;
-  }
-  return p;
-}
 
 std::string_view client_name(const access_decision& d) {
   return d.client ? std::string_view{*d.client} : "-";
@@ -175,7 +163,7 @@ bool http_api::answer_cached(std::string_view target, const peer_credentials* pe
   const char* p = target.data() + users.size();
   const char* const end = target.data() + target.size();
   const char* const segment = p;
-  p = skip_plain_segment(p, end);
+  p = core::skip_none_of(p, end, '/', '%', '?');
   while (p < end && *p != '/' && *p != '%' && *p != '?') ++p;
   if (p == segment || static_cast<std::size_t>(end - p) < token.size() ||
       std::memcmp(p, token.data(), token.size()) != 0)  // constant size: a few loads

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/byte_scan.hpp"
+
 namespace mxp::api {
 
 namespace {
@@ -31,21 +33,6 @@ constexpr auto classes = make_classes();
 
 bool is(char c, std::uint8_t cls) noexcept {
   return (classes[static_cast<unsigned char>(c)] & cls) != 0;
-}
-
-// Skips, eight bytes at a time, bytes from 0x21 (or 0x20 with `space`) to 0x7e; stops at or before
-// the first other byte, for the byte-wise loop to judge.
-const char* skip_visible(const char* p, const char* end, bool space) noexcept {
-  constexpr std::uint64_t ones = ~std::uint64_t{0} / 255, highs = ones * 0x80;
-  const std::uint64_t low = ones * (space ? 0x20 : 0x21);
-  while (end - p >= 8) {
-    std::uint64_t x;
-    std::memcpy(&x, p, 8);
-    // A byte below `low`, or above 0x7e (its high bit set, or 0x7f): not all visible.
-    if ((((x - low) & ~x) | ((x + ones * (127 - 0x7e)) | x)) & highs) break;
-    p += 8;
-  }
-  return p;
 }
 
 // ASCII case-insensitive equality with a lower-case literal.
@@ -77,7 +64,7 @@ simple_parse parse_simple_request(std::string_view data, std::size_t max_header_
   if (!data.starts_with(get)) return simple_parse::not_simple;
   p += get.size();
   const char* const target = p;
-  p = skip_visible(p, end, false);
+  p = core::skip_printable(p, end, 0x21);
   while (p < end && is(*p, target_char)) ++p;
   if (p == end) return more();
   if (*p != ' ' || p == target || *target != '/') return simple_parse::not_simple;
@@ -105,7 +92,7 @@ simple_parse parse_simple_request(std::string_view data, std::size_t max_header_
     if (*p != ':' || p == name) return simple_parse::not_simple;
     const std::string_view name_view{name, static_cast<std::size_t>(p - name)};
     const char* const value = ++p;
-    p = skip_visible(p, end, true);
+    p = core::skip_printable(p, end, 0x20);
     while (p < end && is(*p, value_char)) ++p;
     if (p == end) return more();
     if (*p != '\r') return simple_parse::not_simple;
