@@ -27,10 +27,13 @@
 #include "api/tcp_server.hpp"
 #include "api/unix_server.hpp"
 #include "sessions/session_pool.hpp"
+#include "support/raw_socket.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
+
+using mxp::test::read_until_closed;
 
 namespace {
 
@@ -143,23 +146,6 @@ bool send_all(int fd, std::string_view data) {
   return true;
 }
 
-// Reads until the peer closes (or resets) and returns what came, or nullopt when the
-// connection is still open after `limit`.
-std::optional<std::string> read_until_closed(int fd, std::chrono::milliseconds limit) {
-  std::string got;
-  const auto until = steady::now() + limit;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
-    if (left <= 0ms) return std::nullopt;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-    char buf[4096];
-    const auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return got;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
 // Waits until the server holds no connection (bounded).
 bool no_connections_within(server_under_test& s, std::chrono::milliseconds limit) {
   const auto until = steady::now() + limit;
@@ -260,18 +246,8 @@ TEST(connection_deadlines_unix, AClientThatNeverReadsIsCutAtTheWriteDeadline) {
   // server's write waits, and the write deadline must end it.
   std::string burst;
   for (int i = 0; i < 64; ++i) burst += "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-  const auto started = steady::now();
-  bool cut = false;
-  while (!cut && steady::now() - started < 10s) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 100) <= 0) {
-      if (s.connections() == 0) cut = true;
-      continue;
-    }
-    if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-        errno != EAGAIN && errno != EWOULDBLOCK)
-      cut = true;  // EPIPE / ECONNRESET: the server closed it
-  }
+  const bool cut = mxp::test::flood_until_cut(
+      fd, burst, [&] { return s.connections(); }, 10s);
   ASSERT_TRUE(cut) << "a client that never reads kept its connection for 10 s";
   EXPECT_TRUE(no_connections_within(s, 2s));
   ::close(fd);

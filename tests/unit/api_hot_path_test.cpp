@@ -26,9 +26,12 @@
 #include "api/http_api.hpp"
 #include "api/unix_server.hpp"
 #include "sessions/session_pool.hpp"
+#include "support/raw_socket.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
+
+using mxp::test::read_until_closed;
 
 namespace {
 
@@ -365,24 +368,6 @@ TEST(hot_path_socket, PipelinedSplitAndMixedRequestsAreAnsweredInOrder) {
   ::close(fd);
 }
 
-// Reads until the server closes the connection; what came, or nullopt if it is still open after
-// `limit`.
-std::optional<std::string> read_until_closed(int fd, std::chrono::milliseconds limit) {
-  std::string got;
-  const auto until = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left <= 0ms) return std::nullopt;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-    char buf[4096];
-    const auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return got;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
 // A connection with alice's token cached behind it, the login's answer read.
 int logged_in_client(socket_world& w) {
   const int fd = w.connect_client();
@@ -420,18 +405,8 @@ TEST(hot_path_socket, AClientThatNeverReadsCachedAnswersIsCutAtTheWriteDeadline)
   // connection goes back to its coroutine, and the write deadline ends it.
   std::string burst;
   for (int i = 0; i < 64; ++i) burst += get("@alice:example.com");
-  const auto started = std::chrono::steady_clock::now();
-  bool cut = false;
-  while (!cut && std::chrono::steady_clock::now() - started < 10s) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 100) <= 0) {
-      if (w.connections() == 0) cut = true;
-      continue;
-    }
-    if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-        errno != EAGAIN && errno != EWOULDBLOCK)
-      cut = true;  // EPIPE / ECONNRESET: the server closed it
-  }
+  const bool cut = mxp::test::flood_until_cut(
+      fd, burst, [&] { return w.connections(); }, 10s);
   EXPECT_TRUE(cut) << "a client that never reads kept its connection for 10 s";
   ::close(fd);
 }
