@@ -52,6 +52,14 @@ inline constexpr std::string_view too_many_connections_answer =
     "Content-Length: 71\r\nConnection: close\r\n\r\n"
     R"({"errcode":"MXP_UNAVAILABLE","error":"too many connections, try again"})";
 
+// A Transport provides:
+//   using protocol = ...;    // asio::local::stream_protocol, asio::ip::tcp
+//   struct peer { ... };     // what is known about the other end, read once at accept
+//   static void accepted(protocol::socket&, peer&);  // fills peer, sets socket options
+//   static constexpr bool wants_authorization;       // parse the Authorization header
+//   static constexpr bool hot_path;                  // the hot loop answers cached tokens
+//   static const peer_credentials* credentials(const peer&);  // for the hot path's access check
+//   static api_request request(const request_buffers&, const peer&);
 template <typename Transport>
 class stream_server : public std::enable_shared_from_this<stream_server<Transport>> {
  public:
@@ -165,14 +173,10 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
         if (!c->out.empty()) {  // answered here, or what the hot loop could not send at once
           co_await write_out(c, ec);
           if (ec || c->closing) co_return;
-          c->waiting = phase::idle;
-          set_deadline(*c, steady_clock::now() + limits_.idle_timeout);
+          answered(*c, steady_clock::now());
         }
         if (parsed == simple_parse::incomplete && !c->peer_closed) {
-          if (buffer.size() > 0 && c->waiting == phase::idle) {
-            c->waiting = phase::header;
-            set_deadline(*c, steady_clock::now() + limits_.header_timeout);
-          }
+          if (buffer.size() > 0) request_begun(*c, steady_clock::now());
           if (park(*c)) {
             co_await c->parked.async_wait(asio::redirect_error(asio::use_awaitable, ec));
             if (c->closing) co_return;
@@ -193,10 +197,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
           if (ec || parser.is_done()) break;
         }
         if (stopping_ && !parser.got_some()) co_return;  // idle at shutdown: just close
-        if (parser.got_some() && c->waiting == phase::idle) {
-          c->waiting = phase::header;
-          set_deadline(*c, steady_clock::now() + limits_.header_timeout);
-        }
+        if (parser.got_some()) request_begun(*c, steady_clock::now());
         if (parser.is_header_done() && c->waiting != phase::body) {
           c->waiting = phase::body;
           set_deadline(*c, steady_clock::now() + limits_.body_timeout);
@@ -244,9 +245,21 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
       co_await write_out(c, ec);
       if (!ec && malformed) co_await linger(c);
       if (ec || !keep_alive || c->closing) co_return;
-      c->waiting = phase::idle;
-      set_deadline(*c, steady_clock::now() + limits_.idle_timeout);
+      answered(*c, steady_clock::now());
     }
+  }
+
+  // The deadline of each phase, moved by plain stores (set_deadline): after an answer the
+  // connection waits for the next request (idle); once a request's first byte is here, the
+  // whole header must follow within header_timeout, counted from that byte.
+  void answered(connection_type& c, std::chrono::steady_clock::time_point now) {
+    c.waiting = phase::idle;
+    set_deadline(c, now + limits_.idle_timeout);
+  }
+  void request_begun(connection_type& c, std::chrono::steady_clock::time_point now) {
+    if (c.waiting != phase::idle) return;
+    c.waiting = phase::header;
+    set_deadline(c, now + limits_.header_timeout);
   }
 
   // Answers the cached-token requests at the front of c.in (appending to c.out) until one is not
@@ -280,6 +293,16 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     c->out.clear();
   }
 
+  // What ended an owned task (a connection, the hot loop) with an exception, logged.
+  static void log_failure(std::exception_ptr ep, std::string_view what) {
+    if (!ep) return;
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      spdlog::error("{} failed: {}", what, ex.what());
+    }
+  }
+
   // One non-blocking send of what is ready; how much went (a full socket buffer is no error).
   // The socket is non-blocking (start()); MSG_NOSIGNAL: a peer gone is an error, not a signal.
   static std::size_t send_now(int fd, std::string_view out, boost::system::error_code& ec) {
@@ -310,12 +333,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
                           [self = this->shared_from_this()](std::exception_ptr ep) {
                             self->hot_loop_running_ = false;
                             self->connection_closed_.notify_all();
-                            if (!ep) return;
-                            try {
-                              std::rethrow_exception(ep);
-                            } catch (const std::exception& ex) {
-                              spdlog::error("the API's hot loop failed: {}", ex.what());
-                            }
+                            log_failure(ep, "the API's hot loop");
                           });
   }
 
@@ -364,11 +382,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
     interest.data.ptr = &c;  // alive: its coroutine holds it until the loop lets it go
     if (::epoll_ctl(hot_ready_.native_handle(), EPOLL_CTL_ADD, fd, &interest) != 0) {
       spdlog::warn("cannot add an API connection to the hot loop: {}", std::strerror(errno));
-      c.socket.assign(protocol{}, fd, ec);
-      if (ec) {
-        ::close(fd);
-        c.close();
-      }
+      return_to_asio(c, fd);
       return false;
     }
     c.hot_fd = fd;
@@ -380,15 +394,19 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
   void hand_back(connection_type& c) {
     const int fd = std::exchange(c.hot_fd, -1);
     ::epoll_ctl(c.hot_epoll, EPOLL_CTL_DEL, fd, nullptr);
+    if (return_to_asio(c, fd)) c.parked.cancel();  // else close() woke the coroutine
+  }
+
+  // Puts a released descriptor back under Asio; when Asio will not take it, the connection is
+  // closed.
+  bool return_to_asio(connection_type& c, int fd) {
     boost::system::error_code ec;
     c.socket.assign(protocol{}, fd, ec);
-    if (ec) {
-      spdlog::warn("cannot take an API connection back from the hot loop: {}", ec.message());
-      ::close(fd);
-      c.close();
-      return;
-    }
-    c.parked.cancel();
+    if (!ec) return true;
+    spdlog::warn("cannot give an API connection back to Asio: {}", ec.message());
+    ::close(fd);
+    c.close();
+    return false;
   }
 
   // One readiness of a connection the hot loop holds: one recv, the requests it completes
@@ -427,17 +445,13 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
         return false;
       }
       c.out.clear();
-      c.waiting = phase::idle;
-      set_deadline(c, now + limits_.idle_timeout);
+      answered(c, now);
     }
     if (parsed == simple_parse::not_simple) {
       hand_back(c);
       return false;
     }
-    if (c.in.size() > 0 && c.waiting == phase::idle) {
-      c.waiting = phase::header;
-      set_deadline(c, now + limits_.header_timeout);
-    }
+    if (c.in.size() > 0) request_begun(c, now);
     return static_cast<std::size_t>(n) == space.size();
   }
 
@@ -502,12 +516,7 @@ class stream_server : public std::enable_shared_from_this<stream_server<Transpor
                             c->close();
                             self->live_.erase(where);
                             self->connection_closed_.notify_all();
-                            if (!ep) return;
-                            try {
-                              std::rethrow_exception(ep);
-                            } catch (const std::exception& ex) {
-                              spdlog::error("API connection failed: {}", ex.what());
-                            }
+                            log_failure(ep, "API connection");
                           });
   }
 };
